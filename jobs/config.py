@@ -1,0 +1,105 @@
+"""Settings for every vlmq process, read once from the environment (prefix ``VLMQ_``).
+
+Nested sections use ``__``: ``VLMQ_DB__URL``, ``VLMQ_MODEL__PATH``, ``VLMQ_LIMITS__MAX_PDF_PAGES``.
+A ``.env`` file in the working directory and the dev stack's ``.vlmq/dev.env`` (written by
+``vlmq dev up``) are read too; real environment variables win over both.
+
+A server URL left unset means "none configured": ``vlmq dev up`` / ``vlmq demo`` then start embedded
+servers (PostgreSQL and Redis from pip wheels, moto's S3 server) and write their URLs to dev.env.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+STATE_DIR = Path(".vlmq")
+DEV_ENV_FILE = STATE_DIR / "dev.env"
+
+
+class DbSettings(BaseModel):
+    url: str | None = None  # postgresql+psycopg://user@host:5432/db
+    pool_size: int = 5
+    echo: bool = False
+
+
+class RedisSettings(BaseModel):
+    url: str | None = None  # redis://127.0.0.1:6379/0
+
+
+class S3Settings(BaseModel):
+    endpoint_url: str | None = None  # None: AWS itself (or the dev stack's moto server)
+    bucket: str = "vlmq"
+    region: str = "us-east-1"
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+    create_bucket: bool = True  # create the bucket at start when missing (dev, MinIO)
+
+
+class ModelSettings(BaseModel):
+    engine: Literal["transformers", "vllm"] = "transformers"
+    path: str = str(STATE_DIR / "models" / "tiny-glm4v")  # real users: GLM-4.1V-9B-Thinking(-AWQ)
+    model_id: str | None = None  # name stored on results; defaults to the path's last part
+    max_new_tokens: int = 1024
+    temperature: float = 0.0  # 0 = greedy
+    device: str = "cpu"  # transformers engine only
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    # vLLM engine
+    quantization: str | None = None  # "awq" for the AWQ checkpoint; None lets vLLM read the config
+    tensor_parallel_size: Literal[1, 2, 4] = 1
+    max_model_len: int = 16384
+    gpu_memory_utilization: float = 0.85
+    compile_cache_dir: str | None = None
+
+
+class LimitSettings(BaseModel):
+    max_upload_bytes: int = 200 * 1024 * 1024
+    max_source_bytes: int = 500 * 1024 * 1024
+    max_pdf_pages: int = 500
+    max_items_per_job: int = 50_000
+    render_longest_side: int = 1288
+    batch_size: int = 8  # pages per inference task
+    max_attempts: int = 3
+
+
+class ApiSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # "key:tenant" pairs, comma separated; empty means a development key is made and printed.
+    keys: SecretStr | None = None
+    base_url: str | None = None  # what the CLI talks to; default http://host:port
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="VLMQ_",
+        env_nested_delimiter="__",
+        env_file=(".env", str(DEV_ENV_FILE)),
+        extra="ignore",
+    )
+
+    state_dir: Path = STATE_DIR
+    db: DbSettings = Field(default_factory=DbSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    s3: S3Settings = Field(default_factory=S3Settings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+
+    @property
+    def model_id(self) -> str:
+        return self.model.model_id or Path(self.model.path.rstrip("/")).name
+
+    @property
+    def api_base_url(self) -> str:
+        return self.api.base_url or f"http://{self.api.host}:{self.api.port}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, built once. Tests call ``get_settings.cache_clear()`` after changing env."""
+    return Settings()

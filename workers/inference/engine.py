@@ -1,0 +1,46 @@
+"""The engine seam: what the inference task needs from a model, whatever runs it.
+
+Two implementations: ``transformers_engine.TransformersEngine`` (CPU/dev/CI, tiny model) and
+``vllm_engine.VllmEngine`` (GPU). Unit tests use ``FakeEngine`` from tests.
+Engines return the raw decoded text (special tokens such as ``<|endoftext|>`` removed, ``<think>`` and
+``<answer>`` tags kept); ``jobs.reasoning`` splits it, the same way for every engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from PIL import Image
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    request_id: str
+    prompt: str  # the user's text; the engine wraps it in GLM-4.1V's chat template
+    images: Sequence[Image.Image] = field(default_factory=tuple)
+    max_new_tokens: int = 1024
+    temperature: float = 0.0
+
+
+@dataclass(frozen=True)
+class GenerationOutput:
+    request_id: str
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: FinishReason
+
+
+class Engine(Protocol):
+    """A loaded model. Built once per worker process; ``generate`` may be called many times."""
+
+    model_id: str
+    name: str  # "transformers" | "vllm" | "fake"
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
+        """One output per request, in the same order. Raises on engine failure (whole batch)."""
+        ...
