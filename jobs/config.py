@@ -29,6 +29,8 @@ class DbSettings(BaseModel):
 
 class RedisSettings(BaseModel):
     url: str | None = None  # redis://127.0.0.1:6379/0
+    # Prefix on every key Celery writes, so several deployments (or test runs) can share one Redis.
+    key_prefix: str = ""
 
 
 class S3Settings(BaseModel):
@@ -45,6 +47,8 @@ class ModelSettings(BaseModel):
     path: str = str(STATE_DIR / "models" / "tiny-glm4v")  # real users: GLM-4.1V-9B-Thinking(-AWQ)
     model_id: str | None = None  # name stored on results; defaults to the path's last part
     max_new_tokens: int = 1024
+    # Reasoning longer than this is closed with </think><answer> and the model resumes for the answer.
+    thinking_budget: int | None = 8192
     temperature: float = 0.0  # 0 = greedy
     device: str = "cpu"  # transformers engine only
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
@@ -53,7 +57,12 @@ class ModelSettings(BaseModel):
     tensor_parallel_size: Literal[1, 2, 4] = 1
     max_model_len: int = 16384
     gpu_memory_utilization: float = 0.85
-    compile_cache_dir: str | None = None
+    compile_cache_dir: str | None = None  # persists vLLM/FlashInfer compile caches: fast warm starts
+    max_num_seqs: int = 256
+    images_per_prompt: int = 1
+    # Inference tasks a GPU worker runs at once (threads sharing one engine): keeps the engine fed.
+    # Ignored by the transformers engine, which runs one at a time.
+    batches_in_flight: int = 8
 
 
 class LimitSettings(BaseModel):

@@ -33,6 +33,7 @@ class GenerationOutput:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: FinishReason
+    flags: tuple[str, ...] = ()  # engine-side facts, e.g. "thinking_budget_reached"
 
 
 class Engine(Protocol):

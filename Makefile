@@ -1,0 +1,46 @@
+# vlmq developer commands. `make demo` and `make test` set up .venv on first use.
+PY ?= python3
+comma := ,
+VENV := .venv
+BIN := $(VENV)/bin
+EXTRAS ?= api,worker,dev
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)-$(subst $(comma),_,$(EXTRAS))
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-fast lint format typecheck gpu-test clean
+
+$(STAMP): pyproject.toml
+	@echo ">> creating $(VENV) and installing vlmq[$(EXTRAS)] (torch included: first time takes a few minutes)"
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[$(EXTRAS)]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/vlmq demo
+
+test: setup
+	$(BIN)/python -m pytest -m "not gpu" $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: setup
+	$(BIN)/mypy
+
+gpu-test:
+	python3 -m pytest tests/gpu -m gpu $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .vlmq .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,168 @@
+"""The ``vlmq`` command line: run the services, submit and follow jobs, and the dev/demo helpers."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from jobs.config import get_settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="vlmq: batch GLM-4.1V jobs.")
+db_app = typer.Typer(no_args_is_help=True, help="Database schema (Alembic).")
+dev_app = typer.Typer(no_args_is_help=True, help="Development helpers: embedded servers, tiny model.")
+app.add_typer(db_app, name="db")
+app.add_typer(dev_app, name="dev")
+console = Console()
+err = Console(stderr=True)
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def api(
+    host: Annotated[str | None, typer.Option(help="Bind address (default: settings)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: settings)")] = None,
+    log_level: str = "info",
+) -> None:
+    """Serve the REST API."""
+    import uvicorn
+
+    from api.auth import load_keys
+
+    settings = get_settings()
+    keys, is_dev = load_keys(settings)
+    if is_dev:
+        err.print(f"[yellow]No VLMQ_API__KEYS configured; development API key:[/] {next(iter(keys))}")
+    uvicorn.run(
+        "api.app:create_app",
+        factory=True,
+        host=host or settings.api.host,
+        port=port or settings.api.port,
+        log_level=log_level,
+    )
+
+
+@app.command()
+def worker(
+    queues: Annotated[str, typer.Option(help="Comma-separated: prep (CPU), gpu (inference)")] = "prep,gpu",
+    concurrency: Annotated[int, typer.Option(help="Prep processes (the gpu queue runs in one process)")] = 2,
+    log_level: str = "info",
+) -> None:
+    """Run a Celery worker. A worker with the gpu queue loads its engine once, before taking tasks."""
+    _logging(log_level)
+    from workers.celery_app import app as celery_app
+
+    names = [q.strip() for q in queues.split(",") if q.strip()]
+    args = ["worker", f"--queues={','.join(names)}", f"--loglevel={log_level}", "--without-gossip"]
+    if "gpu" in names:
+        from workers.inference.factory import get_engine
+
+        get_engine()  # one engine per process: the solo pool runs tasks in this very process
+        args += ["--pool=solo"]
+    else:
+        args += ["--pool=prefork", f"--concurrency={concurrency}"]
+    celery_app.worker_main(args)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Apply migrations (to head by default)."""
+    from migrations import upgrade
+
+    upgrade(get_settings().db.url, revision)
+    console.print(f"database at revision {revision}")
+
+
+@app.command()
+def submit(
+    files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, help="PDFs or images")],
+    prompt: Annotated[str | None, typer.Option(help="Prompt (default: the caption preset)")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help="Output token limit per page")] = None,
+    wait: Annotated[bool, typer.Option(help="Follow progress until the job is done")] = False,
+    idempotency_key: Annotated[str | None, typer.Option(help="Retry-safe submission key")] = None,
+) -> None:
+    """Upload files as one job."""
+    from api.cli.client import Client
+    from api.cli.progress import follow
+
+    opts = {"max_new_tokens": max_new_tokens} if max_new_tokens else {}
+    with Client.from_settings(get_settings()) as client:
+        job = client.submit_files(list(files), prompt=prompt, options=opts, idempotency_key=idempotency_key)
+        console.print(f"job [bold]{job['id']}[/] {job['status']} ({job['request_counts']['total']} items)")
+        if wait:
+            job = follow(client, job["id"], console)
+            _exit_for(job)
+
+
+@app.command()
+def status(job_id: str) -> None:
+    """Print a job's status as JSON."""
+    from api.cli.client import Client
+
+    with Client.from_settings(get_settings()) as client:
+        console.print_json(json.dumps(client.job(job_id)))
+
+
+@app.command()
+def results(
+    job_id: str,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write JSONL here")] = None,
+) -> None:
+    """Print (or write) a job's results as JSONL."""
+    from api.cli.client import Client
+
+    with Client.from_settings(get_settings()) as client:
+        lines = [json.dumps(r, ensure_ascii=False) for r in client.results(job_id)]
+    if output:
+        output.write_text("\n".join(lines) + "\n")
+        console.print(f"{len(lines)} lines written to {output}")
+    else:
+        for line in lines:
+            sys.stdout.write(line + "\n")
+
+
+@app.command()
+def demo(
+    pages: Annotated[bool, typer.Option(help="Print each page's answer and reasoning")] = True,
+    max_new_tokens: Annotated[int, typer.Option(help="Output tokens per page")] = 48,
+) -> None:
+    """Start whatever is missing, run the bundled 3-page sample PDF, and print its results."""
+    from api.cli.demo import run_demo
+
+    _exit_for(run_demo(console, max_new_tokens=max_new_tokens, show_pages=pages))
+
+
+@dev_app.command("up")
+def dev_up() -> None:
+    """Start embedded Postgres/Redis/S3 for whatever is not configured, migrate, and wait (Ctrl-C stops)."""
+    from api.cli.demo import dev_stack_forever
+
+    dev_stack_forever(console)
+
+
+@dev_app.command("tiny-model")
+def dev_tiny_model(
+    path: Path,
+    teach_sample: Annotated[bool, typer.Option(help="Teach it the sample PDF's pages (about 2 min)")] = False,
+) -> None:
+    """Build a tiny GLM-4.1V-shaped model with random weights (no download)."""
+    from api.cli.demo import ensure_model
+
+    ensure_model(path, console, teach=teach_sample)
+
+
+def _exit_for(job: dict[str, object]) -> None:
+    if job.get("status") != "completed":
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app()

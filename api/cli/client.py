@@ -1,0 +1,117 @@
+"""A small HTTP client for the vlmq API, used by the CLI and the demo."""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from api.auth import dev_key_path, parse_keys
+from jobs.config import Settings
+
+TERMINAL = {"completed", "failed", "cancelled"}
+
+
+class ApiError(RuntimeError):
+    def __init__(self, status: int, body: str) -> None:
+        self.status = status
+        try:
+            err = json.loads(body)["error"]
+            message = f"{err['code']}: {err['message']}"
+            if err.get("details"):
+                message += " " + "; ".join(
+                    f"{'.'.join(map(str, d['loc']))}: {d['msg']}" for d in err["details"]
+                )
+        except (ValueError, KeyError, TypeError):
+            message = body[:500]
+        super().__init__(f"HTTP {status}: {message}")
+
+
+def api_key_for(settings: Settings) -> str:
+    if settings.api.keys is not None and settings.api.keys.get_secret_value().strip():
+        return next(iter(parse_keys(settings.api.keys.get_secret_value())))
+    path = dev_key_path(settings)
+    if not path.exists():
+        raise RuntimeError(f"no API key: set VLMQ_API__KEYS or start `vlmq api` once to create {path}")
+    return path.read_text().strip()
+
+
+class Client:
+    def __init__(self, base_url: str, api_key: str, timeout: float = 60.0) -> None:
+        self._http = httpx.Client(
+            base_url=base_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=timeout
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Client:
+        return cls(settings.api_base_url, api_key_for(settings))
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _ok(self, r: httpx.Response) -> httpx.Response:
+        if r.status_code >= 400:
+            raise ApiError(r.status_code, r.text)
+        return r
+
+    def submit_files(
+        self,
+        paths: list[Path],
+        prompt: str | None = None,
+        options: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        files = [
+            ("file", (p.name, p.read_bytes(), mimetypes.guess_type(p.name)[0] or "application/octet-stream"))
+            for p in paths
+        ]
+        data = {k: v for k, v in {"prompt": prompt, "options": json.dumps(options or {})}.items() if v}
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return self._ok(self._http.post("/v1/jobs", files=files, data=data, headers=headers)).json()
+
+    def submit(self, body: dict[str, Any], idempotency_key: str | None = None) -> dict[str, Any]:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return self._ok(self._http.post("/v1/jobs", json=body, headers=headers)).json()
+
+    def job(self, job_id: str | uuid.UUID) -> dict[str, Any]:
+        return self._ok(self._http.get(f"/v1/jobs/{job_id}")).json()
+
+    def results(self, job_id: str | uuid.UUID) -> Iterator[dict[str, Any]]:
+        r = self._ok(self._http.get(f"/v1/jobs/{job_id}/results"))
+        for line in r.text.splitlines():
+            if line.strip():
+                yield json.loads(line)
+
+    def health(self) -> dict[str, Any]:
+        return self._http.get("/healthz").json()
+
+    def wait(
+        self,
+        job_id: str | uuid.UUID,
+        on_update: Callable[[dict[str, Any]], None] | None = None,
+        poll: float = 0.5,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """Poll until the job is terminal; ``on_update`` sees every status read."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if on_update:
+                on_update(job)
+            if job["status"] in TERMINAL:
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job['status']} after {timeout} s")
+            time.sleep(poll)

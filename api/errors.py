@@ -1,0 +1,48 @@
+"""One table from domain errors to HTTP answers; every error body is {"error": {"code", "message"}}."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from jobs import errors as e
+
+STATUS: list[tuple[type[e.VlmqError], int]] = [  # first match wins: subclasses before their parents
+    (e.Unauthorized, 401),
+    (e.NotFound, 404),
+    (e.Conflict, 409),
+    (e.SourceTooLarge, 413),
+    (e.InvalidInput, 422),
+    (e.PermanentError, 422),
+    (e.StorageUnavailable, 503),
+    (e.RetryableError, 503),
+]
+
+
+def status_for(err: e.VlmqError) -> int:
+    return next((code for cls, code in STATUS if isinstance(err, cls)), 500)
+
+
+def error_body(code: str, message: str, **extra: object) -> dict[str, object]:
+    return {"error": {"code": code, "message": message, **extra}}
+
+
+async def _domain(_: Request, err: Exception) -> JSONResponse:
+    assert isinstance(err, e.VlmqError)
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(err, e.Unauthorized) else None
+    return JSONResponse(error_body(err.code, str(err)), status_code=status_for(err), headers=headers)
+
+
+async def _validation(_: Request, err: Exception) -> JSONResponse:
+    assert isinstance(err, RequestValidationError)
+    details = [
+        {"loc": list(d.get("loc", ())), "msg": d.get("msg", ""), "type": d.get("type", "")}
+        for d in err.errors()
+    ]
+    return JSONResponse(error_body("invalid_request", "request failed validation", details=details), 422)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(e.VlmqError, _domain)
+    app.add_exception_handler(RequestValidationError, _validation)

@@ -1,0 +1,149 @@
+"""/v1/jobs: submit (JSON or multipart upload), read status, stream results."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import StreamingResponse
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from api.deps import ServiceDep, SettingsDep, TenantDep
+from jobs.config import Settings
+from jobs.errors import InvalidInput, SourceTooLarge
+from jobs.schemas import JobCreate, JobOut
+from jobs.service import JobService
+from jobs.storage import upload_key
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
+JSON_BODY_LIMIT = 16 * 1024 * 1024
+
+_SUBMIT_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": JobCreate.model_json_schema(ref_template="#/components/schemas/{model}")
+            },
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                        "prompt": {"type": "string"},
+                        "options": {"type": "string", "description": "JobOptions as JSON"},
+                    },
+                }
+            },
+        },
+    }
+}
+
+
+@router.post("", status_code=202, response_model=JobOut, openapi_extra=_SUBMIT_DOC)
+async def create_job(
+    request: Request,
+    response: Response,
+    service: ServiceDep,
+    settings: SettingsDep,
+    tenant: TenantDep,
+    idempotency_key: IdempotencyKey = None,
+) -> JobOut:
+    """202 with the new job; 200 with the earlier job when the Idempotency-Key was seen before."""
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        req = await _from_upload(request, service, settings, tenant)
+    else:
+        req = _parse(JobCreate, await _json_body(request))
+    job, created = await run_in_threadpool(service.submit, tenant, req, idempotency_key)
+    response.status_code = 202 if created else 200
+    return await run_in_threadpool(service.get, tenant, job.id)
+
+
+@router.get("/{job_id}", response_model=JobOut)
+async def get_job(job_id: uuid.UUID, service: ServiceDep, tenant: TenantDep) -> JobOut:
+    return await run_in_threadpool(service.get, tenant, job_id)
+
+
+@router.get("/{job_id}/results", response_class=StreamingResponse)
+async def get_results(job_id: uuid.UUID, service: ServiceDep, tenant: TenantDep) -> StreamingResponse:
+    """JSONL: one line per page result, and one per failed item or page (with its error)."""
+    lines = await run_in_threadpool(lambda: list(service.results(tenant, job_id)))
+
+    def body() -> Iterator[bytes]:
+        for line in lines:
+            yield (line.model_dump_json() + "\n").encode()
+
+    return StreamingResponse(body(), media_type="application/x-ndjson")
+
+
+async def _json_body(request: Request) -> bytes:
+    size = int(request.headers.get("content-length") or 0)
+    if size > JSON_BODY_LIMIT:
+        raise SourceTooLarge(f"JSON body is {size} bytes; the limit is {JSON_BODY_LIMIT}")
+    return await request.body()
+
+
+def _parse(model: type[JobCreate], raw: bytes | dict[str, Any]) -> JobCreate:
+    try:
+        if isinstance(raw, bytes):
+            return model.model_validate_json(raw)
+        return model.model_validate(raw)
+    except ValidationError as e:
+        raise RequestValidationError(e.errors(include_url=False, include_context=False)) from e
+
+
+async def _from_upload(request: Request, service: JobService, settings: Settings, tenant: str) -> JobCreate:
+    """Store each uploaded file in S3 first (content-addressed), then submit them as s3:// items."""
+    limit = settings.limits.max_upload_bytes
+    declared = int(request.headers.get("content-length") or 0)
+    if declared > limit:  # refuse before Starlette spools the body to disk
+        raise SourceTooLarge(f"upload is {declared} bytes; the limit is {limit}")
+    form = await request.form(max_files=1000, max_fields=10)
+    files = [f for f in form.getlist("file") if isinstance(f, UploadFile)]
+    if not files:
+        raise InvalidInput("multipart upload needs at least one 'file' part")
+    items: list[dict[str, str]] = []
+    seen: set[str] = set()
+    for f in files:
+        data = await f.read()
+        if len(data) > limit:
+            raise SourceTooLarge(f"{f.filename}: {len(data)} bytes; the limit is {limit}")
+        key = upload_key(tenant, data, f.filename or "upload")
+        await run_in_threadpool(service.store.put, key, data, f.content_type or "application/octet-stream")
+        items.append(
+            {
+                "custom_id": _custom_id(f.filename or "upload", seen),
+                "uri": f"s3://{service.store.bucket}/{key}",
+            }
+        )
+    options = form.get("options")
+    try:
+        opts = json.loads(options) if isinstance(options, str) and options else {}
+    except json.JSONDecodeError as e:
+        raise InvalidInput(f"'options' is not valid JSON: {e}") from e
+    prompt = form.get("prompt")
+    return _parse(
+        JobCreate, {"items": items, "prompt": prompt if isinstance(prompt, str) else None, "options": opts}
+    )
+
+
+def _custom_id(filename: str, seen: set[str]) -> str:
+    """A file's name, made a valid custom_id and unique within the upload (report.pdf, report.pdf-2)."""
+    base = re.sub(r"[^A-Za-z0-9._:/@+=-]", "_", filename.rsplit("/", 1)[-1])
+    base = re.sub(r"^[^A-Za-z0-9]+", "", base)[:240] or "upload"
+    name, n = base, 1
+    while name in seen:
+        n += 1
+        name = f"{base}-{n}"
+    seen.add(name)
+    return name

@@ -1,0 +1,90 @@
+"""The error tree. Every error has a stable ``code`` (stored on failed items, sent in API errors).
+
+VlmqError
+├── PermanentError            bad input or a state that retrying cannot fix; never retried
+│   ├── InvalidInput          invalid_input
+│   ├── MediaError            media_error
+│   │   ├── CorruptMedia          corrupt_media
+│   │   ├── EncryptedDocument     encrypted_document
+│   │   ├── EmptyDocument         empty_document
+│   │   ├── TooManyPages          too_many_pages
+│   │   ├── UnsupportedMedia      unsupported_media
+│   │   └── SourceTooLarge        source_too_large
+│   ├── NotFound              not_found
+│   ├── Conflict              conflict
+│   ├── Unauthorized          unauthorized
+│   └── InvalidTransition     invalid_transition
+└── RetryableError            transient; tasks retry with backoff up to the attempt cap
+    ├── StorageUnavailable    storage_unavailable
+    └── EngineError           engine_error
+"""
+
+from __future__ import annotations
+
+
+class VlmqError(Exception):
+    code = "error"
+
+
+class PermanentError(VlmqError):
+    code = "permanent_error"
+
+
+class RetryableError(VlmqError):
+    code = "retryable_error"
+
+
+class InvalidInput(PermanentError):
+    code = "invalid_input"
+
+
+class MediaError(PermanentError):
+    code = "media_error"
+
+
+class CorruptMedia(MediaError):
+    code = "corrupt_media"
+
+
+class EncryptedDocument(MediaError):
+    code = "encrypted_document"
+
+
+class EmptyDocument(MediaError):
+    code = "empty_document"
+
+
+class TooManyPages(MediaError):
+    code = "too_many_pages"
+
+
+class UnsupportedMedia(MediaError):
+    code = "unsupported_media"
+
+
+class SourceTooLarge(MediaError):
+    code = "source_too_large"
+
+
+class NotFound(PermanentError):
+    code = "not_found"
+
+
+class Conflict(PermanentError):
+    code = "conflict"
+
+
+class Unauthorized(PermanentError):
+    code = "unauthorized"
+
+
+class InvalidTransition(PermanentError):
+    code = "invalid_transition"
+
+
+class StorageUnavailable(RetryableError):
+    code = "storage_unavailable"
+
+
+class EngineError(RetryableError):
+    code = "engine_error"

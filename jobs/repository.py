@@ -1,0 +1,191 @@
+"""All SQL. Every state change is one compare-and-set UPDATE ... WHERE status IN (allowed sources),
+so concurrent or repeated deliveries of the same message cannot move a row twice.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import and_, case, exists, func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session, aliased
+
+from jobs.models import Event, Item, Job, Result
+from jobs.status import (
+    ITEM_TERMINAL,
+    JOB_TERMINAL,
+    ItemStatus,
+    JobStatus,
+    item_sources_for,
+    job_sources_for,
+)
+
+
+def add_event(
+    s: Session,
+    job_id: uuid.UUID,
+    kind: str,
+    *,
+    item_id: uuid.UUID | None = None,
+    from_status: str | None = None,
+    to_status: str | None = None,
+    detail: str | None = None,
+) -> None:
+    s.add(
+        Event(
+            job_id=job_id,
+            item_id=item_id,
+            kind=kind,
+            from_status=from_status,
+            to_status=to_status,
+            detail=detail,
+        )
+    )
+
+
+def job_by_idempotency_key(s: Session, tenant: str, key: str) -> Job | None:
+    return s.scalar(select(Job).where(Job.tenant == tenant, Job.idempotency_key == key))
+
+
+def get_job(s: Session, job_id: uuid.UUID, tenant: str | None = None) -> Job | None:
+    q = select(Job).where(Job.id == job_id)
+    if tenant is not None:
+        q = q.where(Job.tenant == tenant)
+    return s.scalar(q)
+
+
+def get_item(s: Session, item_id: uuid.UUID) -> Item | None:
+    return s.get(Item, item_id)
+
+
+def move_items(
+    s: Session,
+    item_ids: Sequence[uuid.UUID],
+    target: ItemStatus,
+    values: dict[str, Any] | None = None,
+) -> list[Item]:
+    """Compare-and-set: move those of ``item_ids`` whose status allows it; return the rows moved."""
+    if not item_ids:
+        return []
+    sources = [str(x) for x in item_sources_for(target)]
+    stmt = (
+        update(Item)
+        .where(Item.id.in_(item_ids), Item.status.in_(sources))
+        .values(status=str(target), updated_at=func.now(), **(values or {}))
+        .returning(Item)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )
+    moved = list(s.scalars(stmt))
+    for it in moved:
+        add_event(s, it.job_id, "item.status", item_id=it.id, to_status=str(target))
+    return moved
+
+
+def move_job(s: Session, job_id: uuid.UUID, target: JobStatus, values: dict[str, Any] | None = None) -> bool:
+    sources = [str(x) for x in job_sources_for(target)]
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_(sources))
+        .values(status=str(target), updated_at=func.now(), **(values or {}))
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
+    )
+    moved = s.scalar(stmt) is not None
+    if moved:
+        add_event(s, job_id, "job.status", to_status=str(target))
+    return moved
+
+
+def insert_units(s: Session, source: Item, pages: Iterable[tuple[int, str]]) -> None:
+    """Create one unit per page; a repeated prep finds them there already (ON CONFLICT DO NOTHING)."""
+    rows = [
+        {
+            "id": uuid.uuid4(),
+            "job_id": source.job_id,
+            "parent_id": source.id,
+            "custom_id": source.custom_id,
+            "kind": "page",
+            "page": page,
+            "media_key": key,
+            "prompt": source.prompt,
+            "status": str(ItemStatus.READY),
+        }
+        for page, key in pages
+    ]
+    if rows:
+        s.execute(insert(Item).values(rows).on_conflict_do_nothing(index_elements=["parent_id", "page"]))
+
+
+def source_ids(s: Session, job_id: uuid.UUID, status: ItemStatus) -> list[uuid.UUID]:
+    q = select(Item.id).where(Item.job_id == job_id, Item.parent_id.is_(None), Item.status == str(status))
+    return list(s.scalars(q))
+
+
+def unit_ids(s: Session, parent_id: uuid.UUID, status: ItemStatus) -> list[uuid.UUID]:
+    q = select(Item.id).where(Item.parent_id == parent_id, Item.status == str(status)).order_by(Item.page)
+    return list(s.scalars(q))
+
+
+def upsert_result(s: Session, values: dict[str, Any]) -> None:
+    """Idempotent: a redelivered inference task rewrites the same (item, version) row."""
+    stmt = insert(Result).values(**values)
+    updatable = {k: stmt.excluded[k] for k in values if k not in ("id", "item_id", "version", "job_id")}
+    s.execute(stmt.on_conflict_do_update(index_elements=["item_id", "version"], set_=updatable))
+
+
+def settle_sources(s: Session, job_id: uuid.UUID) -> list[uuid.UUID]:
+    """Prepared sources whose units are all terminal become succeeded, or failed if any unit failed."""
+    unit = aliased(Item)
+    terminal = [str(x) for x in ITEM_TERMINAL]
+    open_units = exists().where(unit.parent_id == Item.id, unit.status.not_in(terminal))
+    failed_units = exists().where(unit.parent_id == Item.id, unit.status == str(ItemStatus.FAILED))
+    stmt = (
+        update(Item)
+        .where(Item.job_id == job_id, Item.status == str(ItemStatus.PREPARED), ~open_units)
+        .values(
+            status=case((failed_units, str(ItemStatus.FAILED)), else_=str(ItemStatus.SUCCEEDED)),
+            error_code=case((failed_units, "page_failed"), else_=None),
+            error_message=case((failed_units, "one or more pages failed; see the page errors"), else_=None),
+            updated_at=func.now(),
+        )
+        .returning(Item.id)
+        .execution_options(synchronize_session=False)
+    )
+    return list(s.scalars(stmt))
+
+
+def open_sources(s: Session, job_id: uuid.UUID) -> int:
+    terminal = [str(x) for x in ITEM_TERMINAL]
+    q = select(func.count()).where(
+        Item.job_id == job_id, Item.parent_id.is_(None), Item.status.not_in(terminal)
+    )
+    return int(s.scalar(q) or 0)
+
+
+def counts(s: Session, job_id: uuid.UUID, sources: bool) -> dict[str, int]:
+    """Items by status, for sources (parent NULL) or units."""
+    parent = Item.parent_id.is_(None) if sources else Item.parent_id.is_not(None)
+    q = select(Item.status, func.count()).where(Item.job_id == job_id, parent).group_by(Item.status)
+    return {status: int(n) for status, n in s.execute(q)}
+
+
+def result_rows(s: Session, job_id: uuid.UUID) -> list[tuple[Item, Item | None, Result | None]]:
+    """(source, unit, current result) for every page, plus (source, None, None) for sources with no units.
+
+    Ordered by source submission order then page, so a results file reads like the input.
+    """
+    unit = aliased(Item)
+    q = (
+        select(Item, unit, Result)
+        .outerjoin(unit, unit.parent_id == Item.id)
+        .outerjoin(Result, and_(Result.item_id == unit.id, Result.is_current.is_(True)))
+        .where(Item.job_id == job_id, Item.parent_id.is_(None))
+        .order_by(Item.created_at, Item.custom_id, unit.page)
+    )
+    return [(src, u, r) for src, u, r in s.execute(q)]
+
+
+def job_is_terminal(job: Job) -> bool:
+    return JobStatus(job.status) in JOB_TERMINAL

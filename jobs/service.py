@@ -1,0 +1,306 @@
+"""Use cases: submit, read, and the worker-side steps claim/complete/fail/finalize.
+
+The service owns transactions; jobs.repository owns SQL. Enqueueing happens after commit: a message
+for a row that is not yet visible would be lost work, while a row whose message is lost is found again
+by the sweeper.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import func
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from jobs import presets
+from jobs import repository as repo
+from jobs.config import Settings
+from jobs.dispatch import Dispatcher
+from jobs.errors import Conflict, InvalidInput, NotFound, VlmqError
+from jobs.models import Item, Job, Result
+from jobs.schemas import Counts, ErrorInfo, JobCreate, JobOut, ResultLine, Usage
+from jobs.status import ItemStatus, JobStatus
+from jobs.storage import BlobStore, job_output_key, split_s3_uri
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PrepWork:
+    item_id: uuid.UUID
+    job_id: uuid.UUID
+    uri: str
+    longest_side: int
+
+
+@dataclass(frozen=True)
+class UnitWork:
+    id: uuid.UUID
+    job_id: uuid.UUID
+    custom_id: str
+    page: int
+    media_key: str
+    prompt: str
+    prompt_version: str
+    max_new_tokens: int
+    temperature: float
+
+
+def request_hash(req: JobCreate) -> str:
+    return hashlib.sha256(req.model_dump_json().encode()).hexdigest()
+
+
+class JobService:
+    def __init__(
+        self, sessions: sessionmaker[Session], store: BlobStore, dispatcher: Dispatcher, settings: Settings
+    ) -> None:
+        self.sessions = sessions
+        self.store = store
+        self.dispatcher = dispatcher
+        self.settings = settings
+
+    # -- producer side -------------------------------------------------------------------------
+
+    def submit(self, tenant: str, req: JobCreate, idempotency_key: str | None = None) -> tuple[Job, bool]:
+        """Store the job and its items in one transaction, then enqueue. Returns (job, created)."""
+        self._validate(req)
+        digest = request_hash(req)
+        if idempotency_key and (prior := self._prior(tenant, idempotency_key, digest)):
+            return prior, False
+        try:
+            job = self._insert(tenant, req, idempotency_key, digest)
+        except IntegrityError:
+            # A concurrent retry with the same key won the insert; answer with its job.
+            prior = self._prior(tenant, idempotency_key or "", digest)
+            if prior is None:
+                raise
+            return prior, False
+        self._enqueue_sources(job.id)
+        return job, True
+
+    def _validate(self, req: JobCreate) -> None:
+        limit = self.settings.limits.max_items_per_job
+        if len(req.items) > limit:
+            raise InvalidInput(f"a job holds at most {limit} items; this one has {len(req.items)}")
+        for it in req.items:
+            bucket, _ = split_s3_uri(it.uri)
+            if bucket != self.store.bucket:
+                raise InvalidInput(f"item {it.custom_id}: bucket {bucket!r} is not allowed")
+
+    def _prior(self, tenant: str, key: str, digest: str) -> Job | None:
+        with self.sessions() as s:
+            job = repo.job_by_idempotency_key(s, tenant, key)
+        if job is not None and job.request_hash != digest:
+            raise Conflict("this Idempotency-Key was used with a different request body")
+        return job
+
+    def _insert(self, tenant: str, req: JobCreate, key: str | None, digest: str) -> Job:
+        with self.sessions() as s, s.begin():
+            job = Job(
+                id=uuid.uuid4(),
+                tenant=tenant,
+                status=str(JobStatus.QUEUED),
+                prompt=req.prompt or presets.DEFAULT.prompt,
+                prompt_version=presets.prompt_version(req.prompt),
+                options=req.options.model_dump(exclude_none=True),
+                model_id=self.settings.model_id,
+                idempotency_key=key,
+                request_hash=digest,
+                total_items=len(req.items),
+            )
+            s.add(job)
+            s.flush()
+            s.add_all(
+                Item(
+                    job_id=job.id,
+                    custom_id=it.custom_id,
+                    kind="source",
+                    uri=it.uri,
+                    prompt=it.prompt,
+                    status=str(ItemStatus.QUEUED),
+                )
+                for it in req.items
+            )
+            repo.add_event(s, job.id, "job.submitted", to_status=str(JobStatus.QUEUED))
+        return job
+
+    def _enqueue_sources(self, job_id: uuid.UUID) -> None:
+        with self.sessions() as s:
+            ids = repo.source_ids(s, job_id, ItemStatus.QUEUED)
+        for item_id in ids:
+            self.dispatcher.prep(item_id)
+
+    def get(self, tenant: str | None, job_id: uuid.UUID) -> JobOut:
+        with self.sessions() as s:
+            job = repo.get_job(s, job_id, tenant)
+            if job is None:
+                raise NotFound(f"job {job_id} not found")
+            sources, units = repo.counts(s, job_id, True), repo.counts(s, job_id, False)
+        return JobOut(
+            id=job.id,
+            status=job.status,
+            request_counts=_counts(sources),
+            page_counts=_counts(units),
+            model_id=job.model_id,
+            prompt_version=job.prompt_version,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            completed_at=job.completed_at,
+            error=job.error,
+        )
+
+    def results(self, tenant: str | None, job_id: uuid.UUID) -> Iterator[ResultLine]:
+        self.get(tenant, job_id)  # existence and tenancy
+        with self.sessions() as s:
+            rows = repo.result_rows(s, job_id)
+        for src, unit, res in rows:
+            yield _result_line(src, unit, res)
+
+    # -- worker side ---------------------------------------------------------------------------
+
+    def begin_prep(self, item_id: uuid.UUID) -> PrepWork | None:
+        """Claim a queued source. None: someone else has it, or it is already done (duplicate message)."""
+        with self.sessions() as s, s.begin():
+            moved = repo.move_items(s, [item_id], ItemStatus.PREPARING, {"attempts": Item.attempts + 1})
+            if not moved:
+                return None
+            item = moved[0]
+            job = repo.get_job(s, item.job_id)
+            assert job is not None
+            repo.move_job(s, job.id, JobStatus.RUNNING, {"started_at": func.now()})
+            side = job.options.get("longest_side", self.settings.limits.render_longest_side)
+            return PrepWork(item.id, item.job_id, item.uri or "", int(side))
+
+    def finish_prep(self, item_id: uuid.UUID, pages: Sequence[tuple[int, str]]) -> list[list[uuid.UUID]]:
+        """Record the source's pages as ready units; return them in inference batches."""
+        with self.sessions() as s, s.begin():
+            source = repo.get_item(s, item_id)
+            if source is None:
+                raise NotFound(f"item {item_id} not found")
+            repo.insert_units(s, source, pages)
+            repo.move_items(s, [item_id], ItemStatus.PREPARED, {"page_count": len(pages)})
+            ready = repo.unit_ids(s, item_id, ItemStatus.READY)
+        size = self.settings.limits.batch_size
+        return [ready[i : i + size] for i in range(0, len(ready), size)]
+
+    def fail_items(self, item_ids: Sequence[uuid.UUID], error: VlmqError) -> None:
+        with self.sessions() as s, s.begin():
+            moved = repo.move_items(
+                s, item_ids, ItemStatus.FAILED, {"error_code": error.code, "error_message": str(error)[:4000]}
+            )
+            for it in moved:
+                repo.add_event(s, it.job_id, "item.error", item_id=it.id, detail=f"{error.code}: {error}")
+
+    def give_back(self, item_ids: Sequence[uuid.UUID], error: VlmqError) -> list[uuid.UUID]:
+        """After a transient failure: items with attempts left go back to wait (a source to queued, a
+        unit to ready) and are returned; the others fail, keeping ``error`` as their last reason."""
+        limit = self.settings.limits.max_attempts
+        with self.sessions() as s:
+            items = [it for i in item_ids if (it := repo.get_item(s, i)) is not None]
+        again = [it.id for it in items if it.attempts < limit]
+        spent = [it.id for it in items if it.attempts >= limit]
+        with self.sessions() as s, s.begin():
+            # The state machine picks the way back: running units -> ready, preparing sources -> queued.
+            back = repo.move_items(s, again, ItemStatus.READY) + repo.move_items(s, again, ItemStatus.QUEUED)
+        if spent:
+            self.fail_items(spent, error)
+        return [it.id for it in back]
+
+    def claim_units(self, unit_ids: Sequence[uuid.UUID]) -> list[UnitWork]:
+        with self.sessions() as s, s.begin():
+            units = repo.move_items(s, unit_ids, ItemStatus.RUNNING, {"attempts": Item.attempts + 1})
+            jobs = {u.job_id: repo.get_job(s, u.job_id) for u in units}
+            return [self._unit_work(u, jobs[u.job_id]) for u in units]
+
+    def _unit_work(self, unit: Item, job: Job | None) -> UnitWork:
+        assert job is not None
+        opts, model = job.options, self.settings.model
+        return UnitWork(
+            id=unit.id,
+            job_id=unit.job_id,
+            custom_id=unit.custom_id,
+            page=unit.page or 1,
+            media_key=unit.media_key or "",
+            prompt=unit.prompt or job.prompt,
+            prompt_version=presets.prompt_version(unit.prompt) if unit.prompt else job.prompt_version,
+            max_new_tokens=int(opts.get("max_new_tokens", model.max_new_tokens)),
+            temperature=float(opts.get("temperature", model.temperature)),
+        )
+
+    def complete_unit(self, unit: UnitWork, result: dict[str, object]) -> bool:
+        """Store the result and mark the unit succeeded, atomically. False if the unit was not running."""
+        with self.sessions() as s, s.begin():
+            moved = repo.move_items(s, [unit.id], ItemStatus.SUCCEEDED, {"error_code": None})
+            if not moved:
+                return False
+            repo.upsert_result(s, {"job_id": unit.job_id, "item_id": unit.id, "version": 1, **result})
+        return True
+
+    def finalize(self, job_id: uuid.UUID) -> bool:
+        """Settle sources whose pages are all done; complete the job once every source is terminal."""
+        with self.sessions() as s, s.begin():
+            repo.settle_sources(s, job_id)
+            remaining = repo.open_sources(s, job_id)
+            job = repo.get_job(s, job_id)
+        if job is None or remaining or repo.job_is_terminal(job):
+            return False
+        out_key, err_key = self._write_outputs(job_id)
+        with self.sessions() as s, s.begin():
+            values = {"completed_at": func.now(), "output_key": out_key, "error_key": err_key}
+            done = repo.move_job(s, job_id, JobStatus.COMPLETED, values)
+        if done:
+            log.info("job %s completed", job_id)
+        return done
+
+    def _write_outputs(self, job_id: uuid.UUID) -> tuple[str, str]:
+        """output.jsonl (results) and errors.jsonl (failures); deterministic keys, so rewrites are safe."""
+        ok: list[str] = []
+        bad: list[str] = []
+        for line in self.results(None, job_id):
+            (ok if line.status == "succeeded" else bad).append(line.model_dump_json())
+        out_key, err_key = job_output_key(job_id, "output.jsonl"), job_output_key(job_id, "errors.jsonl")
+        self.store.put(out_key, _jsonl(ok), "application/x-ndjson")
+        self.store.put(err_key, _jsonl(bad), "application/x-ndjson")
+        return out_key, err_key
+
+
+def _jsonl(lines: list[str]) -> bytes:
+    return ("\n".join(lines) + ("\n" if lines else "")).encode()
+
+
+def _counts(by_status: dict[str, int]) -> Counts:
+    failed = by_status.get(ItemStatus.FAILED, 0) + by_status.get(ItemStatus.CANCELLED, 0)
+    return Counts(
+        total=sum(by_status.values()), completed=by_status.get(ItemStatus.SUCCEEDED, 0), failed=failed
+    )
+
+
+_LINE_STATES = ("succeeded", "failed", "cancelled")
+
+
+def _result_line(src: Item, unit: Item | None, res: Result | None) -> ResultLine:
+    owner = unit or src
+    status = owner.status if owner.status in _LINE_STATES else "pending"
+    line = ResultLine.model_validate(
+        {"custom_id": src.custom_id, "page": unit.page if unit else None, "status": status}
+    )
+    if owner.error_code:
+        line.error = ErrorInfo(code=owner.error_code, message=owner.error_message or "")
+    if res is not None:
+        line.answer, line.reasoning, line.boxes = res.answer, res.reasoning, list(res.boxes)
+        line.finish_reason, line.truncated, line.answer_missing = (
+            res.finish_reason,
+            res.truncated,
+            res.answer_missing,
+        )
+        line.flags, line.model_id, line.prompt_version = list(res.flags), res.model_id, res.prompt_version
+        total = res.prompt_tokens + res.completion_tokens
+        line.usage = Usage(
+            prompt_tokens=res.prompt_tokens, completion_tokens=res.completion_tokens, total_tokens=total
+        )
+    return line

@@ -1,0 +1,72 @@
+"""Job and item states, the transitions allowed between them, and the terminal sets.
+
+An item is either a *source* (what a producer submitted: a PDF, an image) or a *unit* (one page, the
+thing the model sees). Prep expands a source into units; inference turns units into results.
+
+Source:  queued -> preparing -> prepared -> succeeded | failed       (failed also straight from preparing)
+Unit:    ready -> running -> succeeded | failed                       (running -> ready: retry / lease lost)
+Job:     queued -> running -> completed | failed
+
+Any non-terminal item or job may be cancelled. Every transition is one compare-and-set UPDATE in
+jobs.repository whose WHERE clause is built from ``ITEM_TRANSITIONS`` / ``JOB_TRANSITIONS``, so two
+workers racing on one row cannot both win.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"  # every item terminal; some may have failed (see request_counts)
+    FAILED = "failed"  # the job itself could not run (e.g. every source unreadable is still COMPLETED)
+    CANCELLED = "cancelled"
+
+
+class ItemStatus(StrEnum):
+    QUEUED = "queued"
+    PREPARING = "preparing"
+    PREPARED = "prepared"  # source expanded into units
+    READY = "ready"  # unit waiting for inference
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+JOB_TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+ITEM_TERMINAL = frozenset({ItemStatus.SUCCEEDED, ItemStatus.FAILED, ItemStatus.CANCELLED})
+
+ITEM_TRANSITIONS: dict[ItemStatus, frozenset[ItemStatus]] = {
+    ItemStatus.QUEUED: frozenset({ItemStatus.PREPARING, ItemStatus.CANCELLED}),
+    ItemStatus.PREPARING: frozenset(
+        {ItemStatus.PREPARED, ItemStatus.FAILED, ItemStatus.QUEUED, ItemStatus.CANCELLED}
+    ),
+    ItemStatus.PREPARED: frozenset({ItemStatus.SUCCEEDED, ItemStatus.FAILED, ItemStatus.CANCELLED}),
+    ItemStatus.READY: frozenset({ItemStatus.RUNNING, ItemStatus.CANCELLED}),
+    ItemStatus.RUNNING: frozenset(
+        {ItemStatus.SUCCEEDED, ItemStatus.FAILED, ItemStatus.READY, ItemStatus.CANCELLED}
+    ),
+    ItemStatus.SUCCEEDED: frozenset(),
+    ItemStatus.FAILED: frozenset(),
+    ItemStatus.CANCELLED: frozenset(),
+}
+
+JOB_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELLED}),
+    JobStatus.RUNNING: frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}),
+    JobStatus.COMPLETED: frozenset(),
+    JobStatus.FAILED: frozenset(),
+    JobStatus.CANCELLED: frozenset(),
+}
+
+
+def item_sources_for(target: ItemStatus) -> frozenset[ItemStatus]:
+    """The states an item may move to ``target`` from: the WHERE clause of a compare-and-set."""
+    return frozenset(s for s, targets in ITEM_TRANSITIONS.items() if target in targets)
+
+
+def job_sources_for(target: JobStatus) -> frozenset[JobStatus]:
+    return frozenset(s for s, targets in JOB_TRANSITIONS.items() if target in targets)

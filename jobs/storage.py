@@ -1,0 +1,138 @@
+"""Blob storage: the BlobStore protocol and its S3 implementation. The only module of jobs/ with boto3.
+
+Keys are deterministic so every write is idempotent: a retried task overwrites the same object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+
+from jobs.config import Settings
+from jobs.errors import InvalidInput, SourceTooLarge, StorageUnavailable
+
+_MISSING = {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}
+
+
+class BlobStore(Protocol):
+    bucket: str
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str: ...
+
+    def get(self, key: str) -> bytes: ...
+
+    def read_uri(self, uri: str, max_bytes: int) -> bytes: ...
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    if not uri.startswith("s3://"):
+        raise InvalidInput(f"not an s3:// URI: {uri}")
+    bucket, _, key = uri[5:].partition("/")
+    if not bucket or not key:
+        raise InvalidInput(f"s3 URI needs a bucket and a key: {uri}")
+    return bucket, key
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def upload_key(tenant: str, data: bytes, filename: str) -> str:
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in filename)[-100:] or "upload"
+    return f"uploads/{tenant}/{sha256_hex(data)}/{safe}"
+
+
+def media_key(source_sha: str, longest_side: int, page: int) -> str:
+    """Content-addressed: the same source rendered the same way lands on the same key."""
+    return f"media/{source_sha}/{longest_side}px/page-{page:05d}.png"
+
+
+def result_key(job_id: uuid.UUID, item_id: uuid.UUID, version: int) -> str:
+    return f"results/{job_id}/{item_id}/v{version}.json"
+
+
+def job_output_key(job_id: uuid.UUID, name: str) -> str:
+    return f"jobs/{job_id}/{name}"
+
+
+class S3BlobStore:
+    def __init__(self, settings: Settings) -> None:
+        s3 = settings.s3
+        secret = s3.secret_access_key.get_secret_value() if s3.secret_access_key else None
+        self.bucket = s3.bucket
+        self._allowed = {s3.bucket}
+        self._client = boto3.client(
+            "s3",
+            endpoint_url=s3.endpoint_url,
+            region_name=s3.region,
+            aws_access_key_id=s3.access_key_id,
+            aws_secret_access_key=secret,
+            config=Config(
+                retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60
+            ),
+        )
+        self._create = s3.create_bucket
+        self._ready = False
+        self._lock = threading.Lock()
+
+    def _ensure_bucket(self) -> None:
+        with self._lock:
+            if self._ready or not self._create:
+                return
+            try:
+                self._client.head_bucket(Bucket=self.bucket)
+            except ClientError:
+                self._call(self._client.create_bucket, Bucket=self.bucket)
+            self._ready = True
+
+    def _call(self, fn: Callable[..., Any], **kw: Any) -> Any:
+        try:
+            return fn(**kw)
+        except (EndpointConnectionError, BotoCoreError) as e:
+            raise StorageUnavailable(f"S3 unreachable: {e}") from e
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
+        self._ensure_bucket()
+        self._call(self._client.put_object, Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+        return key
+
+    def get(self, key: str) -> bytes:
+        return self._get(self.bucket, key, max_bytes=None)
+
+    def read_uri(self, uri: str, max_bytes: int) -> bytes:
+        bucket, key = split_s3_uri(uri)
+        if bucket not in self._allowed:
+            raise InvalidInput(
+                f"bucket {bucket!r} is not allowed; allowed: {', '.join(sorted(self._allowed))}"
+            )
+        return self._get(bucket, key, max_bytes=max_bytes)
+
+    def _get(self, bucket: str, key: str, max_bytes: int | None) -> bytes:
+        self._ensure_bucket()
+        try:
+            obj = self._call(self._client.get_object, Bucket=bucket, Key=key)
+        except ClientError as e:
+            code = e.response.get("Error", {}).get("Code", "")
+            if code in _MISSING:
+                raise InvalidInput(f"s3://{bucket}/{key} does not exist") from e
+            raise StorageUnavailable(f"S3 error {code} reading s3://{bucket}/{key}") from e
+        size = obj.get("ContentLength") or 0
+        if max_bytes is not None and size > max_bytes:
+            obj["Body"].close()
+            raise SourceTooLarge(f"s3://{bucket}/{key} is {size} bytes; the limit is {max_bytes}")
+        body = obj["Body"]
+        try:
+            return body.read()
+        finally:
+            body.close()
+
+    def ping(self) -> None:
+        self._ensure_bucket()
+        self._call(self._client.head_bucket, Bucket=self.bucket)

@@ -1,0 +1,85 @@
+"""Inference: claim a batch of page units, run them through the engine, store results."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Sequence
+
+from PIL import Image
+
+from jobs.errors import EngineError, PermanentError, VlmqError
+from jobs.reasoning import split_output
+from jobs.service import UnitWork
+from jobs.storage import result_key
+from workers.context import WorkerContext
+from workers.inference.engine import Engine, GenerationOutput, GenerationRequest
+from workers.media.images import decode_image
+
+log = logging.getLogger(__name__)
+
+
+def infer(ctx: WorkerContext, engine: Engine, unit_ids: Sequence[uuid.UUID]) -> None:
+    """Idempotent: only units this call moved ready -> running are worked on.
+
+    Raises EngineError only when units were put back to be tried again.
+    """
+    units = ctx.service.claim_units(unit_ids)
+    if not units:
+        return
+    loaded = _load_media(ctx, units)
+    requests = [
+        GenerationRequest(str(u.id), u.prompt, [img], u.max_new_tokens, u.temperature) for u, img in loaded
+    ]
+    try:
+        outputs = engine.generate(requests) if requests else []
+    except Exception as e:
+        err = e if isinstance(e, VlmqError) else EngineError(f"{type(e).__name__}: {e}")
+        back = ctx.service.give_back([u.id for u, _ in loaded], err)
+        _finalize(ctx, units)
+        if back:
+            raise EngineError(f"engine failed on {len(requests)} requests: {e}") from e
+        return
+    for (unit, _), out in zip(loaded, outputs, strict=True):
+        _store(ctx, engine, unit, out)
+    _finalize(ctx, units)
+
+
+def _load_media(ctx: WorkerContext, units: list[UnitWork]) -> list[tuple[UnitWork, Image.Image]]:
+    """Fetch each unit's page image; a unit whose image cannot be read fails alone."""
+    loaded = []
+    for u in units:
+        try:
+            loaded.append((u, decode_image(ctx.store.get(u.media_key))))
+        except PermanentError as e:
+            ctx.service.fail_items([u.id], e)
+    return loaded
+
+
+def _store(ctx: WorkerContext, engine: Engine, unit: UnitWork, out: GenerationOutput) -> None:
+    parsed = split_output(out.text)
+    result = {
+        "reasoning": parsed.reasoning,
+        "answer": parsed.answer,
+        "raw_text": out.text,
+        "boxes": list(parsed.boxes),
+        "flags": [*out.flags, *parsed.flags],
+        "finish_reason": out.finish_reason,
+        "truncated": parsed.truncated,
+        "answer_missing": parsed.answer_missing,
+        "prompt_tokens": out.prompt_tokens,
+        "completion_tokens": out.completion_tokens,
+        "model_id": engine.model_id,
+        "engine": engine.name,
+        "prompt_version": unit.prompt_version,
+    }
+    key = result_key(unit.job_id, unit.id, 1)
+    payload = {"custom_id": unit.custom_id, "page": unit.page, "item_id": str(unit.id), **result}
+    ctx.store.put(key, json.dumps(payload, ensure_ascii=False).encode(), "application/json")
+    ctx.service.complete_unit(unit, {**result, "payload_key": key})
+
+
+def _finalize(ctx: WorkerContext, units: list[UnitWork]) -> None:
+    for job_id in {u.job_id for u in units}:
+        ctx.service.finalize(job_id)

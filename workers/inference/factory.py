@@ -1,0 +1,43 @@
+"""Build the configured engine once per worker process (never per task)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from jobs.config import Settings, get_settings
+from workers.inference.engine import Engine
+
+log = logging.getLogger(__name__)
+_engine: Engine | None = None
+_lock = threading.Lock()
+
+
+def load_engine(settings: Settings) -> Engine:
+    m = settings.model
+    if m.engine == "vllm":
+        from workers.inference.vllm_engine import VllmEngine  # GPU extra only
+
+        return VllmEngine(settings)
+    from workers.inference.transformers_engine import TransformersEngine
+
+    return TransformersEngine(m.path, settings.model_id, device=m.device, dtype=m.dtype)
+
+
+def get_engine() -> Engine:
+    """The process's engine, loaded on first use (the worker also loads it at start, see tasks)."""
+    global _engine
+    with _lock:
+        if _engine is None:
+            t0 = time.monotonic()
+            _engine = load_engine(get_settings())
+            log.info("engine %s loaded in %.1f s", _engine.name, time.monotonic() - t0)
+        return _engine
+
+
+def set_engine(engine: Engine | None) -> None:
+    """Install an engine (tests) or drop the loaded one."""
+    global _engine
+    with _lock:
+        _engine = engine

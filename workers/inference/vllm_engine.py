@@ -1,0 +1,138 @@
+"""vLLM 0.26 engine: one AsyncLLM per worker process, fed by many task threads at once.
+
+The AsyncLLM lives on its own asyncio loop in a daemon thread. ``generate`` (called from Celery task
+threads) submits every request of its batch to that loop and waits; since several task threads do
+this at once, the engine's continuous batching always has work from many batches, and no batch waits
+for another's slowest request. Tensor parallelism is a setting (1, 2, 4): vLLM starts its own worker
+processes, which is why the GPU worker must not run inside a prefork child.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from jobs.config import Settings
+from workers.inference.budget import PassResult, generate_with_budget
+from workers.inference.engine import FinishReason, GenerationOutput, GenerationRequest
+from workers.inference.prompts import build_messages
+
+log = logging.getLogger(__name__)
+
+# Control tokens that may end a decoded text when special tokens are kept.
+_STOP_TEXT = ("<|endoftext|>", "<|user|>", "<|observation|>")
+
+
+def engine_args(settings: Settings) -> Any:
+    from vllm import AsyncEngineArgs
+
+    m = settings.model
+    return AsyncEngineArgs(
+        model=m.path,
+        quantization=m.quantization,
+        tensor_parallel_size=m.tensor_parallel_size,
+        max_model_len=m.max_model_len,
+        gpu_memory_utilization=m.gpu_memory_utilization,
+        max_num_seqs=m.max_num_seqs,
+        limit_mm_per_prompt={"image": m.images_per_prompt, "video": 1},
+        enable_prefix_caching=True,  # the thinking-budget resume re-sends prompt + output
+        seed=0,
+        disable_log_stats=True,
+    )
+
+
+def strip_stop(text: str) -> str:
+    for tok in _STOP_TEXT:
+        if text.endswith(tok):
+            return text[: -len(tok)]
+    return text
+
+
+class VllmEngine:
+    name = "vllm"
+
+    def __init__(self, settings: Settings) -> None:
+        m = settings.model
+        if m.compile_cache_dir:
+            os.environ.setdefault("VLLM_CACHE_ROOT", m.compile_cache_dir)
+        from transformers import AutoProcessor
+
+        self.model_id = settings.model_id
+        self.thinking_budget = m.thinking_budget
+        self._processor = AutoProcessor.from_pretrained(m.path, local_files_only=True)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="vllm-loop", daemon=True)
+        self._thread.start()
+        t0 = time.monotonic()
+        self._llm = self._call(self._start(settings))
+        self.load_seconds = time.monotonic() - t0
+        log.info("vLLM engine up in %.1f s (tp=%d)", self.load_seconds, m.tensor_parallel_size)
+
+    async def _start(self, settings: Settings) -> Any:
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        return AsyncLLM.from_engine_args(engine_args(settings))
+
+    def _call(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def prompt_text(self, req: GenerationRequest) -> str:
+        messages = build_messages(req.prompt, len(req.images))
+        text: str = self._processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return text
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
+        return list(self._call(self._batch(requests)))
+
+    async def _batch(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
+        return list(await asyncio.gather(*(self._one(r) for r in requests)))
+
+    async def _one(self, req: GenerationRequest) -> GenerationOutput:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        prompt = self.prompt_text(req)
+        mm = {"image": list(req.images)} if req.images else None
+        prompt_tokens = 0
+
+        async def run(text: str, max_tokens: int) -> PassResult:
+            nonlocal prompt_tokens
+            sp = SamplingParams(
+                max_tokens=max_tokens,
+                temperature=req.temperature,
+                skip_special_tokens=False,  # keep <think>/<answer> whatever the tokenizer calls special
+                output_kind=RequestOutputKind.FINAL_ONLY,
+            )
+            inputs: dict[str, Any] = {"prompt": text}
+            if mm:
+                inputs["multi_modal_data"] = mm
+            final = None
+            async for out in self._llm.generate(
+                inputs, sp, request_id=f"{req.request_id}-{uuid.uuid4().hex[:8]}"
+            ):
+                final = out
+            assert final is not None
+            prompt_tokens = prompt_tokens or len(final.prompt_token_ids or [])
+            o = final.outputs[0]
+            finish: FinishReason = "length" if o.finish_reason == "length" else "stop"
+            return PassResult(strip_stop(o.text), len(o.token_ids), finish)
+
+        res = await generate_with_budget(run, prompt, req.max_new_tokens, self.thinking_budget)
+        return GenerationOutput(
+            request_id=req.request_id,
+            text=res.text,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=res.completion_tokens,
+            finish_reason=res.finish_reason,
+            flags=res.flags,
+        )
+
+    def shutdown(self) -> None:
+        self._llm.shutdown()
+        self._loop.call_soon_threadsafe(self._loop.stop)
