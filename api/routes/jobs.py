@@ -108,33 +108,31 @@ async def _from_upload(request: Request, service: JobService, settings: Settings
     declared = int(request.headers.get("content-length") or 0)
     if declared > limit:  # refuse before Starlette spools the body to disk
         raise SourceTooLarge(f"upload is {declared} bytes; the limit is {limit}")
-    form = await request.form(max_files=1000, max_fields=10)
-    files = [f for f in form.getlist("file") if isinstance(f, UploadFile)]
-    if not files:
-        raise InvalidInput("multipart upload needs at least one 'file' part")
-    items: list[dict[str, str]] = []
-    seen: set[str] = set()
-    for f in files:
-        data = await f.read()
-        if len(data) > limit:
-            raise SourceTooLarge(f"{f.filename}: {len(data)} bytes; the limit is {limit}")
-        key = upload_key(tenant, data, f.filename or "upload")
-        await run_in_threadpool(service.store.put, key, data, f.content_type or "application/octet-stream")
-        items.append(
-            {
-                "custom_id": _custom_id(f.filename or "upload", seen),
-                "uri": f"s3://{service.store.bucket}/{key}",
-            }
-        )
-    options = form.get("options")
+    async with request.form(max_files=1000, max_fields=10) as form:
+        files = [f for f in form.getlist("file") if isinstance(f, UploadFile)]
+        if not files:
+            raise InvalidInput("multipart upload needs at least one 'file' part")
+        seen: set[str] = set()
+        items = [await _store_upload(f, service, tenant, limit, seen) for f in files]
+        options, prompt = form.get("options"), form.get("prompt")
     try:
         opts = json.loads(options) if isinstance(options, str) and options else {}
     except json.JSONDecodeError as e:
         raise InvalidInput(f"'options' is not valid JSON: {e}") from e
-    prompt = form.get("prompt")
-    return _parse(
-        JobCreate, {"items": items, "prompt": prompt if isinstance(prompt, str) else None, "options": opts}
-    )
+    body = {"items": items, "prompt": prompt if isinstance(prompt, str) else None, "options": opts}
+    return _parse(JobCreate, body)
+
+
+async def _store_upload(
+    f: UploadFile, service: JobService, tenant: str, limit: int, seen: set[str]
+) -> dict[str, str]:
+    data = await f.read()
+    if len(data) > limit:
+        raise SourceTooLarge(f"{f.filename}: {len(data)} bytes; the limit is {limit}")
+    name = f.filename or "upload"
+    key = upload_key(tenant, data, name)
+    await run_in_threadpool(service.store.put, key, data, f.content_type or "application/octet-stream")
+    return {"custom_id": _custom_id(name, seen), "uri": f"s3://{service.store.bucket}/{key}"}
 
 
 def _custom_id(filename: str, seen: set[str]) -> str:
