@@ -109,6 +109,15 @@ def settings(service_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> It
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh random-weight model, built by this session."""
     from workers.inference.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("model") / "tiny-glm4v")
+
+
+@pytest.fixture(scope="session")
+def taught_model_dir() -> Path:
+    """The tiny model taught to answer pages 1-2 of tests.fixtures.models.taught_pdf() (cached)."""
+    from tests.fixtures.models import taught_model
+
+    return taught_model()

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from api.cli.devstack import ManagedProcess, free_port
+from tests.fixtures.models import PAGE_SIDE
 
 VLMQ = [sys.executable, "-m", "api.cli"]
 
@@ -35,13 +36,14 @@ def _wait_healthy(base: str, procs: list[ManagedProcess], timeout: float = 120) 
 
 
 @pytest.fixture(scope="module")
-def e2e_env(service_env: dict[str, str], tiny_model_dir: Path) -> dict[str, str]:
+def e2e_env(service_env: dict[str, str], taught_model_dir: Path) -> dict[str, str]:
     return {
         **os.environ,
         **service_env,
-        "VLMQ_MODEL__PATH": str(tiny_model_dir),
-        "VLMQ_MODEL__MAX_NEW_TOKENS": "24",
-        "VLMQ_LIMITS__RENDER_LONGEST_SIDE": "448",
+        "VLMQ_MODEL__PATH": str(taught_model_dir),
+        "VLMQ_MODEL__MODEL_ID": "tiny-glm4v-taught",
+        "VLMQ_MODEL__MAX_NEW_TOKENS": "64",
+        "VLMQ_LIMITS__RENDER_LONGEST_SIDE": str(PAGE_SIDE),
         "VLMQ_LIMITS__BATCH_SIZE": "2",
         "PYTHONUNBUFFERED": "1",
     }

@@ -11,24 +11,14 @@ from typing import Any
 
 import boto3
 import httpx
-import pymupdf
 import pytest
 from sqlalchemy import create_engine, text
+
+from tests.fixtures.models import PAGE_SIDE, taught_pdf
 
 pytestmark = pytest.mark.slow
 
 KEY = {"Authorization": "Bearer test-key"}
-
-
-def make_pdf(pages: int) -> bytes:
-    doc = pymupdf.open()
-    for n in range(1, pages + 1):
-        page = doc.new_page(width=595, height=842)
-        page.insert_text((72, 100), f"End-to-end page {n}", fontsize=28)
-        page.insert_text((72, 160), "vlmq renders this page with pymupdf.", fontsize=12)
-    data: bytes = doc.tobytes()
-    doc.close()
-    return data
 
 
 def wait_done(base: str, job_id: str, timeout: float = 300) -> dict[str, Any]:
@@ -55,7 +45,7 @@ def s3_keys(env: dict[str, str], prefix: str) -> list[str]:
 
 def test_pdf_job_end_to_end(running_system: str, e2e_env: dict[str, str]) -> None:
     files = [
-        ("file", ("report.pdf", make_pdf(3), "application/pdf")),
+        ("file", ("report.pdf", taught_pdf(), "application/pdf")),
         ("file", ("broken.pdf", b"%PDF-1.7\n1 0 obj <<", "application/pdf")),
     ]
     r = httpx.post(f"{running_system}/v1/jobs", files=files, headers=KEY, timeout=30)
@@ -75,7 +65,11 @@ def test_pdf_job_end_to_end(running_system: str, e2e_env: dict[str, str]) -> Non
     pages = [x for x in lines if x["custom_id"] == "report.pdf"]
     assert [p["page"] for p in pages] == [1, 2, 3]
     assert all(p["status"] == "succeeded" and p["usage"]["completion_tokens"] > 0 for p in pages)
-    assert all(p["model_id"] == "tiny-glm4v" and p["prompt_version"] == "caption-v1" for p in pages)
+    assert all(p["model_id"] == "tiny-glm4v-taught" and p["prompt_version"] == "caption-v1" for p in pages)
+    # Pages 1 and 2 are the ones the tiny model was taught: real structured output, split apart.
+    assert (pages[0]["reasoning"], pages[0]["answer"]) == ("A title page.", "Quarterly report")
+    assert (pages[1]["reasoning"], pages[1]["answer"], pages[1]["boxes"]) == ("A bill.", "Total 42", ["42"])
+    assert pages[0]["finish_reason"] == "stop" and pages[0]["flags"] == []
     broken = [x for x in lines if x["custom_id"] == "broken.pdf"]
     assert len(broken) == 1 and broken[0]["status"] == "failed"
     assert broken[0]["error"]["code"] == "corrupt_media"
@@ -99,17 +93,18 @@ def _check_rows(db_url: str, job_id: str) -> None:
     finally:
         engine.dispose()
     assert [r.page for r in rows] == [1, 2, 3]
+    # Reasoning and answer are stored in separate columns, the raw text beside them.
+    assert (rows[0].reasoning, rows[0].answer) == ("A title page.", "Quarterly report")
+    assert rows[1].raw_text.startswith("<think>A bill.</think><answer>Total <|begin_of_box|>42")
     for r in rows:
-        # Random weights emit random text: the split must still account for every character.
         assert r.raw_text
-        assert r.answer_missing or r.answer in r.raw_text
         assert r.truncated == ("</think>" not in r.raw_text)
     assert events >= 10  # submitted, running, per-item transitions, completed
 
 
 def _check_objects(env: dict[str, str], job_id: str) -> None:
     media = s3_keys(env, "media/")
-    assert len([k for k in media if k.endswith("/448px/page-00001.png")]) >= 1
+    assert len([k for k in media if k.endswith(f"/{PAGE_SIDE}px/page-00003.png")]) >= 1
     assert len(s3_keys(env, f"results/{job_id}/")) == 3
     outputs = s3_keys(env, f"jobs/{job_id}/")
     assert outputs == [f"jobs/{job_id}/errors.jsonl", f"jobs/{job_id}/output.jsonl"]

@@ -1,0 +1,67 @@
+"""The CPU engine: transformers' Glm4vForConditionalGeneration, loaded once per worker process.
+
+Used for development, CI and the demo with the tiny model; it runs the real GLM-4.1V architecture and
+processor, so prompts, image tokens and decoding are the same code paths a real checkpoint takes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from workers.inference.engine import FinishReason, GenerationOutput, GenerationRequest
+from workers.inference.prompts import build_messages
+
+log = logging.getLogger(__name__)
+_STOP_TEXT = ("<|endoftext|>", "<|user|>", "<|observation|>")
+
+
+class TransformersEngine:
+    name = "transformers"
+
+    def __init__(self, model_path: str, model_id: str, device: str = "cpu", dtype: str = "float32") -> None:
+        from transformers import AutoProcessor, Glm4vForConditionalGeneration
+
+        t0 = time.monotonic()
+        self.model_id = model_id
+        self.device = device
+        self.processor = AutoProcessor.from_pretrained(model_path, local_files_only=True)
+        model: Any = Glm4vForConditionalGeneration.from_pretrained(
+            model_path, local_files_only=True, dtype=getattr(torch, dtype)
+        )
+        self.model = model.to(device).eval()
+        eos = self.model.generation_config.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos])
+        log.info("transformers engine loaded %s in %.1f s", model_path, time.monotonic() - t0)
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
+        # One at a time: on CPU batching buys little and padding mixed image sizes costs memory.
+        return [self._one(r) for r in requests]
+
+    def _inputs(self, req: GenerationRequest) -> Any:
+        return self.processor.apply_chat_template(
+            build_messages(req.prompt, req.images), add_generation_prompt=True, tokenize=True,
+            return_dict=True, return_tensors="pt",
+        ).to(self.device)  # fmt: skip
+
+    @torch.inference_mode()
+    def _one(self, req: GenerationRequest) -> GenerationOutput:
+        inputs = self._inputs(req)
+        sampling: dict[str, Any] = (
+            {"do_sample": True, "temperature": req.temperature}
+            if req.temperature > 0
+            else {"do_sample": False}
+        )
+        out = self.model.generate(**inputs, max_new_tokens=req.max_new_tokens, **sampling)
+        prompt_len = inputs["input_ids"].shape[1]
+        new = out[0, prompt_len:].tolist()
+        finish: FinishReason = "stop" if new and new[-1] in self.eos_ids else "length"
+        # Keep every tag, whatever the tokenizer calls special; drop only the stop token at the end.
+        text = self.processor.tokenizer.decode(new, skip_special_tokens=False)
+        for tok in _STOP_TEXT:
+            text = text.removesuffix(tok)
+        return GenerationOutput(req.request_id, text, prompt_len, len(new), finish)
