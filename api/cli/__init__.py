@@ -132,7 +132,7 @@ def results(
 @app.command()
 def demo(
     pages: Annotated[bool, typer.Option(help="Print each page's answer and reasoning")] = True,
-    max_new_tokens: Annotated[int, typer.Option(help="Output tokens per page")] = 48,
+    max_new_tokens: Annotated[int, typer.Option(help="Output tokens per page")] = 96,
 ) -> None:
     """Start whatever is missing, run the bundled 3-page sample PDF, and print its results."""
     from api.cli.demo import run_demo

