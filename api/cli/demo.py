@@ -180,6 +180,6 @@ def _print_results(console: Console, lines: list[dict[str, Any]]) -> None:
         table.add_row("[dim]reasoning[/]", f"[dim]{line.get('reasoning') or ''}[/]")
         usage = line.get("usage") or {}
         flags = ", ".join(line.get("flags") or []) or "none"
-        table.add_row("[dim]tokens[/]", f"[dim]{usage.get('prompt_tokens')} in, {usage.get('completion_tokens')} out; "
-                      f"flags: {flags}; model {line.get('model_id')}[/]")  # fmt: skip
+        tokens = f"{usage.get('prompt_tokens')} in, {usage.get('completion_tokens')} out"
+        table.add_row("[dim]tokens[/]", f"[dim]{tokens}; flags: {flags}; model {line.get('model_id')}[/]")
         console.print(Panel(table, title=title))
