@@ -72,6 +72,15 @@ def worker(
     celery_app.worker_main(args)
 
 
+@app.command()
+def beat(log_level: str = "info") -> None:
+    """Run Celery beat, the scheduler for periodic tasks (run exactly one)."""
+    _logging(log_level)
+    from workers.celery_app import app as celery_app
+
+    celery_app.start(["beat", f"--loglevel={log_level}"])
+
+
 @db_app.command("upgrade")
 def db_upgrade(revision: str = "head") -> None:
     """Apply migrations (to head by default)."""
