@@ -20,7 +20,17 @@ def _compose() -> dict[str, Any]:
 
 def test_every_service_is_there() -> None:
     services = set(_compose()["services"])
-    assert services == {"postgres", "redis", "minio", "migrate", "api", "worker-cpu", "worker-gpu", "beat", "flower"}
+    assert services == {
+        "postgres",
+        "redis",
+        "minio",
+        "migrate",
+        "api",
+        "worker-cpu",
+        "worker-gpu",
+        "beat",
+        "flower",
+    }
 
 
 def test_gpu_worker_reserves_a_gpu_and_runs_vllm() -> None:
