@@ -51,7 +51,8 @@ class ModelSettings(BaseModel):
     thinking_budget: int | None = 8192
     temperature: float = 0.0  # 0 = greedy
     device: str = "cpu"  # transformers engine only
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    # "auto": float32 for the transformers engine on CPU, the checkpoint's own dtype for vLLM.
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     # vLLM engine
     quantization: str | None = None  # "awq" for the AWQ checkpoint; None lets vLLM read the config
     tensor_parallel_size: Literal[1, 2, 4] = 1
@@ -63,6 +64,7 @@ class ModelSettings(BaseModel):
     # Inference tasks a GPU worker runs at once (threads sharing one engine): keeps the engine fed.
     # Ignored by the transformers engine, which runs one at a time.
     batches_in_flight: int = 8
+    ignore_eos: bool = False  # benchmarks only: every request produces exactly max_new_tokens
 
 
 class LimitSettings(BaseModel):

@@ -1,7 +1,7 @@
 """The error tree. Every error has a stable ``code`` (stored on failed items, sent in API errors).
 
-VlmqError
-├── PermanentError            bad input or a state that retrying cannot fix; never retried
+VlmqError                     error
+├── PermanentError            permanent_error: bad input or a state retrying cannot fix; never retried
 │   ├── InvalidInput          invalid_input
 │   ├── MediaError            media_error
 │   │   ├── CorruptMedia          corrupt_media
@@ -14,16 +14,27 @@ VlmqError
 │   ├── Conflict              conflict
 │   ├── Unauthorized          unauthorized
 │   └── InvalidTransition     invalid_transition
-└── RetryableError            transient; tasks retry with backoff up to the attempt cap
+└── RetryableError            retryable_error: transient (S3, network, database); tasks retry with backoff
     ├── StorageUnavailable    storage_unavailable
     └── EngineError           engine_error
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class VlmqError(Exception):
-    code = "error"
+    """Root of every vlmq error: a stable ``code`` per class and a message naming what was wrong."""
+
+    code: ClassVar[str] = "error"
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message or self.code)  # one positional arg: pickles through Celery intact
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
 
 
 class PermanentError(VlmqError):

@@ -1,17 +1,30 @@
 """Split GLM-4.1V-Thinking output into reasoning and answer.
 
 The model writes ``<think>REASONING</think><answer>ANSWER</answer>``; inside the answer it may mark the
-final result with ``<|begin_of_box|>…<|end_of_box|>``. Rules, forgiving but honest (every deviation
-is flagged, nothing is dropped):
+final result with ``<|begin_of_box|>…<|end_of_box|>``. The rules, forgiving but honest (the caller keeps
+the raw text; every deviation from the form is named in ``flags``):
 
-- Stray control tokens (``<|endoftext|>``, ``<|user|>``, ``<|observation|>``) are removed.
-- Reasoning is the text before the first ``</think>`` (after an opening ``<think>`` if any).
-  No ``</think>`` at all: the reasoning was cut off (``truncated``), everything is reasoning, no answer.
-- Answer is the text after ``</think>``: inside ``<answer>…</answer>`` when present; with no closing
-  tag, everything after ``<answer>`` (flag ``answer_unclosed``); with no ``<answer>`` tag, the bare
-  text after ``</think>`` (flag ``answer_untagged``).
-- Box markers are stripped from the answer; their contents are returned in ``boxes``.
-- Repeated or out-of-order tags set ``malformed``; an empty answer sets ``answer_missing``.
+1. A turn-ending token (``<|endoftext|>``, ``<|user|>``, ``<|observation|>``, ``<|system|>``,
+   ``<|assistant|>``) ends the output: text after it belongs to no answer of ours and is dropped
+   (flag ``text_after_stop_token`` when it was not blank). A leading ``<|assistant|>`` is just removed.
+2. The reasoning ends at the last ``</think>``. With no ``<think>`` before it, the text before it is the
+   reasoning (flag ``think_unopened``: some chat templates put ``<think>`` in the prompt). Text before
+   ``<think>`` is kept in the reasoning (flag ``text_before_think``).
+3. No ``</think>`` but an ``<answer>``: the reasoning is the text before ``<answer>`` (flag
+   ``think_unclosed``, or ``think_missing`` when there was no ``<think>`` either).
+4. No ``</think>`` and no ``<answer>`` (this includes no tags at all, and the empty string): the reasoning
+   was cut off. Everything is reasoning, the answer is empty: ``truncated`` (flag ``truncated``).
+5. The answer is the first ``<answer>…</answer>`` after the reasoning. No ``</answer>`` (the model ran out
+   of tokens in it): everything after ``<answer>`` (flag ``answer_unclosed``). No ``<answer>`` at all:
+   the bare text after ``</think>`` (flag ``answer_untagged``). Text between ``</think>`` and
+   ``<answer>``, or after ``</answer>``, is dropped (flags ``text_before_answer``, ``text_after_answer``).
+6. Box markers are stripped from reasoning and answer, their contents kept; the answer's non-empty box
+   contents are returned in ``boxes`` (flag ``box_unclosed`` for a box still open at the end).
+7. ``malformed`` (flag ``malformed_tags``): a think/answer tag repeated, tags out of order, a closing tag
+   with no opening one, or ``<think>`` never closed before ``<answer>``. Leftover tags are removed from the
+   reasoning and answer texts. An ``</answer>`` missing at the very end is ``answer_unclosed``, not
+   malformed: that is running out of tokens, not a broken format.
+8. ``answer_missing`` (flag ``answer_missing``): the answer is empty after all of the above.
 """
 
 from __future__ import annotations
@@ -21,8 +34,11 @@ from dataclasses import dataclass, field
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
+TAGS = (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE)
 BOX_OPEN, BOX_CLOSE = "<|begin_of_box|>", "<|end_of_box|>"
-CONTROL_TOKENS = ("<|endoftext|>", "<|user|>", "<|observation|>", "<|assistant|>")
+TURN_TOKENS = ("<|endoftext|>", "<|user|>", "<|observation|>", "<|system|>", "<|assistant|>")
+_TURN = re.compile("|".join(re.escape(t) for t in TURN_TOKENS))
+_TAG = re.compile("|".join(re.escape(t) for t in TAGS))
 _BOX = re.compile(re.escape(BOX_OPEN) + r"(.*?)(?:" + re.escape(BOX_CLOSE) + r"|$)", re.DOTALL)
 
 
@@ -31,69 +47,99 @@ class ParsedOutput:
     reasoning: str
     answer: str
     boxes: list[str] = field(default_factory=list)
-    truncated: bool = False
+    truncated: bool = False  # no </think> and no <answer>: the reasoning was cut off
     answer_missing: bool = False
     malformed: bool = False
     flags: list[str] = field(default_factory=list)
 
 
-def _strip_control(text: str) -> str:
-    for tok in CONTROL_TOKENS:
-        text = text.replace(tok, "")
-    return text
+def split_output(text: str) -> ParsedOutput:
+    flags: list[str] = []
+    clean = _cut_at_turn_end(text, flags)
+    malformed = _malformed(clean)
+    if malformed:
+        flags.append("malformed_tags")
+    reasoning, rest = _divide(clean, flags)
+    answer, boxes = _answer(rest, flags) if rest is not None else ("", [])
+    if not answer:
+        flags.append("answer_missing")
+    reasoning = _untag(_unmark(reasoning), "\n")
+    return ParsedOutput(reasoning, answer, boxes, rest is None, not answer, malformed, flags)
 
 
-def _boxes(answer: str) -> tuple[str, list[str]]:
-    boxes = [m.strip() for m in _BOX.findall(answer)]
-    return answer.replace(BOX_OPEN, "").replace(BOX_CLOSE, ""), boxes
+def _cut_at_turn_end(text: str, flags: list[str]) -> str:
+    text = text.lstrip()
+    if text.startswith("<|assistant|>"):  # an echoed generation prompt, not a new turn
+        text = text[len("<|assistant|>") :]
+    end = _TURN.search(text)
+    if end is None:
+        return text
+    if _TURN.sub("", text[end.end() :]).strip():
+        flags.append("text_after_stop_token")
+    return text[: end.start()]
 
 
-def _answer_part(rest: str, flags: list[str]) -> str:
+def _malformed(text: str) -> bool:
+    counts = [text.count(t) for t in TAGS]
+    if any(n > 1 for n in counts):
+        return True
+    if counts[3] and not counts[2]:
+        return True  # </answer> with no <answer>
+    if counts[0] and not counts[1] and counts[2]:
+        return True  # <think> never closed, yet an answer follows
+    present = [i for i in (text.find(t) for t in TAGS) if i >= 0]
+    return present != sorted(present)
+
+
+def _divide(text: str, flags: list[str]) -> tuple[str, str | None]:
+    """(reasoning, the rest holding the answer); the rest is None when the reasoning was cut off."""
+    close = text.rfind(THINK_CLOSE)
+    if close >= 0:
+        head, opened = text[:close], text.find(THINK_OPEN)
+        if opened < 0 or opened > close:
+            flags.append("think_unopened")
+        elif head[:opened].strip():
+            flags.append("text_before_think")
+        return head, text[close + len(THINK_CLOSE) :]
+    start = text.find(ANSWER_OPEN)
+    if start >= 0:
+        flags.append("think_unclosed" if THINK_OPEN in text[:start] else "think_missing")
+        return text[:start], text[start:]
+    flags.append("truncated")
+    return text, None
+
+
+def _answer(rest: str, flags: list[str]) -> tuple[str, list[str]]:
     start = rest.find(ANSWER_OPEN)
     if start < 0:
         if rest.strip():
             flags.append("answer_untagged")
-        return rest
-    if rest[:start].strip():
-        flags.append("text_before_answer")
-    body = rest[start + len(ANSWER_OPEN) :]
-    end = body.find(ANSWER_CLOSE)
-    if end < 0:
-        flags.append("answer_unclosed")
-        return body
-    if body[end + len(ANSWER_CLOSE) :].strip():
-        flags.append("text_after_answer")
-    return body[:end]
+        body = rest
+    else:
+        if rest[:start].strip():
+            flags.append("text_before_answer")
+        body = rest[start + len(ANSWER_OPEN) :]
+        end = body.find(ANSWER_CLOSE)
+        if end < 0:
+            flags.append("answer_unclosed")
+        else:
+            if body[end + len(ANSWER_CLOSE) :].strip():
+                flags.append("text_after_answer")
+            body = body[:end]
+    return _unbox(_untag(body, ""), flags)
 
 
-def _malformed(text: str) -> bool:
-    counts = [text.count(t) for t in (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE)]
-    if any(n > 1 for n in counts):
-        return True
-    order = [text.find(t) for t in (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE)]
-    present = [i for i in order if i >= 0]
-    return present != sorted(present)
+def _unbox(answer: str, flags: list[str]) -> tuple[str, list[str]]:
+    if answer.count(BOX_OPEN) > answer.count(BOX_CLOSE):
+        flags.append("box_unclosed")
+    boxes = [_unmark(b).strip() for b in _BOX.findall(answer)]
+    return _unmark(answer).strip(), [b for b in boxes if b]
 
 
-def split_output(text: str) -> ParsedOutput:
-    clean = _strip_control(text)
-    flags: list[str] = []
-    malformed = _malformed(clean)
-    if malformed:
-        flags.append("malformed_tags")
-    close = clean.find(THINK_CLOSE)
-    if close < 0:
-        reasoning = clean.replace(THINK_OPEN, "", 1)
-        flags.append("truncated")
-        return ParsedOutput(reasoning.strip(), "", [], True, True, malformed, [*flags, "answer_missing"])
-    head, rest = clean[:close], clean[close + len(THINK_CLOSE) :]
-    opened = head.find(THINK_OPEN)
-    if opened < 0:
-        flags.append("think_unopened")
-    reasoning = head[opened + len(THINK_OPEN) :] if opened >= 0 else head
-    answer, boxes = _boxes(_answer_part(rest, flags))
-    answer = answer.replace(ANSWER_OPEN, "").replace(ANSWER_CLOSE, "").strip()
-    missing = not answer
-    if missing:
-        flags.append("answer_missing")
-    return ParsedOutput(reasoning.strip(), answer, boxes, False, missing, malformed, flags)
+def _unmark(text: str) -> str:
+    return text.replace(BOX_OPEN, "").replace(BOX_CLOSE, "")
+
+
+def _untag(text: str, joiner: str) -> str:
+    """Leftover think/answer tags out; in reasoning they become line breaks so pieces do not run together."""
+    return _TAG.sub(joiner, text).strip()

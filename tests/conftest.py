@@ -4,16 +4,21 @@
   (default: the local server, user postgres), migrated to head and dropped at the end.
 - Redis: the server at VLMQ_TEST_REDIS_URL (default local), every key under a per-session prefix
   that is deleted at the end; nothing else on the server is touched.
+- Where neither variable is set and no local server answers, the session starts embedded ones
+  (the same servers ``vlmq dev up`` uses), so the suite runs on a bare machine too.
 - S3: moto's S3 server, started by the session on a free port.
 Tests never assume an empty server.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -21,14 +26,60 @@ import redis
 
 from jobs.config import Settings, get_settings
 
-PG_ADMIN = os.environ.get("VLMQ_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("VLMQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 RUN_ID = uuid.uuid4().hex[:10]
+_started: list[Any] = []  # embedded servers this session started, stopped at exit
+
+
+def _pg_admin() -> str:
+    """VLMQ_TEST_PG_ADMIN_URL ("embedded" forces an embedded server), else local, else embedded."""
+    url = os.environ.get("VLMQ_TEST_PG_ADMIN_URL", "")
+    if url and url != "embedded":
+        return url
+    local = "postgresql://postgres@127.0.0.1:5432/postgres"
+    if not url:
+        try:
+            psycopg.connect(local, connect_timeout=2).close()
+            return local
+        except psycopg.OperationalError:
+            pass
+    from api.cli.devstack import start_postgres
+
+    pg, _ = start_postgres(Path(tempfile.mkdtemp(prefix="vlmq-test-pg-")))
+    _started.append(pg)
+    return str(pg.admin_url)
+
+
+def _redis() -> str:
+    """VLMQ_TEST_REDIS_URL ("embedded" forces an embedded server), else local, else embedded."""
+    url = os.environ.get("VLMQ_TEST_REDIS_URL", "")
+    if url and url != "embedded":
+        return url
+    local = "redis://127.0.0.1:6379/0"
+    if not url:
+        client = redis.Redis.from_url(local, socket_connect_timeout=2)
+        try:
+            client.ping()
+            return local
+        except redis.ConnectionError:
+            pass
+        finally:
+            client.close()
+    from api.cli.devstack import start_redis
+
+    proc, started_url = start_redis(Path(tempfile.mkdtemp(prefix="vlmq-test-redis-")))
+    _started.append(proc)
+    return started_url
+
+
+PG_ADMIN = _pg_admin()
+REDIS_URL = _redis()
+atexit.register(lambda: [s.stop() for s in reversed(_started)])
 
 
 def _sqlalchemy_url(libpq_url: str, dbname: str) -> str:
-    base = libpq_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-    return f"{base}/{dbname}"
+    base, _, query = libpq_url.partition("?")
+    base = base.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    return f"{base}/{dbname}" + (f"?{query}" if query else "")
 
 
 def create_database(name: str) -> str:

@@ -3,14 +3,13 @@
 The demo runs the real system: embedded PostgreSQL, Redis and an S3 server (or the configured ones),
 the API and two Celery workers as separate processes, the sample PDF uploaded over HTTP. With no model
 configured it builds the tiny GLM-4.1V-shaped model and teaches it the sample's three pages (about a
-minute, once), so the output shows the reasoning/answer split on real model output.
+quarter of a minute, once), so the output shows the reasoning/answer split on real model output.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -24,14 +23,13 @@ from rich.table import Table
 
 from api.auth import ensure_dev_key
 from api.cli.client import Client
-from api.cli.devstack import DevStack, ManagedProcess, free_port, wait_until
+from api.cli.devstack import DevStack, free_port, start_vlmq, wait_healthy
 from api.cli.progress import follow
 from jobs.config import Settings, get_settings
 from jobs.presets import DEFAULT
 from jobs.samples import SAMPLE_ANSWERS, SAMPLE_NAME, sample_pdf_bytes
 
 DEMO_SIDE = 448  # the demo renders pages small so the CPU model answers in about a second each
-VLMQ = [sys.executable, "-m", "api.cli"]
 
 
 def _fresh_settings() -> Settings:
@@ -66,7 +64,7 @@ def _teach_sample(model_dir: Path, console: Console) -> None:
 
     pages = [decode_image(p.png) for p in render_pdf(sample_pdf_bytes(), longest_side=DEMO_SIDE, max_pages=9)]
     examples = [(img, DEFAULT.prompt, answer) for img, answer in zip(pages, SAMPLE_ANSWERS, strict=True)]
-    with console.status("Teaching it the sample's pages (once; about a minute on 2 cores) ..."):
+    with console.status("Teaching it the sample's pages (once; about 15 s on 2 cores) ..."):
         figures = tiny_model.teach(model_dir, examples, steps=60 * len(examples))
     console.print(f"[dim]taught in {figures['seconds']} s, final loss {figures['final_loss']:.4f}[/]")
 
@@ -99,31 +97,6 @@ def dev_stack_forever(console: Console) -> None:
             console.print("stopping")
 
 
-def _start_processes(console: Console, port: int, logs: Path) -> list[ManagedProcess]:
-    env = {**os.environ, "VLMQ_API__PORT": str(port), "PYTHONUNBUFFERED": "1"}
-    specs = {
-        "api": [*VLMQ, "api", "--port", str(port), "--log-level", "warning"],
-        "worker-prep": [*VLMQ, "worker", "--queues", "prep", "--concurrency", "1", "--log-level", "warning"],
-        "worker-gpu": [*VLMQ, "worker", "--queues", "gpu", "--log-level", "warning"],
-    }
-    procs = [ManagedProcess(name, cmd, logs / f"{name}.log", env=env) for name, cmd in specs.items()]
-    console.print(f"[dim]api and workers started; logs in {logs}[/]")
-    return procs
-
-
-def _wait_ready(client: Client, procs: list[ManagedProcess]) -> None:
-    def healthy() -> bool:
-        for p in procs:
-            if not p.alive:
-                raise RuntimeError(f"{p.name} exited; its log ({p.log_path}) ends with:\n{p.log_tail(2000)}")
-        try:
-            return bool(client.health().get("status") == "ok")
-        except Exception:  # not listening yet
-            return False
-
-    wait_until(healthy, "the vlmq API", 120)
-
-
 def run_demo(console: Console, max_new_tokens: int = 96, show_pages: bool = True) -> dict[str, Any]:
     t0 = time.monotonic()
     settings = _fresh_settings()
@@ -138,11 +111,13 @@ def run_demo(console: Console, max_new_tokens: int = 96, show_pages: bool = True
         settings = get_settings()
         port = free_port()
         key = ensure_dev_key(settings) if not settings.api.keys else None
-        procs = _start_processes(console, port, settings.state_dir / "logs")
+        logs = settings.state_dir / "logs"
+        procs = list(start_vlmq(dict(os.environ), logs, port).values())
+        console.print(f"[dim]api and workers started; logs in {logs}[/]")
         try:
             with Client(f"http://127.0.0.1:{port}", key or _first_key(settings)) as client:
                 with console.status("Waiting for the API and the workers ..."):
-                    _wait_ready(client, procs)
+                    wait_healthy(f"http://127.0.0.1:{port}", procs)
                 job = _submit_and_follow(client, console, max_new_tokens)
                 if show_pages:
                     _print_results(console, list(client.results(job["id"])))

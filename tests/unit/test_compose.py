@@ -11,6 +11,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
+ONE_SHOT = {"minio-bucket", "migrate"}
+USES_S3 = {"api", "worker-cpu", "worker-gpu"}
 
 
 def _compose() -> dict[str, Any]:
@@ -18,12 +20,17 @@ def _compose() -> dict[str, Any]:
     return data
 
 
+def _services() -> dict[str, dict[str, Any]]:
+    services: dict[str, dict[str, Any]] = _compose()["services"]
+    return services
+
+
 def test_every_service_is_there() -> None:
-    services = set(_compose()["services"])
-    assert services == {
+    assert set(_services()) == {
         "postgres",
         "redis",
         "minio",
+        "minio-bucket",
         "migrate",
         "api",
         "worker-cpu",
@@ -33,30 +40,73 @@ def test_every_service_is_there() -> None:
     }
 
 
+def test_images_and_commands() -> None:
+    s = _services()
+    assert (s["postgres"]["image"], s["redis"]["image"]) == ("postgres:16", "redis:7")
+    assert s["flower"]["image"].startswith("mher/flower")
+    assert s["migrate"]["command"] == ["db", "upgrade"]
+    assert s["api"]["command"][0] == "api" and s["beat"]["command"] == ["beat"]
+    assert s["worker-cpu"]["command"][:3] == ["worker", "--queues", "prep"]
+
+
 def test_gpu_worker_reserves_a_gpu_and_runs_vllm() -> None:
-    gpu = _compose()["services"]["worker-gpu"]
+    gpu = _services()["worker-gpu"]
     (device,) = gpu["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"] and device["count"] == 1
-    assert gpu["environment"]["VLMQ_MODEL__ENGINE"] == "vllm"
+    env = gpu["environment"]
+    assert env["VLMQ_MODEL__ENGINE"] == "vllm" and env["VLMQ_MODEL__PATH"]
+    assert "awq" in env["VLMQ_MODEL__QUANTIZATION"] and "1" in str(env["VLMQ_MODEL__TENSOR_PARALLEL_SIZE"])
     assert gpu["command"] == ["worker", "--queues", "gpu"]
+    assert gpu["build"]["dockerfile"] == "docker/Dockerfile.gpu"
+    mounts = {v["target"] if isinstance(v, dict) else v.split(":")[1] for v in gpu["volumes"]}
+    assert {env["VLMQ_MODEL__COMPILE_CACHE_DIR"], env["VLMQ_MODEL__PATH"]} <= mounts
+
+
+def test_every_process_reaches_the_same_services() -> None:
+    s = _services()
+    for name in ("migrate", "api", "worker-cpu", "worker-gpu", "beat"):
+        env = s[name]["environment"]
+        assert env["VLMQ_DB__URL"].startswith("postgresql+psycopg://"), name
+        assert env["VLMQ_REDIS__URL"].startswith("redis://redis:6379"), name
+        assert env["VLMQ_S3__ENDPOINT_URL"] == "http://minio:9000", name
+        assert env["VLMQ_S3__BUCKET"] and env["VLMQ_S3__ACCESS_KEY_ID"], name
 
 
 def test_every_variable_has_a_default() -> None:
-    text = COMPOSE.read_text()
+    text = re.sub(r"^\s*#.*$", "", COMPOSE.read_text(), flags=re.MULTILINE).replace("$$", "")
     bare = [m for m in re.findall(r"\$\{([^}]*)\}", text) if ":-" not in m]
     assert bare == []
+    assert re.findall(r"\$[A-Za-z_]", text) == []  # $VAR without braces cannot have a default
 
 
 def test_dependencies_point_at_services_with_the_conditions_they_need() -> None:
-    services = _compose()["services"]
+    services = _services()
     for name, svc in services.items():
         for dep, cond in (svc.get("depends_on") or {}).items():
             assert dep in services, f"{name} depends on unknown {dep}"
             if cond["condition"] == "service_healthy":
                 assert "healthcheck" in services[dep], f"{name} waits for {dep}'s health, which has no check"
+            if cond["condition"] == "service_completed_successfully":
+                assert dep in ONE_SHOT, f"{name} waits for {dep} to exit, which it never does"
+
+
+def test_s3_users_wait_for_the_bucket_and_the_schema() -> None:
+    services = _services()
+    for name in USES_S3:
+        deps = services[name]["depends_on"]
+        assert deps["minio-bucket"]["condition"] == "service_completed_successfully", name
+        assert deps["migrate"]["condition"] == "service_completed_successfully", name
+
+
+def test_long_running_services_have_healthchecks_and_one_shots_do_not_restart() -> None:
+    for name, svc in _services().items():
+        if name in ONE_SHOT:
+            assert svc["restart"] == "no", name
+        elif name != "beat":  # beat serves nothing to probe
+            assert svc["healthcheck"]["test"], name
 
 
 def test_images_build_from_files_that_exist() -> None:
-    for svc in _compose()["services"].values():
+    for svc in _services().values():
         if "build" in svc:
             assert (ROOT / svc["build"]["context"] / svc["build"]["dockerfile"]).is_file()

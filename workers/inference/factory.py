@@ -22,7 +22,8 @@ def load_engine(settings: Settings) -> Engine:
         return VllmEngine(settings)
     from workers.inference.transformers_engine import TransformersEngine
 
-    return TransformersEngine(m.path, settings.model_id, device=m.device, dtype=m.dtype)
+    dtype = m.dtype if m.dtype != "auto" else ("float32" if m.device == "cpu" else "bfloat16")
+    return TransformersEngine(m.path, settings.model_id, device=m.device, dtype=dtype)
 
 
 def get_engine() -> Engine:

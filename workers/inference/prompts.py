@@ -7,18 +7,28 @@ from typing import Any
 
 from PIL import Image
 
+from jobs.presets import DEFAULT
+
+# The preset text and its version live in jobs.presets (the API stores the version on every job and
+# result); named here too for the engines' callers, never redefined.
+DEFAULT_PROMPT = DEFAULT.prompt
+PROMPT_VERSION = DEFAULT.version
+
+
+def _image_part(image: Image.Image | None) -> dict[str, Any]:
+    return {"type": "image"} if image is None else {"type": "image", "image": image}
+
 
 def build_messages(
     prompt: str, images: int | Sequence[Image.Image], video: bool = False
 ) -> list[dict[str, Any]]:
     """One user turn: the media first, then the text, the order GLM-4.1V's examples use.
 
-    ``images`` is either the images themselves (the processor tokenizes them from the messages) or,
-    for a text-only rendering of the prompt, how many image placeholders to write.
+    ``images`` is either how many image placeholders to write (vLLM takes the pixels separately) or
+    the images themselves (transformers' processor reads them from the message parts).
     """
-    parts = [{"type": "image"} for _ in range(images)] if isinstance(images, int) else [
-        {"type": "image", "image": img} for img in images
-    ]  # fmt: skip
+    slots: Sequence[Image.Image | None] = [None] * images if isinstance(images, int) else images
+    parts = [_image_part(img) for img in slots]
     if video:
         parts.append({"type": "video"})
     parts.append({"type": "text", "text": prompt})

@@ -7,6 +7,7 @@ processor, so prompts, image tokens and decoding are the same code paths a real 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -20,6 +21,14 @@ log = logging.getLogger(__name__)
 _STOP_TEXT = ("<|endoftext|>", "<|user|>", "<|observation|>")
 
 
+def _cpu_threads() -> int:
+    """The CPUs this process may run on. torch's default counts the host's cores, which in a
+    container with a CPU set oversubscribes it; an explicit OMP_NUM_THREADS still wins."""
+    if os.environ.get("OMP_NUM_THREADS"):
+        return torch.get_num_threads()
+    return max(1, len(os.sched_getaffinity(0)))
+
+
 class TransformersEngine:
     name = "transformers"
 
@@ -29,6 +38,8 @@ class TransformersEngine:
         t0 = time.monotonic()
         self.model_id = model_id
         self.device = device
+        if device == "cpu":
+            torch.set_num_threads(_cpu_threads())
         self.processor = AutoProcessor.from_pretrained(model_path, local_files_only=True)
         model: Any = Glm4vForConditionalGeneration.from_pretrained(
             model_path, local_files_only=True, dtype=getattr(torch, dtype)
@@ -43,25 +54,30 @@ class TransformersEngine:
         return [self._one(r) for r in requests]
 
     def _inputs(self, req: GenerationRequest) -> Any:
-        return self.processor.apply_chat_template(
-            build_messages(req.prompt, req.images), add_generation_prompt=True, tokenize=True,
-            return_dict=True, return_tensors="pt",
-        ).to(self.device)  # fmt: skip
+        messages = build_messages(req.prompt, req.images)
+        inputs = self.processor.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+        )
+        return inputs.to(self.device)
 
     @torch.inference_mode()
     def _one(self, req: GenerationRequest) -> GenerationOutput:
         inputs = self._inputs(req)
-        sampling: dict[str, Any] = (
-            {"do_sample": True, "temperature": req.temperature}
-            if req.temperature > 0
-            else {"do_sample": False}
-        )
+        # Greedy passes no temperature at all: transformers warns about sampling flags it would ignore.
+        sampling: dict[str, Any] = {"do_sample": False}
+        if req.temperature > 0:
+            sampling = {"do_sample": True, "temperature": req.temperature}
         out = self.model.generate(**inputs, max_new_tokens=req.max_new_tokens, **sampling)
         prompt_len = inputs["input_ids"].shape[1]
         new = out[0, prompt_len:].tolist()
         finish: FinishReason = "stop" if new and new[-1] in self.eos_ids else "length"
-        # Keep every tag, whatever the tokenizer calls special; drop only the stop token at the end.
-        text = self.processor.tokenizer.decode(new, skip_special_tokens=False)
+        return GenerationOutput(req.request_id, self._decode(new), prompt_len, len(new), finish)
+
+    def _decode(self, token_ids: list[int]) -> str:
+        # As the vLLM engine does: keep every tag whatever a tokenizer calls special (a real checkpoint's
+        # tokenizer may mark <think> special), and drop only the stop token that ended the output.
+        text: str = self.processor.tokenizer.decode(token_ids, skip_special_tokens=False)
         for tok in _STOP_TEXT:
-            text = text.removesuffix(tok)
-        return GenerationOutput(req.request_id, text, prompt_len, len(new), finish)
+            if text.endswith(tok):
+                return text[: -len(tok)]
+        return text

@@ -18,6 +18,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from PIL import Image
+
 from jobs.config import Settings
 from workers.inference.budget import PassResult, generate_with_budget
 from workers.inference.engine import FinishReason, GenerationOutput, GenerationRequest
@@ -36,6 +38,7 @@ def engine_args(settings: Settings) -> Any:
     return AsyncEngineArgs(
         model=m.path,
         quantization=m.quantization,
+        dtype=m.dtype,
         tensor_parallel_size=m.tensor_parallel_size,
         max_model_len=m.max_model_len,
         gpu_memory_utilization=m.gpu_memory_utilization,
@@ -61,18 +64,29 @@ class VllmEngine:
         m = settings.model
         if m.compile_cache_dir:
             os.environ.setdefault("VLLM_CACHE_ROOT", m.compile_cache_dir)
+        # vLLM forks its engine process by default, which fails once this process has touched CUDA
+        # (a test process, a worker that ran a CUDA op): spawn always works.
+        os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
         from transformers import AutoProcessor
 
         self.model_id = settings.model_id
         self.thinking_budget = m.thinking_budget
+        self.ignore_eos = m.ignore_eos
         self._processor = AutoProcessor.from_pretrained(m.path, local_files_only=True)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="vllm-loop", daemon=True)
         self._thread.start()
         t0 = time.monotonic()
         self._llm = self._call(self._start(settings))
+        self._warm_up()
         self.load_seconds = time.monotonic() - t0
         log.info("vLLM engine up in %.1f s (tp=%d)", self.load_seconds, m.tensor_parallel_size)
+
+    def _warm_up(self) -> None:
+        """One small request before the worker says it is ready: the first request through a fresh
+        engine pays one-time costs (kernel selection, the vision path) that real batches should not."""
+        page = Image.new("RGB", (911, 1288), "white")
+        self.generate([GenerationRequest("warm-up", "Describe this page.", [page], max_new_tokens=8)])
 
     async def _start(self, settings: Settings) -> Any:
         from vllm.v1.engine.async_llm import AsyncLLM
@@ -107,6 +121,7 @@ class VllmEngine:
                 max_tokens=max_tokens,
                 temperature=req.temperature,
                 skip_special_tokens=False,  # keep <think>/<answer> whatever the tokenizer calls special
+                ignore_eos=self.ignore_eos,
                 output_kind=RequestOutputKind.FINAL_ONLY,
             )
             inputs: dict[str, Any] = {"prompt": text}

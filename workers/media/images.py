@@ -6,10 +6,11 @@ import io
 
 from PIL import Image, UnidentifiedImageError
 
-from jobs.errors import CorruptMedia
+from jobs.errors import CorruptMedia, SourceTooLarge
 
 # A decompression bomb is refused by Pillow above this many pixels; 16k x 16k covers large scans.
 Image.MAX_IMAGE_PIXELS = 16384 * 16384
+WHITE = (255, 255, 255)
 
 
 def encode_png(img: Image.Image) -> bytes:
@@ -20,10 +21,22 @@ def encode_png(img: Image.Image) -> bytes:
 
 
 def decode_image(data: bytes) -> Image.Image:
-    """RGB image from bytes; anything unreadable is CorruptMedia naming why."""
+    """RGB image from bytes (first frame; transparency on white); unreadable -> CorruptMedia naming why."""
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.seek(0)  # first frame of a GIF or a multi-page TIFF
-            return img.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+            return _to_rgb(img)
+    except Image.DecompressionBombError as e:
+        raise SourceTooLarge(f"image has too many pixels: {e}") from e
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise CorruptMedia(f"image cannot be decoded: {e}") from e
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+        # Transparent pixels often hold black: flattened as-is a dark logo on a clear background vanishes.
+        rgba = img.convert("RGBA")
+        flat = Image.new("RGB", rgba.size, WHITE)
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        return flat
+    return img.convert("RGB")

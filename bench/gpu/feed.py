@@ -1,0 +1,103 @@
+"""Continuous feeding vs a fixed-batch loop when output lengths vary widely.
+
+Both run the same requests (same pages, same per-request output lengths, EOS ignored so each request
+produces exactly its length), and both engines run at most ``slots`` sequences at once:
+- fixed: ``LLM.generate`` on batches of ``slots`` one after another; each batch waits for its longest.
+- continuous: vlmq's engine as the GPU worker runs it, fed by task threads with batches of ``batch``;
+  more requests are queued than there are slots, so a finished request's slot is refilled at once.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from typing import Any
+
+from bench.pages import documents, page_images
+from jobs.config import Settings
+from jobs.presets import DEFAULT
+from workers.inference.engine import GenerationRequest
+from workers.inference.prompts import build_messages
+
+
+def lengths(n: int, seed: int = 0) -> list[int]:
+    rng = random.Random(seed)  # widely varying: most short, some very long (like thinking output)
+    return [rng.choice((64, 128, 256, 512, 2048)) for _ in range(n)]
+
+
+def _figures(what: str, wall: float, tokens: int, **extra: Any) -> dict[str, Any]:
+    return {"what": what, "wall_s": round(wall, 2), "output_tokens": tokens,
+            "output_tok_per_s": round(tokens / wall, 1), **extra}  # fmt: skip
+
+
+def run_fixed(model: str, n: int, slots: int, side: int, quantization: str | None) -> dict[str, Any]:
+    from transformers import AutoProcessor
+    from vllm import LLM, SamplingParams
+
+    images = page_images(documents(n, 8), side)[:n]
+    prompt = AutoProcessor.from_pretrained(model).apply_chat_template(
+        build_messages(DEFAULT.prompt, 1), tokenize=False, add_generation_prompt=True
+    )
+    llm = LLM(
+        model=model,
+        quantization=quantization,
+        max_model_len=16384,
+        gpu_memory_utilization=0.85,
+        limit_mm_per_prompt={"image": 1, "video": 1},
+        enable_prefix_caching=True,
+        seed=0,
+        max_num_seqs=slots,
+    )
+    reqs = [{"prompt": prompt, "multi_modal_data": {"image": img}} for img in images]
+    sps = [SamplingParams(max_tokens=m, temperature=0.0, ignore_eos=True) for m in lengths(n)]
+    llm.generate(reqs[:2], sps[:2], use_tqdm=False)
+    t0, tokens = time.monotonic(), 0
+    for i in range(0, n, slots):
+        outs = llm.generate(reqs[i : i + slots], sps[i : i + slots], use_tqdm=False)
+        tokens += sum(len(o.outputs[0].token_ids) for o in outs)
+    return _figures("fixed", time.monotonic() - t0, tokens, n=n, slots=slots)
+
+
+def run_continuous(
+    model: str, n: int, slots: int, batch: int, threads: int, side: int, quantization: str | None
+) -> dict[str, Any]:
+    from workers.inference.vllm_engine import VllmEngine
+
+    model_cfg = {
+        "engine": "vllm",
+        "path": model,
+        "quantization": quantization,
+        "thinking_budget": None,
+        "max_num_seqs": slots,
+        "ignore_eos": True,  # exact lengths, as in the fixed loop
+    }
+    engine = VllmEngine(Settings(_env_file=None, model=model_cfg))  # type: ignore[call-arg]
+    images = page_images(documents(n, 8), side)[:n]
+    reqs = [
+        GenerationRequest(f"r{i}", DEFAULT.prompt, [img], m)
+        for i, (img, m) in enumerate(zip(images, lengths(n), strict=True))
+    ]
+    batches = [reqs[i : i + batch] for i in range(0, n, batch)]
+    done: list[int] = []
+    lock = threading.Lock()
+
+    def task_thread() -> None:  # like a Celery task thread: take the next batch, run it, repeat
+        while True:
+            with lock:
+                if not batches:
+                    return
+                b = batches.pop(0)
+            tokens = sum(o.completion_tokens for o in engine.generate(b))
+            with lock:
+                done.append(tokens)
+
+    t0 = time.monotonic()
+    pool = [threading.Thread(target=task_thread) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    wall = time.monotonic() - t0
+    engine.shutdown()
+    return _figures("continuous", wall, sum(done), n=n, slots=slots, batch=batch, threads=threads)

@@ -1,0 +1,66 @@
+"""Run one GPU benchmark and append its figures as a JSON line: `python -m bench.gpu.run WHAT --out F`.
+
+WHAT: raw (engine alone), system (REST to stored results), fixed / continuous (varying output lengths).
+Run them in one lease on one model so the ratios compare like with like; bench/gpu/report.py turns the
+lines into BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("what", choices=["raw", "system", "fixed", "continuous"])
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--quantization", default=None)
+    ap.add_argument("--pages", type=int, default=256)
+    ap.add_argument("--per-doc", type=int, default=8)
+    ap.add_argument("--max-tokens", type=int, default=1024)
+    ap.add_argument("--side", type=int, default=1288)
+    ap.add_argument("--in-flight", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--slots", type=int, default=64, help="fixed/continuous: sequences at once")
+    ap.add_argument("--threads", type=int, default=32, help="continuous: task threads feeding")
+    ap.add_argument("--out", type=Path, required=True)
+    a = ap.parse_args()
+    t0 = time.time()
+    if a.what == "raw":
+        from bench.gpu.raw import run_raw
+
+        res = run_raw(a.model, a.pages, a.per_doc, a.max_tokens, a.side, a.quantization)
+    elif a.what == "system":
+        from bench.gpu.system import run_system
+
+        res = run_system(
+            a.model, a.pages, a.per_doc, a.max_tokens, a.side, a.quantization, a.in_flight, a.batch
+        )
+    elif a.what == "fixed":
+        from bench.gpu.feed import run_fixed
+
+        res = run_fixed(a.model, a.pages, a.slots, a.side, a.quantization)
+    else:
+        from bench.gpu.feed import run_continuous
+
+        res = run_continuous(a.model, a.pages, a.slots, a.batch, a.threads, a.side, a.quantization)
+    import torch
+
+    res |= {
+        "gpu": torch.cuda.get_device_name(0),
+        "host": platform.node(),
+        "started": t0,
+        "seconds": round(time.time() - t0, 1),
+        "args": {k: str(v) for k, v in vars(a).items()},
+    }
+    with a.out.open("a") as f:
+        f.write(json.dumps(res) + "\n")
+    print("RESULT " + json.dumps(res), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""The whole system on the GPU machine: pages uploaded over REST, through Postgres, Redis, S3 (moto),
+the prep workers and the vLLM GPU worker, until every result is stored."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from api.cli import ENGINE_READY
+from api.cli.client import Client
+from api.cli.devstack import DevStack, free_port, start_vlmq, wait_for_log, wait_healthy
+from bench.pages import documents
+from jobs.config import Settings
+from migrations import upgrade
+
+
+def _env(
+    model: str, quantization: str | None, max_tokens: int, side: int, in_flight: int, batch: int
+) -> dict[str, str]:
+    env = {
+        "VLMQ_API__KEYS": "bench-key:bench", "VLMQ_MODEL__ENGINE": "vllm", "VLMQ_MODEL__PATH": model,
+        "VLMQ_MODEL__MAX_NEW_TOKENS": str(max_tokens), "VLMQ_MODEL__BATCHES_IN_FLIGHT": str(in_flight),
+        "VLMQ_MODEL__GPU_MEMORY_UTILIZATION": "0.85", "VLMQ_LIMITS__BATCH_SIZE": str(batch),
+        "VLMQ_LIMITS__RENDER_LONGEST_SIDE": str(side), "VLMQ_MODEL__MAX_NUM_SEQS": "256",
+    }  # fmt: skip
+    if quantization:
+        env["VLMQ_MODEL__QUANTIZATION"] = quantization
+    return env
+
+
+def run_system(
+    model: str, pages: int, per_doc: int, max_tokens: int, side: int, quantization: str | None,
+    in_flight: int = 32, batch: int = 8, prep_procs: int = 8,
+) -> dict[str, Any]:  # fmt: skip
+    state = Path(tempfile.mkdtemp(prefix="vlmq-bench-"))
+    docs = documents(pages, per_doc)
+    with DevStack(Settings(_env_file=None, state_dir=state), state) as stack:  # type: ignore[call-arg]
+        env = {**os.environ, **stack.start(), **_env(model, quantization, max_tokens, side, in_flight, batch)}
+        upgrade(env["VLMQ_DB__URL"])
+        port = free_port()
+        t_start = time.monotonic()
+        procs = start_vlmq(env, state / "logs", port, prep_concurrency=prep_procs, log_level="info")
+        try:
+            wait_healthy(f"http://127.0.0.1:{port}", list(procs.values()), 120)
+            wait_for_log(procs["worker-gpu"], ENGINE_READY, 900)
+            worker_start_s = time.monotonic() - t_start
+            wait_for_log(procs["worker-gpu"], "celery@", 60)  # Celery consuming
+            return {**_measure(port, docs), "worker_start_s": round(worker_start_s, 1)}
+        finally:
+            for p in reversed(list(procs.values())):
+                p.stop()
+
+
+def _measure(port: int, docs: list[bytes]) -> dict[str, Any]:
+    with (
+        Client(f"http://127.0.0.1:{port}", "bench-key", timeout=300) as client,
+        tempfile.TemporaryDirectory() as d,
+    ):
+        paths = []
+        for i, data in enumerate(docs):
+            paths.append(Path(d) / f"doc-{i:03d}.pdf")
+            paths[-1].write_bytes(data)
+        t0 = time.monotonic()
+        job = client.submit_files(paths)
+        job = client.wait(job["id"], poll=0.2, timeout=1800)
+        wall = time.monotonic() - t0
+        lines = list(client.results(job["id"]))
+    ok = [x for x in lines if x["status"] == "succeeded"]
+    out_tok = sum(x["usage"]["completion_tokens"] for x in ok)
+    return {
+        "what": "system", "status": job["status"], "pages": len(ok), "failed": len(lines) - len(ok),
+        "wall_s": round(wall, 2), "pages_per_s": round(len(ok) / wall, 3), "output_tokens": out_tok,
+        "output_tok_per_s": round(out_tok / wall, 1),
+        "prompt_tokens_per_page": ok[0]["usage"]["prompt_tokens"] if ok else None,
+    }  # fmt: skip

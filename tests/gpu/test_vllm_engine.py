@@ -1,0 +1,82 @@
+"""The vLLM engine on the GPU with the tiny taught model: same answers as the CPU engine, many batches in
+flight at once, the thinking budget, the reasoning split."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from jobs.config import Settings
+from jobs.presets import DEFAULT
+from jobs.reasoning import split_output
+from tests.fixtures.models import TARGETS, taught_pages
+from workers.inference.budget import BUDGET_FLAG, FORCED_CLOSE
+from workers.inference.engine import GenerationRequest
+
+
+@pytest.fixture(scope="module")
+def engine(taught_model_dir: Path) -> Iterator[object]:
+    from workers.inference.vllm_engine import VllmEngine
+
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        model={
+            "engine": "vllm",
+            "path": str(taught_model_dir),
+            "model_id": "tiny-taught",
+            "dtype": "bfloat16",
+            "max_model_len": 4096,
+            "gpu_memory_utilization": 0.3,
+            "thinking_budget": None,
+        },
+    )
+    eng = VllmEngine(settings)
+    print(f"vLLM tiny engine load: {eng.load_seconds:.1f} s")
+    yield eng
+    eng.shutdown()
+
+
+def _reqs(n: int, max_new: int = 64) -> list[GenerationRequest]:
+    pages = taught_pages()
+    return [GenerationRequest(f"r{i}", DEFAULT.prompt, [pages[i % 3]], max_new) for i in range(n)]
+
+
+def test_taught_pages_answer_exactly_as_on_cpu(engine) -> None:  # type: ignore[no-untyped-def]
+    outs = engine.generate(_reqs(3))
+    assert [o.text for o in outs[:2]] == TARGETS
+    assert all(o.finish_reason == "stop" for o in outs[:2])
+    assert outs[0].prompt_tokens > 200  # image tokens expanded by vLLM's GLM-4.1V processor
+    parsed = split_output(outs[1].text)
+    assert (parsed.reasoning, parsed.answer, parsed.boxes) == ("A bill.", "Total 42", ["42"])
+
+
+def test_many_batches_in_flight_from_threads(engine) -> None:  # type: ignore[no-untyped-def]
+    results: dict[int, list[str]] = {}
+
+    def batch(k: int) -> None:
+        results[k] = [o.text for o in engine.generate(_reqs(8))]
+
+    threads = [threading.Thread(target=batch, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 6
+    for texts in results.values():
+        assert texts[0] == TARGETS[0] and texts[1] == TARGETS[1] and len(texts) == 8
+
+
+def test_thinking_budget_closes_reasoning_and_gets_an_answer(engine) -> None:  # type: ignore[no-untyped-def]
+    engine.thinking_budget = 5
+    try:
+        (out,) = engine.generate(_reqs(1, max_new=40))
+    finally:
+        engine.thinking_budget = None
+    assert BUDGET_FLAG in out.flags
+    assert FORCED_CLOSE in out.text and out.text.startswith(TARGETS[0][:3])
+    assert out.completion_tokens <= 40
+    parsed = split_output(out.text)
+    assert not parsed.truncated  # the reasoning was closed for it

@@ -1,0 +1,126 @@
+"""PDF rendering: the bundled sample, exact sizes, page rotation, and one specific error per bad file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pymupdf
+import pytest
+
+import workers.media.pdf as pdf
+from jobs.errors import CorruptMedia, EmptyDocument, EncryptedDocument, MediaError, TooManyPages
+from jobs.samples import sample_pdf_bytes
+from jobs.samples.make_sample import build as build_sample
+from tests.fixtures.make_fixtures import PASSWORD, text_pdf
+from tests.fixtures.make_fixtures import build as build_fixtures
+from workers.media.images import decode_image
+from workers.media.pdf import pdf_page_count, render_pdf
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+def test_sample_renders_three_pages_at_the_longest_side() -> None:
+    pages = render_pdf(sample_pdf_bytes(), longest_side=1288, max_pages=10)
+    assert [(p.page, p.width, p.height) for p in pages] == [(n, 911, 1288) for n in (1, 2, 3)]
+    for p in pages:
+        img = decode_image(p.png)
+        assert (img.mode, img.size) == ("RGB", (p.width, p.height))
+    assert len({p.png for p in pages}) == 3  # three different pages
+
+
+@pytest.mark.parametrize("side", [1288, 1000, 448, 28])
+@pytest.mark.parametrize(("width", "height"), [(595, 842), (842, 595), (612, 792), (300, 7000), (99.7, 33.3)])
+def test_longest_side_is_exact_for_any_page_size(width: float, height: float, side: int) -> None:
+    doc = pymupdf.open()
+    doc.new_page(width=width, height=height)
+    (page,) = render_pdf(doc.tobytes(), longest_side=side, max_pages=1)
+    assert max(page.width, page.height) == side
+    assert abs(page.width / page.height - width / height) < 2 / min(page.width, page.height) + 0.01
+
+
+@pytest.mark.parametrize(("rotation", "size"), [(0, (911, 1288)), (90, (1288, 911)), (180, (911, 1288))])
+def test_page_rotation_is_honoured(rotation: int, size: tuple[int, int]) -> None:
+    doc = pymupdf.open(stream=sample_pdf_bytes(), filetype="pdf")
+    doc[1].set_rotation(rotation)
+    pages = render_pdf(doc.tobytes(), longest_side=1288, max_pages=10)
+    assert (pages[1].width, pages[1].height) == size
+    assert (pages[0].width, pages[0].height) == (911, 1288)  # the others keep theirs
+
+
+def test_rotated_content_is_turned_not_squeezed() -> None:
+    # The cover's blue band sits at the top of the page; turned 90 degrees clockwise it is on the right.
+    doc = pymupdf.open(stream=sample_pdf_bytes(), filetype="pdf")
+    doc[0].set_rotation(90)
+    (page, *_) = render_pdf(doc.tobytes(), longest_side=200, max_pages=10)
+    img = decode_image(page.png)
+    assert img.getpixel((img.width - 5, img.height // 2)) != (255, 255, 255)
+    assert img.getpixel((5, img.height // 2)) == (255, 255, 255)
+
+
+@pytest.mark.parametrize(
+    ("fixture", "error", "needle"),
+    [
+        ("corrupt-truncated.pdf", CorruptMedia, "it is truncated"),
+        ("not-a-pdf.pdf", CorruptMedia, "no %PDF- header; the file starts with b'This is a text"),
+        ("encrypted-no-password.pdf", EncryptedDocument, "encrypted and no password was given"),
+        ("zero-pages.pdf", EmptyDocument, "the PDF has no pages"),
+    ],
+)
+def test_each_bad_fixture_raises_its_own_error(fixture: str, error: type[MediaError], needle: str) -> None:
+    data = (FIXTURES / fixture).read_bytes()
+    for call in (lambda: render_pdf(data, max_pages=10), lambda: pdf_page_count(data)):
+        with pytest.raises(error, match=needle.replace("(", r"\(")) as info:
+            call()
+        assert info.value.code == error.code
+
+
+@pytest.mark.parametrize(
+    ("cut", "needle"), [(0.25, "truncated"), (0.5, "MuPDF cannot parse it"), (0.9, "truncated")]
+)
+def test_cut_short_pdfs_are_corrupt_wherever_the_cut_falls(cut: float, needle: str) -> None:
+    data = sample_pdf_bytes()
+    with pytest.raises(CorruptMedia, match=needle):
+        render_pdf(data[: int(len(data) * cut)], max_pages=10)
+
+
+def test_an_empty_file_is_named_as_such() -> None:
+    with pytest.raises(CorruptMedia, match="empty"):
+        render_pdf(b"", max_pages=10)
+
+
+def test_a_repairable_pdf_still_renders() -> None:
+    # Junk before the header shifts every xref offset: MuPDF rebuilds the table and the file is whole.
+    (page,) = render_pdf(b"junk\n" + text_pdf(1), longest_side=100, max_pages=1)
+    assert (page.width, page.height) == (71, 100)
+
+
+def test_the_right_password_unlocks_and_a_wrong_one_is_named() -> None:
+    data = (FIXTURES / "encrypted-no-password.pdf").read_bytes()
+    (page,) = render_pdf(data, longest_side=300, max_pages=1, password=PASSWORD)
+    assert (page.width, page.height) == (212, 300)
+    assert pdf_page_count(data, password=PASSWORD) == 1
+    with pytest.raises(EncryptedDocument, match="the password given is wrong"):
+        render_pdf(data, max_pages=1, password="guess")
+
+
+def test_page_limit_is_checked_before_any_page_is_rendered(monkeypatch: pytest.MonkeyPatch) -> None:
+    def must_not_render(*_: object) -> None:
+        raise AssertionError("rendered a page of a PDF over the page limit")
+
+    monkeypatch.setattr(pdf, "_render", must_not_render)
+    with pytest.raises(TooManyPages, match="the PDF has 3 pages; the limit is 2"):
+        render_pdf(sample_pdf_bytes(), max_pages=2)
+
+
+def test_page_count() -> None:
+    assert pdf_page_count(sample_pdf_bytes()) == 3
+    assert pdf_page_count(text_pdf(7)) == 7
+
+
+def test_committed_files_match_their_generators() -> None:
+    # The generators are deterministic: regenerating changes no committed byte.
+    assert build_sample() == sample_pdf_bytes()
+    assert len(sample_pdf_bytes()) < 30_000
+    for name, data in build_fixtures().items():
+        assert (FIXTURES / name).read_bytes() == data, name
+        assert len(data) < 2_000, name
