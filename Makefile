@@ -22,7 +22,7 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/vlmq demo
 
-test: setup
+test: setup lint typecheck
 	$(BIN)/python -m pytest -m "not gpu" $(PYTEST_ARGS)
 
 test-fast: setup

@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from api.cli.devstack import ManagedProcess, free_port, start_vlmq, wait_healthy
+from api.cli.devstack import ManagedProcess, free_port
+from api.cli.processes import start_vlmq, wait_healthy
 
 
 @contextmanager

@@ -23,7 +23,8 @@ from rich.table import Table
 
 from api.auth import ensure_dev_key
 from api.cli.client import Client
-from api.cli.devstack import DevStack, free_port, start_vlmq, wait_healthy
+from api.cli.devstack import DevStack, free_port
+from api.cli.processes import start_vlmq, wait_healthy
 from api.cli.progress import follow
 from jobs.config import Settings, get_settings
 from jobs.presets import DEFAULT

@@ -14,11 +14,11 @@ import threading
 import time
 from typing import Any
 
+from bench.gpu.offline import offline_llm, page_requests
 from bench.pages import documents, page_images
 from jobs.config import Settings
 from jobs.presets import DEFAULT
 from workers.inference.engine import GenerationRequest
-from workers.inference.prompts import build_messages
 
 
 def lengths(n: int, seed: int = 0) -> list[int]:
@@ -32,24 +32,10 @@ def _figures(what: str, wall: float, tokens: int, **extra: Any) -> dict[str, Any
 
 
 def run_fixed(model: str, n: int, slots: int, side: int, quantization: str | None) -> dict[str, Any]:
-    from transformers import AutoProcessor
-    from vllm import LLM, SamplingParams
+    from vllm import SamplingParams
 
-    images = page_images(documents(n, 8), side)[:n]
-    prompt = AutoProcessor.from_pretrained(model).apply_chat_template(
-        build_messages(DEFAULT.prompt, 1), tokenize=False, add_generation_prompt=True
-    )
-    llm = LLM(
-        model=model,
-        quantization=quantization,
-        max_model_len=16384,
-        gpu_memory_utilization=0.85,
-        limit_mm_per_prompt={"image": 1, "video": 1},
-        enable_prefix_caching=True,
-        seed=0,
-        max_num_seqs=slots,
-    )
-    reqs = [{"prompt": prompt, "multi_modal_data": {"image": img}} for img in images]
+    reqs = page_requests(model, page_images(documents(n, 8), side)[:n])
+    llm = offline_llm(model, quantization, max_num_seqs=slots)
     sps = [SamplingParams(max_tokens=m, temperature=0.0, ignore_eos=True) for m in lengths(n)]
     llm.generate(reqs[:2], sps[:2], use_tqdm=False)
     t0, tokens = time.monotonic(), 0

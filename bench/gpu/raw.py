@@ -5,35 +5,20 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from bench.gpu.offline import offline_llm, page_requests
 from bench.pages import documents, page_images
-from jobs.presets import DEFAULT
-from workers.inference.prompts import build_messages
 
 
 def run_raw(
     model: str, pages: int, per_doc: int, max_tokens: int, side: int, quantization: str | None
 ) -> dict[str, Any]:
-    from transformers import AutoProcessor
-    from vllm import LLM, SamplingParams
+    from vllm import SamplingParams
 
-    images = page_images(documents(pages, per_doc), side)
-    prompt = AutoProcessor.from_pretrained(model).apply_chat_template(
-        build_messages(DEFAULT.prompt, 1), tokenize=False, add_generation_prompt=True
-    )
+    reqs = page_requests(model, page_images(documents(pages, per_doc), side))
     t0 = time.monotonic()
-    llm = LLM(
-        model=model,
-        quantization=quantization,
-        max_model_len=16384,
-        gpu_memory_utilization=0.85,
-        limit_mm_per_prompt={"image": 1, "video": 1},
-        enable_prefix_caching=True,
-        seed=0,
-        max_num_seqs=256,  # as the GPU worker's default
-    )
+    llm = offline_llm(model, quantization)
     load_s = time.monotonic() - t0
     sp = SamplingParams(max_tokens=max_tokens, temperature=0.0, skip_special_tokens=False)
-    reqs = [{"prompt": prompt, "multi_modal_data": {"image": img}} for img in images]
     llm.generate(reqs[:2], sp, use_tqdm=False)  # warm-up, as the system's worker is warm too
     t1 = time.monotonic()
     outs = llm.generate(reqs, sp, use_tqdm=False)

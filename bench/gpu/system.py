@@ -11,7 +11,8 @@ from typing import Any
 
 from api.cli import ENGINE_READY
 from api.cli.client import Client
-from api.cli.devstack import DevStack, free_port, start_vlmq, wait_for_log, wait_healthy
+from api.cli.devstack import DevStack, free_port
+from api.cli.processes import start_vlmq, wait_for_log, wait_healthy
 from bench.pages import documents
 from jobs.config import Settings
 from migrations import upgrade

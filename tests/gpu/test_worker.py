@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 
 from api.cli import ENGINE_READY
-from api.cli.devstack import wait_for_log
+from api.cli.processes import wait_for_log
 from tests.fixtures.models import PAGE_SIDE, taught_pdf
 from tests.system import running_system
 

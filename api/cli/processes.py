@@ -1,0 +1,59 @@
+"""Run vlmq's own processes (the API and the workers) as a user would, and wait until they are ready.
+
+Used by ``vlmq demo``, the end-to-end and GPU tests, and the GPU benchmark.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from api.cli.devstack import ManagedProcess, wait_until
+
+VLMQ = [sys.executable, "-m", "api.cli"]
+
+
+def start_vlmq(
+    env: dict[str, str], logs: Path, port: int, prep_concurrency: int = 1, log_level: str = "warning"
+) -> dict[str, ManagedProcess]:
+    """`vlmq api`, a prep worker and an inference worker as separate processes, as a user runs them."""
+    env = {**env, "VLMQ_API__PORT": str(port), "PYTHONUNBUFFERED": "1"}
+    level = ["--log-level", log_level]
+    specs = {
+        "api": [*VLMQ, "api", "--port", str(port), *level],
+        "worker-prep": [*VLMQ, "worker", "--queues", "prep", "--concurrency", str(prep_concurrency), *level],
+        "worker-gpu": [*VLMQ, "worker", "--queues", "gpu", *level],
+    }
+    return {name: ManagedProcess(name, cmd, logs / f"{name}.log", env=env) for name, cmd in specs.items()}
+
+
+def _check_alive(procs: Sequence[ManagedProcess]) -> None:
+    for p in procs:
+        if not p.alive:
+            raise RuntimeError(f"{p.name} exited; its log ({p.log_path}) ends with:\n{p.log_tail(3000)}")
+
+
+def wait_healthy(base_url: str, procs: Sequence[ManagedProcess], timeout: float = 120) -> None:
+    """Until /healthz says ok; fails at once, with the log, if one of ``procs`` dies meanwhile."""
+
+    import httpx
+
+    def healthy() -> bool:
+        _check_alive(procs)
+        try:
+            return httpx.get(f"{base_url}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(healthy, "the vlmq API", timeout)
+
+
+def wait_for_log(proc: ManagedProcess, needle: str, timeout: float) -> None:
+    """Until ``needle`` shows in the process's log (e.g. the inference worker's engine-ready line)."""
+
+    def seen() -> bool:
+        _check_alive([proc])
+        return needle in proc.log_tail(500_000)
+
+    wait_until(seen, f"{proc.name} printing {needle!r}", timeout)
