@@ -87,7 +87,7 @@ class S3BlobStore:
             if self._ready or not self._create:
                 return
             try:
-                self._client.head_bucket(Bucket=self.bucket)
+                self._call(self._client.head_bucket, Bucket=self.bucket)  # unreachable: StorageUnavailable
             except ClientError:
                 self._call(self._client.create_bucket, Bucket=self.bucket)
             self._ready = True

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from PIL import Image
 
-from jobs.errors import EngineError, PermanentError, VlmqError
+from jobs.errors import EngineError, PermanentError, RetryableError, VlmqError
 from jobs.reasoning import split_output
 from jobs.service import UnitWork
 from jobs.storage import result_key
@@ -23,27 +23,34 @@ log = logging.getLogger(__name__)
 def infer(ctx: WorkerContext, engine: Engine, unit_ids: Sequence[uuid.UUID]) -> None:
     """Idempotent: only units this call moved ready -> running are worked on.
 
-    Raises EngineError only when units were put back to be tried again.
+    Whatever fails after the claim (S3, the engine, Postgres, a bug), the units not yet done go back to
+    ready, or fail with the reason once their attempts are spent: none is left running. Raises
+    RetryableError only when units were put back to be tried again.
     """
     units = ctx.service.claim_units(unit_ids)
     if not units:
         return
+    try:
+        _run(ctx, engine, units)
+    except Exception as e:
+        err = e if isinstance(e, VlmqError) else EngineError(f"{type(e).__name__}: {e}")
+        # give_back is a compare-and-set on running units: the ones already stored stay succeeded.
+        back = ctx.service.give_back([u.id for u in units], err)
+        _finalize(ctx, units)
+        if back:
+            raise (err if isinstance(err, RetryableError) else EngineError(str(err))) from e
+        return
+    _finalize(ctx, units)
+
+
+def _run(ctx: WorkerContext, engine: Engine, units: list[UnitWork]) -> None:
     loaded = _load_media(ctx, units)
     requests = [
         GenerationRequest(str(u.id), u.prompt, [img], u.max_new_tokens, u.temperature) for u, img in loaded
     ]
-    try:
-        outputs = engine.generate(requests) if requests else []
-    except Exception as e:
-        err = e if isinstance(e, VlmqError) else EngineError(f"{type(e).__name__}: {e}")
-        back = ctx.service.give_back([u.id for u, _ in loaded], err)
-        _finalize(ctx, units)
-        if back:
-            raise EngineError(f"engine failed on {len(requests)} requests: {e}") from e
-        return
+    outputs = engine.generate(requests) if requests else []
     for (unit, _), out in zip(loaded, outputs, strict=True):
         _store(ctx, engine, unit, out)
-    _finalize(ctx, units)
 
 
 def _load_media(ctx: WorkerContext, units: list[UnitWork]) -> list[tuple[UnitWork, Image.Image]]:

@@ -114,3 +114,27 @@ def test_a_bad_source_fails_alone(service: JobService) -> None:
     with service.sessions() as s:
         kinds = set(s.scalars(select(Event.kind).where(Event.job_id == job_id)))
     assert {"job.submitted", "item.status", "item.error", "job.status"} <= kinds
+
+
+def test_unreachable_s3_puts_claimed_units_back(
+    service: JobService, settings: Settings, tiny_model_dir
+) -> None:  # type: ignore[no-untyped-def]
+    """S3 down while an inference batch loads its pages: the units go back to ready, not stuck running."""
+    from jobs.errors import RetryableError
+    from workers.context import WorkerContext
+    from workers.infer import infer
+    from workers.inference.transformers_engine import TransformersEngine
+
+    job_id = _submit(service)
+    (src,) = _sources(service, job_id)
+    service.begin_prep(src.id)
+    (batch,) = service.finish_prep(src.id, [(1, "media/q/page-1.png"), (2, "media/q/page-2.png")])
+    dead = settings.model_copy(
+        update={"s3": settings.s3.model_copy(update={"endpoint_url": "http://127.0.0.1:9"})}
+    )
+    ctx = WorkerContext(dead, service, S3BlobStore(dead))
+    with pytest.raises(RetryableError, match="S3 unreachable"):
+        infer(ctx, TransformersEngine(str(tiny_model_dir), "tiny"), batch)
+    with service.sessions() as s:
+        units = list(s.scalars(select(Item).where(Item.parent_id == src.id)))
+    assert {(u.status, u.attempts) for u in units} == {("ready", 1)}
