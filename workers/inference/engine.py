@@ -36,6 +36,18 @@ class GenerationOutput:
     flags: tuple[str, ...] = ()  # engine-side facts, e.g. "thinking_budget_reached"
 
 
+# Turn-ending tokens that may close a text decoded with special tokens kept.
+STOP_TEXT = ("<|endoftext|>", "<|user|>", "<|observation|>")
+
+
+def strip_stop(text: str) -> str:
+    """Drop the stop token that ended the output; every other token, tags included, is kept."""
+    for tok in STOP_TEXT:
+        if text.endswith(tok):
+            return text[: -len(tok)]
+    return text
+
+
 class Engine(Protocol):
     """A loaded model. Built once per worker process; ``generate`` may be called many times."""
 

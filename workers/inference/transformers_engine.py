@@ -14,11 +14,10 @@ from typing import Any
 
 import torch
 
-from workers.inference.engine import FinishReason, GenerationOutput, GenerationRequest
+from workers.inference.engine import FinishReason, GenerationOutput, GenerationRequest, strip_stop
 from workers.inference.prompts import build_messages
 
 log = logging.getLogger(__name__)
-_STOP_TEXT = ("<|endoftext|>", "<|user|>", "<|observation|>")
 
 
 def _cpu_threads() -> int:
@@ -77,7 +76,4 @@ class TransformersEngine:
         # As the vLLM engine does: keep every tag whatever a tokenizer calls special (a real checkpoint's
         # tokenizer may mark <think> special), and drop only the stop token that ended the output.
         text: str = self.processor.tokenizer.decode(token_ids, skip_special_tokens=False)
-        for tok in _STOP_TEXT:
-            if text.endswith(tok):
-                return text[: -len(tok)]
-        return text
+        return strip_stop(text)

@@ -22,13 +22,10 @@ from PIL import Image
 
 from jobs.config import Settings
 from workers.inference.budget import PassResult, generate_with_budget
-from workers.inference.engine import FinishReason, GenerationOutput, GenerationRequest
+from workers.inference.engine import FinishReason, GenerationOutput, GenerationRequest, strip_stop
 from workers.inference.prompts import build_messages
 
 log = logging.getLogger(__name__)
-
-# Control tokens that may end a decoded text when special tokens are kept.
-_STOP_TEXT = ("<|endoftext|>", "<|user|>", "<|observation|>")
 
 
 def engine_args(settings: Settings) -> Any:
@@ -48,13 +45,6 @@ def engine_args(settings: Settings) -> Any:
         seed=0,
         disable_log_stats=True,
     )
-
-
-def strip_stop(text: str) -> str:
-    for tok in _STOP_TEXT:
-        if text.endswith(tok):
-            return text[: -len(tok)]
-    return text
 
 
 class VllmEngine:
