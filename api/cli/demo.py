@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from api.auth import ensure_dev_key
+from api.auth import load_keys
 from api.cli.client import Client
 from api.cli.devstack import DevStack, free_port
 from api.cli.processes import start_vlmq, wait_healthy
@@ -111,12 +111,12 @@ def run_demo(console: Console, max_new_tokens: int = 96, show_pages: bool = True
     with _services(console, settings):
         settings = get_settings()
         port = free_port()
-        key = ensure_dev_key(settings) if not settings.api.keys else None
+        key = next(iter(load_keys(settings)[0]))  # the same rule the API applies (makes the dev key)
         logs = settings.state_dir / "logs"
         procs = list(start_vlmq(dict(os.environ), logs, port).values())
         console.print(f"[dim]api and workers started; logs in {logs}[/]")
         try:
-            with Client(f"http://127.0.0.1:{port}", key or _first_key(settings)) as client:
+            with Client(f"http://127.0.0.1:{port}", key) as client:
                 with console.status("Waiting for the API and the workers ..."):
                     wait_healthy(f"http://127.0.0.1:{port}", procs)
                 job = _submit_and_follow(client, console, max_new_tokens)
@@ -127,12 +127,6 @@ def run_demo(console: Console, max_new_tokens: int = 96, show_pages: bool = True
                 p.stop()
     console.print(f"[bold]demo finished in {time.monotonic() - t0:.1f} s[/] (job {job['status']})")
     return job
-
-
-def _first_key(settings: Settings) -> str:
-    from api.cli.client import api_key_for
-
-    return api_key_for(settings)
 
 
 def _submit_and_follow(client: Client, console: Console, max_new_tokens: int) -> dict[str, Any]:
