@@ -16,7 +16,7 @@ import atexit
 import os
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,49 +30,55 @@ RUN_ID = uuid.uuid4().hex[:10]
 _started: list[Any] = []  # embedded servers this session started, stopped at exit
 
 
-def _pg_admin() -> str:
-    """VLMQ_TEST_PG_ADMIN_URL ("embedded" forces an embedded server), else local, else embedded."""
-    url = os.environ.get("VLMQ_TEST_PG_ADMIN_URL", "")
-    if url and url != "embedded":
-        return url
-    local = "postgresql://postgres@127.0.0.1:5432/postgres"
-    if not url:
-        try:
-            psycopg.connect(local, connect_timeout=2).close()
-            return local
-        except psycopg.OperationalError:
-            pass
+def _pg_answers(url: str) -> bool:
+    try:
+        psycopg.connect(url, connect_timeout=2).close()
+        return True
+    except psycopg.OperationalError:
+        return False
+
+
+def _redis_answers(url: str) -> bool:
+    client = redis.Redis.from_url(url, socket_connect_timeout=2)
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+    finally:
+        client.close()
+
+
+def _embedded_pg() -> tuple[Any, str]:
     from api.cli.devstack import start_postgres
 
     pg, _ = start_postgres(Path(tempfile.mkdtemp(prefix="vlmq-test-pg-")))
-    _started.append(pg)
-    return str(pg.admin_url)
+    return pg, str(pg.admin_url)
 
 
-def _redis() -> str:
-    """VLMQ_TEST_REDIS_URL ("embedded" forces an embedded server), else local, else embedded."""
-    url = os.environ.get("VLMQ_TEST_REDIS_URL", "")
-    if url and url != "embedded":
-        return url
-    local = "redis://127.0.0.1:6379/0"
-    if not url:
-        client = redis.Redis.from_url(local, socket_connect_timeout=2)
-        try:
-            client.ping()
-            return local
-        except redis.ConnectionError:
-            pass
-        finally:
-            client.close()
+def _embedded_redis() -> tuple[Any, str]:
     from api.cli.devstack import start_redis
 
-    proc, started_url = start_redis(Path(tempfile.mkdtemp(prefix="vlmq-test-redis-")))
-    _started.append(proc)
-    return started_url
+    return start_redis(Path(tempfile.mkdtemp(prefix="vlmq-test-redis-")))
 
 
-PG_ADMIN = _pg_admin()
-REDIS_URL = _redis()
+def _server(
+    env_var: str, local: str, answers: Callable[[str], bool], start: Callable[[], tuple[Any, str]]
+) -> str:
+    """``env_var`` if set ("embedded" forces an embedded server), else the local server, else embedded."""
+    url = os.environ.get(env_var, "")
+    if url and url != "embedded":
+        return url
+    if not url and answers(local):
+        return local
+    handle, started = start()
+    _started.append(handle)
+    return started
+
+
+PG_ADMIN = _server(
+    "VLMQ_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres", _pg_answers, _embedded_pg
+)
+REDIS_URL = _server("VLMQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0", _redis_answers, _embedded_redis)
 atexit.register(lambda: [s.stop() for s in reversed(_started)])
 
 
