@@ -118,11 +118,6 @@ def insert_units(s: Session, source: Item, pages: Iterable[tuple[int, str]]) -> 
         s.execute(insert(Item).values(rows).on_conflict_do_nothing(index_elements=["parent_id", "page"]))
 
 
-def source_ids(s: Session, job_id: uuid.UUID, status: ItemStatus) -> list[uuid.UUID]:
-    q = select(Item.id).where(Item.job_id == job_id, Item.parent_id.is_(None), Item.status == str(status))
-    return list(s.scalars(q))
-
-
 def unit_ids(s: Session, parent_id: uuid.UUID, status: ItemStatus) -> list[uuid.UUID]:
     q = select(Item.id).where(Item.parent_id == parent_id, Item.status == str(status)).order_by(Item.page)
     return list(s.scalars(q))

@@ -73,14 +73,15 @@ class JobService:
         if idempotency_key and (prior := self._prior(tenant, idempotency_key, digest)):
             return prior, False
         try:
-            job = self._insert(tenant, req, idempotency_key, digest)
+            job, item_ids = self._insert(tenant, req, idempotency_key, digest)
         except IntegrityError:
             # A concurrent retry with the same key won the insert; answer with its job.
             prior = self._prior(tenant, idempotency_key or "", digest)
             if prior is None:
                 raise
             return prior, False
-        self._enqueue_sources(job.id)
+        for item_id in item_ids:
+            self.dispatcher.prep(item_id)
         return job, True
 
     def _validate(self, req: JobCreate) -> None:
@@ -99,7 +100,9 @@ class JobService:
             raise Conflict("this Idempotency-Key was used with a different request body")
         return job
 
-    def _insert(self, tenant: str, req: JobCreate, key: str | None, digest: str) -> Job:
+    def _insert(
+        self, tenant: str, req: JobCreate, key: str | None, digest: str
+    ) -> tuple[Job, list[uuid.UUID]]:
         with self.sessions() as s, s.begin():
             job = Job(
                 id=uuid.uuid4(),
@@ -115,8 +118,9 @@ class JobService:
             )
             s.add(job)
             s.flush()
-            s.add_all(
+            items = [
                 Item(
+                    id=uuid.uuid4(),
                     job_id=job.id,
                     custom_id=it.custom_id,
                     kind="source",
@@ -125,15 +129,10 @@ class JobService:
                     status=str(ItemStatus.QUEUED),
                 )
                 for it in req.items
-            )
+            ]
+            s.add_all(items)
             repo.add_event(s, job.id, "job.submitted", to_status=str(JobStatus.QUEUED))
-        return job
-
-    def _enqueue_sources(self, job_id: uuid.UUID) -> None:
-        with self.sessions() as s:
-            ids = repo.source_ids(s, job_id, ItemStatus.QUEUED)
-        for item_id in ids:
-            self.dispatcher.prep(item_id)
+        return job, [it.id for it in items]
 
     def get(self, tenant: str | None, job_id: uuid.UUID) -> JobOut:
         with self.sessions() as s:
