@@ -8,18 +8,14 @@ from api import errors
 from api.auth import load_keys
 from api.routes import health, jobs
 from jobs.config import Settings, get_settings
-from jobs.db import session_factory
-from jobs.dispatch import CeleryDispatcher
-from jobs.service import JobService
-from jobs.storage import S3BlobStore
+from jobs.service import build_service
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     app = FastAPI(title="vlmq", version="0.1.0", summary="Batch jobs for GLM-4.1V document understanding")
-    store = S3BlobStore(settings)
     app.state.settings = settings
-    app.state.service = JobService(session_factory(settings), store, CeleryDispatcher(settings), settings)
+    app.state.service = build_service(settings)
     app.state.api_keys, app.state.dev_key = load_keys(settings)
     errors.install(app)
     app.include_router(health.router)

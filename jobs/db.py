@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import lru_cache
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import create_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from jobs.config import Settings, get_settings
@@ -21,15 +19,9 @@ def database_url(settings: Settings) -> str:
     return settings.db.url
 
 
-def make_engine(settings: Settings) -> Engine:
-    # pool_pre_ping: a restarted Postgres must not break a long-lived worker's next task.
-    return create_engine(
-        database_url(settings), pool_size=settings.db.pool_size, pool_pre_ping=True, echo=settings.db.echo
-    )
-
-
 @lru_cache(maxsize=4)
 def _factory(url: str, pool_size: int, echo: bool) -> sessionmaker[Session]:
+    # pool_pre_ping: a restarted Postgres must not break a long-lived worker's next task.
     engine = create_engine(url, pool_size=pool_size, pool_pre_ping=True, echo=echo)
     return sessionmaker(engine, expire_on_commit=False)
 
@@ -37,10 +29,3 @@ def _factory(url: str, pool_size: int, echo: bool) -> sessionmaker[Session]:
 def session_factory(settings: Settings | None = None) -> sessionmaker[Session]:
     s = settings or get_settings()
     return _factory(database_url(s), s.db.pool_size, s.db.echo)
-
-
-@contextmanager
-def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """A session whose work commits on success and rolls back on any exception."""
-    with factory() as session, session.begin():
-        yield session

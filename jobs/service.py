@@ -20,12 +20,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from jobs import presets
 from jobs import repository as repo
 from jobs.config import Settings
-from jobs.dispatch import Dispatcher
+from jobs.db import session_factory
+from jobs.dispatch import CeleryDispatcher, Dispatcher
 from jobs.errors import Conflict, InvalidInput, NotFound, VlmqError
 from jobs.models import Item, Job, Result
 from jobs.schemas import Counts, ErrorInfo, JobCreate, JobOut, ResultLine, Usage
 from jobs.status import ItemStatus, JobStatus
-from jobs.storage import BlobStore, job_output_key, split_s3_uri
+from jobs.storage import BlobStore, S3BlobStore, job_output_key, split_s3_uri
 
 log = logging.getLogger(__name__)
 
@@ -303,3 +304,8 @@ def _result_line(src: Item, unit: Item | None, res: Result | None) -> ResultLine
             prompt_tokens=res.prompt_tokens, completion_tokens=res.completion_tokens, total_tokens=total
         )
     return line
+
+
+def build_service(settings: Settings) -> JobService:
+    """The service on the configured Postgres, S3 and Redis: what the API and the workers run."""
+    return JobService(session_factory(settings), S3BlobStore(settings), CeleryDispatcher(settings), settings)

@@ -6,10 +6,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from jobs.config import Settings, get_settings
-from jobs.db import session_factory
-from jobs.dispatch import CeleryDispatcher
-from jobs.service import JobService
-from jobs.storage import BlobStore, S3BlobStore
+from jobs.service import JobService, build_service
+from jobs.storage import BlobStore
 
 
 @dataclass(frozen=True)
@@ -22,6 +20,5 @@ class WorkerContext:
 @lru_cache(maxsize=1)
 def get_context() -> WorkerContext:
     settings = get_settings()
-    store = S3BlobStore(settings)
-    service = JobService(session_factory(settings), store, CeleryDispatcher(settings), settings)
-    return WorkerContext(settings, service, store)
+    service = build_service(settings)
+    return WorkerContext(settings, service, service.store)

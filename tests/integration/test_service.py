@@ -8,18 +8,16 @@ import pytest
 from sqlalchemy import select
 
 from jobs.config import Settings
-from jobs.db import session_factory
-from jobs.dispatch import CeleryDispatcher
 from jobs.errors import CorruptMedia, EngineError
 from jobs.models import Event, Item, Job
 from jobs.schemas import JobCreate
-from jobs.service import JobService
+from jobs.service import JobService, build_service
 from jobs.storage import S3BlobStore
 
 
 @pytest.fixture
 def service(settings: Settings) -> JobService:
-    return JobService(session_factory(settings), S3BlobStore(settings), CeleryDispatcher(settings), settings)
+    return build_service(settings)
 
 
 def _submit(service: JobService, n: int = 1) -> uuid.UUID:

@@ -35,10 +35,3 @@ def get_engine() -> Engine:
             _engine = load_engine(get_settings())
             log.info("engine %s loaded in %.1f s", _engine.name, time.monotonic() - t0)
         return _engine
-
-
-def set_engine(engine: Engine | None) -> None:
-    """Install an engine (tests) or drop the loaded one."""
-    global _engine
-    with _lock:
-        _engine = engine
