@@ -2,6 +2,13 @@
 
 Messages carry ids only; Postgres holds the state, so a lost message loses no work (the sweeper
 re-enqueues what should be moving).
+
+Messages go through the nameless (direct-to-queue) exchange: with Redis, a named exchange routes through
+binding keys that a FLUSHALL deletes, after which kombu drops every message it publishes without a word
+until each process declares its queues again. A nameless exchange has no bindings to lose.
+
+Priorities are separate queues: ``gpu`` before ``gpu-low``, ``prep`` before ``prep-low``; a worker
+reads them in that order (Redis ``queue_order_strategy = priority``), so low work waits for normal work.
 """
 
 from __future__ import annotations
@@ -9,22 +16,50 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import Protocol
+from typing import Literal, Protocol
 
+import redis
 from celery import Celery
+from kombu import Exchange, Queue
 
 from jobs.config import Settings
 
 PREP_TASK = "vlmq.prep_source"
 INFER_TASK = "vlmq.infer_units"
+SWEEP_TASK = "vlmq.sweep"
 PREP_QUEUE = "prep"
 GPU_QUEUE = "gpu"
+LOW_SUFFIX = "-low"
+MAINTENANCE_QUEUE = "maintenance"  # the sweeper; read first by every prep worker
+PRIORITIES = ("normal", "low")
+Priority = Literal["normal", "low"]
+# A Redis key that exists while Redis keeps its data: gone means flushed or restarted empty.
+EPOCH_KEY = "vlmq:broker-epoch"
+
+
+def queue_name(base: str, priority: str = "normal") -> str:
+    return base + LOW_SUFFIX if priority == "low" else base
+
+
+def queue(name: str) -> Queue:
+    return Queue(name, Exchange(""), routing_key=name)
+
+
+def worker_queues(names: Sequence[str]) -> list[str]:
+    """What a worker asked for ``prep`` or ``gpu`` reads, highest priority first: the maintenance queue
+    (prep workers), the queue, then its low-priority sibling."""
+    out: list[str] = []
+    for name in names:
+        extra = [MAINTENANCE_QUEUE] if name == PREP_QUEUE else []
+        low = [name + LOW_SUFFIX] if name in (PREP_QUEUE, GPU_QUEUE) else []
+        out += [q for q in (*extra, name, *low) if q not in out]
+    return out
 
 
 class Dispatcher(Protocol):
-    def prep(self, item_id: uuid.UUID) -> None: ...
+    def prep(self, item_id: uuid.UUID, priority: str = "normal") -> None: ...
 
-    def infer(self, unit_ids: Sequence[uuid.UUID]) -> None: ...
+    def infer(self, unit_ids: Sequence[uuid.UUID], priority: str = "normal") -> None: ...
 
 
 def broker_url(settings: Settings) -> str:
@@ -36,7 +71,10 @@ def broker_url(settings: Settings) -> str:
 
 
 def transport_options(settings: Settings) -> dict[str, object]:
-    opts: dict[str, object] = {"visibility_timeout": 6 * 3600}  # longer than the longest task
+    opts: dict[str, object] = {
+        "visibility_timeout": settings.queue.visibility_timeout_seconds,  # longer than the longest task
+        "queue_order_strategy": "priority",  # the queues in the order given: normal before low
+    }
     if settings.redis.key_prefix:
         opts["global_keyprefix"] = settings.redis.key_prefix
     return opts
@@ -53,10 +91,23 @@ def _producer(url: str, prefix: str) -> Celery:
 
 class CeleryDispatcher:
     def __init__(self, settings: Settings) -> None:
-        self._app = _producer(broker_url(settings), settings.redis.key_prefix)
+        self._url, self._prefix = broker_url(settings), settings.redis.key_prefix
+        self._app = _producer(self._url, self._prefix)
 
-    def prep(self, item_id: uuid.UUID) -> None:
-        self._app.send_task(PREP_TASK, args=[str(item_id)], queue=PREP_QUEUE)
+    def prep(self, item_id: uuid.UUID, priority: str = "normal") -> None:
+        self._send(PREP_TASK, [str(item_id)], queue_name(PREP_QUEUE, priority))
 
-    def infer(self, unit_ids: Sequence[uuid.UUID]) -> None:
-        self._app.send_task(INFER_TASK, args=[[str(u) for u in unit_ids]], queue=GPU_QUEUE)
+    def infer(self, unit_ids: Sequence[uuid.UUID], priority: str = "normal") -> None:
+        self._send(INFER_TASK, [[str(u) for u in unit_ids]], queue_name(GPU_QUEUE, priority))
+
+    def _send(self, task: str, args: list[object], name: str) -> None:
+        self._app.send_task(task, args=args, queue=queue(name))
+
+    def broker_was_reset(self) -> bool:
+        """True the first time it is asked after Redis lost its data (FLUSHALL, restart without
+        persistence): every message is gone then, and the sweeper re-enqueues all waiting work at once."""
+        client = redis.Redis.from_url(self._url, socket_timeout=10, socket_connect_timeout=10)
+        try:
+            return bool(client.set(self._prefix + EPOCH_KEY, "1", nx=True))
+        finally:
+            client.close()

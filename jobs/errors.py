@@ -3,6 +3,7 @@
 VlmqError                     error
 ├── PermanentError            permanent_error: bad input or a state retrying cannot fix; never retried
 │   ├── InvalidInput          invalid_input
+│   │   └── ForbiddenUri          forbidden_uri: scheme, bucket or address not allowed (jobs.uris)
 │   ├── MediaError            media_error
 │   │   ├── CorruptMedia          corrupt_media
 │   │   ├── EncryptedDocument     encrypted_document
@@ -12,10 +13,16 @@ VlmqError                     error
 │   │   └── SourceTooLarge        source_too_large
 │   ├── NotFound              not_found
 │   ├── Conflict              conflict
+│   ├── TenantLimitExceeded   tenant_limit_exceeded: too many unfinished jobs or items (HTTP 429)
 │   ├── Unauthorized          unauthorized
-│   └── InvalidTransition     invalid_transition
+│   ├── InvalidTransition     invalid_transition
+│   ├── Expired               expired: the job passed its expiry time before this item finished
+│   ├── LeaseExpired          lease_expired: the worker holding the item stopped (killed, lost), too often
+│   └── BadModelOutput        bad_model_output
 └── RetryableError            retryable_error: transient (S3, network, database); tasks retry with backoff
-    ├── StorageUnavailable    storage_unavailable
+    ├── TransportError        transport_error: infrastructure unreachable; up to max_transport_attempts
+    │   ├── StorageUnavailable    storage_unavailable
+    │   └── DatabaseUnavailable   database_unavailable
     └── EngineError           engine_error
 """
 
@@ -77,6 +84,10 @@ class SourceTooLarge(MediaError):
     code = "source_too_large"
 
 
+class ForbiddenUri(InvalidInput):
+    code = "forbidden_uri"
+
+
 class NotFound(PermanentError):
     code = "not_found"
 
@@ -89,12 +100,36 @@ class Unauthorized(PermanentError):
     code = "unauthorized"
 
 
+class TenantLimitExceeded(PermanentError):
+    code = "tenant_limit_exceeded"
+
+
 class InvalidTransition(PermanentError):
     code = "invalid_transition"
 
 
-class StorageUnavailable(RetryableError):
+class Expired(PermanentError):
+    code = "expired"
+
+
+class LeaseExpired(PermanentError):
+    code = "lease_expired"
+
+
+class BadModelOutput(PermanentError):
+    code = "bad_model_output"
+
+
+class TransportError(RetryableError):
+    code = "transport_error"
+
+
+class StorageUnavailable(TransportError):
     code = "storage_unavailable"
+
+
+class DatabaseUnavailable(TransportError):
+    code = "database_unavailable"
 
 
 class EngineError(RetryableError):

@@ -66,14 +66,16 @@ def move_items(
     target: ItemStatus,
     values: dict[str, Any] | None = None,
 ) -> list[Item]:
-    """Compare-and-set: move those of ``item_ids`` whose status allows it; return the rows moved."""
+    """Compare-and-set: move those of ``item_ids`` whose status allows it; return the rows moved.
+
+    A move drops the item's lease unless ``values`` sets one (a claim does)."""
     if not item_ids:
         return []
     sources = [str(x) for x in item_sources_for(target)]
     stmt = (
         update(Item)
         .where(Item.id.in_(item_ids), Item.status.in_(sources))
-        .values(status=str(target), updated_at=func.now(), **(values or {}))
+        .values(status=str(target), updated_at=func.now(), **{"lease_until": None, **(values or {})})
         .returning(Item)
         .execution_options(synchronize_session=False, populate_existing=True)
     )
@@ -131,16 +133,22 @@ def upsert_result(s: Session, values: dict[str, Any]) -> None:
 
 
 def settle_sources(s: Session, job_id: uuid.UUID) -> list[uuid.UUID]:
-    """Prepared sources whose units are all terminal become succeeded, or failed if any unit failed."""
+    """Prepared sources whose units are all terminal become succeeded, failed if any unit failed, or
+    cancelled if (no unit failed and) any unit was cancelled."""
     unit = aliased(Item)
     terminal = [str(x) for x in ITEM_TERMINAL]
     open_units = exists().where(unit.parent_id == Item.id, unit.status.not_in(terminal))
     failed_units = exists().where(unit.parent_id == Item.id, unit.status == str(ItemStatus.FAILED))
+    cancelled_units = exists().where(unit.parent_id == Item.id, unit.status == str(ItemStatus.CANCELLED))
     stmt = (
         update(Item)
         .where(Item.job_id == job_id, Item.status == str(ItemStatus.PREPARED), ~open_units)
         .values(
-            status=case((failed_units, str(ItemStatus.FAILED)), else_=str(ItemStatus.SUCCEEDED)),
+            status=case(
+                (failed_units, str(ItemStatus.FAILED)),
+                (cancelled_units, str(ItemStatus.CANCELLED)),
+                else_=str(ItemStatus.SUCCEEDED),
+            ),
             error_code=case((failed_units, "page_failed"), else_=None),
             error_message=case((failed_units, "one or more pages failed; see the page errors"), else_=None),
             updated_at=func.now(),

@@ -17,16 +17,16 @@ from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from jobs import presets
+from jobs import control, leases, presets, uris
 from jobs import repository as repo
 from jobs.config import Settings
 from jobs.db import session_factory
 from jobs.dispatch import CeleryDispatcher, Dispatcher
-from jobs.errors import Conflict, InvalidInput, NotFound, VlmqError
+from jobs.errors import Conflict, InvalidInput, NotFound, TransportError, VlmqError
 from jobs.models import Item, Job, Result
 from jobs.schemas import Counts, ErrorInfo, JobCreate, JobOut, ResultLine, Usage
-from jobs.status import ItemStatus, JobStatus
-from jobs.storage import BlobStore, S3BlobStore, job_output_key, split_s3_uri
+from jobs.status import JOB_ACTIVE, ItemStatus, JobStatus
+from jobs.storage import BlobStore, S3BlobStore, job_output_key
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ class PrepWork:
     job_id: uuid.UUID
     uri: str
     longest_side: int
+    priority: str = "normal"
 
 
 @dataclass(frozen=True)
@@ -81,18 +82,30 @@ class JobService:
             if prior is None:
                 raise
             return prior, False
-        for item_id in item_ids:
-            self.dispatcher.prep(item_id)
+        self.enqueue(job.priority, sources=item_ids)
         return job, True
+
+    def enqueue(
+        self, priority: str, sources: Sequence[uuid.UUID] = (), units: Sequence[uuid.UUID] = ()
+    ) -> None:
+        """Send the messages for committed rows. A failure here loses nothing (the rows say what should
+        be moving and the sweeper re-enqueues it), so it is logged, not raised to the producer."""
+        size = self.settings.limits.batch_size
+        try:
+            for item_id in sources:
+                self.dispatcher.prep(item_id, priority)
+            for i in range(0, len(units), size):
+                self.dispatcher.infer(units[i : i + size], priority)
+        except Exception as e:  # any broker failure: the sweeper is the way back
+            log.warning("enqueue failed (%s: %s); the sweeper will re-enqueue", type(e).__name__, e)
 
     def _validate(self, req: JobCreate) -> None:
         limit = self.settings.limits.max_items_per_job
         if len(req.items) > limit:
             raise InvalidInput(f"a job holds at most {limit} items; this one has {len(req.items)}")
+        policy = uris.UriPolicy.from_settings(self.settings)
         for it in req.items:
-            bucket, _ = split_s3_uri(it.uri)
-            if bucket != self.store.bucket:
-                raise InvalidInput(f"item {it.custom_id}: bucket {bucket!r} is not allowed")
+            policy.check_syntax(it.uri, it.custom_id)
 
     def _prior(self, tenant: str, key: str, digest: str) -> Job | None:
         with self.sessions() as s:
@@ -105,9 +118,12 @@ class JobService:
         self, tenant: str, req: JobCreate, key: str | None, digest: str
     ) -> tuple[Job, list[uuid.UUID]]:
         with self.sessions() as s, s.begin():
+            control.check_tenant(s, self.settings, tenant, len(req.items))
             job = Job(
                 id=uuid.uuid4(),
                 tenant=tenant,
+                priority=req.priority,
+                expires_at=leases.lease_until(self.settings.queue.job_expiry_seconds),
                 status=str(JobStatus.QUEUED),
                 prompt=req.prompt or presets.DEFAULT.prompt,
                 prompt_version=presets.prompt_version(req.prompt),
@@ -133,6 +149,8 @@ class JobService:
             ]
             s.add_all(items)
             repo.add_event(s, job.id, "job.submitted", to_status=str(JobStatus.QUEUED))
+            s.flush()
+            s.refresh(job, ["priority", "expires_at"])
         return job, [it.id for it in items]
 
     def get(self, tenant: str | None, job_id: uuid.UUID) -> JobOut:
@@ -152,21 +170,53 @@ class JobService:
             started_at=job.started_at,
             completed_at=job.completed_at,
             error=job.error,
+            priority=job.priority,
+            expires_at=job.expires_at,
         )
 
-    def results(self, tenant: str | None, job_id: uuid.UUID) -> Iterator[ResultLine]:
+    def results(
+        self, tenant: str | None, job_id: uuid.UUID, status: str | None = None
+    ) -> Iterator[ResultLine]:
+        """Every line of the job, or those with ``status`` (e.g. "failed": what a retry would redo)."""
         self.get(tenant, job_id)  # existence and tenancy
         with self.sessions() as s:
             rows = repo.result_rows(s, job_id)
         for src, unit, res in rows:
-            yield _result_line(src, unit, res)
+            line = _result_line(src, unit, res)
+            if status is None or line.status == status:
+                yield line
+
+    def cancel(self, tenant: str | None, job_id: uuid.UUID) -> JobOut:
+        """Cooperative cancel: the job becomes ``cancelling``, its waiting items ``cancelled`` at once;
+        workers stop the in-flight ones (aborting engine requests), then the job is ``cancelled``.
+        Cancelling a finished job changes nothing (its state is returned); idempotent."""
+        return control.cancel(self, tenant, job_id)
+
+    def retry(self, tenant: str | None, job_id: uuid.UUID) -> JobOut:
+        """Re-queue the job's failed items (only those) and reopen the job; 409 when none failed."""
+        return control.retry(self, tenant, job_id)
+
+    def renew_leases(self, item_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
+        """The heartbeat: extend the in-flight items' leases; {job id: status} of their jobs."""
+        with self.sessions() as s, s.begin():
+            return leases.renew(s, item_ids, self.settings.queue.lease_seconds)
+
+    def job_statuses(self, job_ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
+        with self.sessions() as s:
+            return leases.job_statuses(s, job_ids)
+
+    def _lease(self) -> dict[str, object]:
+        return {
+            "attempts": Item.attempts + 1,
+            "lease_until": leases.lease_until(self.settings.queue.lease_seconds),
+        }
 
     # -- worker side ---------------------------------------------------------------------------
 
     def begin_prep(self, item_id: uuid.UUID) -> PrepWork | None:
         """Claim a queued source. None: someone else has it, or it is already done (duplicate message)."""
         with self.sessions() as s, s.begin():
-            moved = repo.move_items(s, [item_id], ItemStatus.PREPARING, {"attempts": Item.attempts + 1})
+            moved = repo.move_items(s, [item_id], ItemStatus.PREPARING, self._lease())
             if not moved:
                 return None
             item = moved[0]
@@ -174,14 +224,19 @@ class JobService:
             assert job is not None
             repo.move_job(s, job.id, JobStatus.RUNNING, {"started_at": func.now()})
             side = job.options.get("longest_side", self.settings.limits.render_longest_side)
-            return PrepWork(item.id, item.job_id, item.uri or "", int(side))
+            return PrepWork(item.id, item.job_id, item.uri or "", int(side), job.priority)
 
     def finish_prep(self, item_id: uuid.UUID, pages: Sequence[tuple[int, str]]) -> list[list[uuid.UUID]]:
-        """Record the source's pages as ready units; return them in inference batches."""
+        """Record the source's pages as ready units; return them in inference batches. A source whose job
+        is no longer active (cancelled, expired meanwhile) is cancelled instead and gets no pages."""
         with self.sessions() as s, s.begin():
             source = repo.get_item(s, item_id)
             if source is None:
                 raise NotFound(f"item {item_id} not found")
+            job = repo.get_job(s, source.job_id)
+            if job is None or JobStatus(job.status) not in JOB_ACTIVE:
+                repo.move_items(s, [item_id], ItemStatus.CANCELLED)
+                return []
             repo.insert_units(s, source, pages)
             repo.move_items(s, [item_id], ItemStatus.PREPARED, {"page_count": len(pages)})
             ready = repo.unit_ids(s, item_id, ItemStatus.READY)
@@ -198,22 +253,27 @@ class JobService:
 
     def give_back(self, item_ids: Sequence[uuid.UUID], error: VlmqError) -> list[uuid.UUID]:
         """After a transient failure: items with attempts left go back to wait (a source to queued, a
-        unit to ready) and are returned; the others fail, keeping ``error`` as their last reason."""
-        limit = self.settings.limits.max_attempts
+        unit to ready) and are returned; the others fail, keeping ``error`` as their last reason.
+        Transport errors (S3 or the database unreachable) have the larger max_transport_attempts."""
+        lim = self.settings.limits
+        limit = lim.max_transport_attempts if isinstance(error, TransportError) else lim.max_attempts
         with self.sessions() as s:
             items = [it for i in item_ids if (it := repo.get_item(s, i)) is not None]
         again = [it.id for it in items if it.attempts < limit]
         spent = [it.id for it in items if it.attempts >= limit]
+        last = {"error_code": error.code, "error_message": str(error)[:4000]}  # shown while it waits
         with self.sessions() as s, s.begin():
             # The state machine picks the way back: running units -> ready, preparing sources -> queued.
-            back = repo.move_items(s, again, ItemStatus.READY) + repo.move_items(s, again, ItemStatus.QUEUED)
+            back = repo.move_items(s, again, ItemStatus.READY, last) + repo.move_items(
+                s, again, ItemStatus.QUEUED, last
+            )
         if spent:
             self.fail_items(spent, error)
         return [it.id for it in back]
 
     def claim_units(self, unit_ids: Sequence[uuid.UUID]) -> list[UnitWork]:
         with self.sessions() as s, s.begin():
-            units = repo.move_items(s, unit_ids, ItemStatus.RUNNING, {"attempts": Item.attempts + 1})
+            units = repo.move_items(s, unit_ids, ItemStatus.RUNNING, self._lease())
             jobs = {u.job_id: repo.get_job(s, u.job_id) for u in units}
             return [self._unit_work(u, jobs[u.job_id]) for u in units]
 
@@ -242,20 +302,30 @@ class JobService:
         return True
 
     def finalize(self, job_id: uuid.UUID) -> bool:
-        """Settle sources whose pages are all done; complete the job once every source is terminal."""
+        """Settle sources whose pages are all done; once every source is terminal, the job is completed
+        (cancelled, when it was cancelling). Output files are written first, for either end."""
         with self.sessions() as s, s.begin():
             repo.settle_sources(s, job_id)
             remaining = repo.open_sources(s, job_id)
             job = repo.get_job(s, job_id)
         if job is None or remaining or repo.job_is_terminal(job):
             return False
+        end = JobStatus.CANCELLED if job.status == JobStatus.CANCELLING else JobStatus.COMPLETED
+        return self.close_job(job_id, end)
+
+    def close_job(self, job_id: uuid.UUID, end: JobStatus) -> bool:
         out_key, err_key = self._write_outputs(job_id)
         with self.sessions() as s, s.begin():
             values = {"completed_at": func.now(), "output_key": out_key, "error_key": err_key}
-            done = repo.move_job(s, job_id, JobStatus.COMPLETED, values)
+            done = repo.move_job(s, job_id, end, values)
         if done:
-            log.info("job %s completed", job_id)
+            log.info("job %s %s", job_id, end)
         return done
+
+    def stop_items(self, item_ids: Sequence[uuid.UUID], job_id: uuid.UUID) -> bool:
+        """If the job stopped (cancelling, expired), its given items are cancelled (or failed
+        ``expired``) and True is returned: their results, if any, are to be thrown away."""
+        return control.stop_items(self, item_ids, job_id)
 
     def _write_outputs(self, job_id: uuid.UUID) -> tuple[str, str]:
         """output.jsonl (results) and errors.jsonl (failures); deterministic keys, so rewrites are safe."""

@@ -5,16 +5,19 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from PIL import Image
 
-from jobs.errors import EngineError, PermanentError, RetryableError, VlmqError
+from jobs.db import as_vlmq_error
+from jobs.errors import EngineError, PermanentError, RetryableError
 from jobs.reasoning import split_output
 from jobs.service import UnitWork
 from jobs.storage import result_key
 from workers.context import WorkerContext
+from workers.heartbeat import Heartbeat
 from workers.inference.engine import Engine, GenerationOutput, GenerationRequest
+from workers.inference.ladder import generate_checked
 from workers.media.images import decode_image
 
 log = logging.getLogger(__name__)
@@ -26,14 +29,22 @@ def infer(ctx: WorkerContext, engine: Engine, unit_ids: Sequence[uuid.UUID]) -> 
     Whatever fails after the claim (S3, the engine, Postgres, a bug), the units not yet done go back to
     ready, or fail with the reason once their attempts are spent: none is left running. Raises
     RetryableError only when units were put back to be tried again.
+
+    Cancellation is cooperative: the job's state is checked before the engine call and after it (units
+    of a stopped job are cancelled, their outputs dropped), and while the engine runs the heartbeat
+    aborts the requests of a job that stops.
     """
     units = ctx.service.claim_units(unit_ids)
     if not units:
         return
+    beat = Heartbeat(
+        ctx.service, [u.id for u in units], ctx.settings.queue.heartbeat_seconds, _aborter(engine, units)
+    )
     try:
-        _run(ctx, engine, units)
+        with beat:
+            _run(ctx, engine, _going_on(ctx, units), lambda: bool(beat.stopped_jobs))
     except Exception as e:
-        err = e if isinstance(e, VlmqError) else EngineError(f"{type(e).__name__}: {e}")
+        err = as_vlmq_error(e, EngineError)
         # give_back is a compare-and-set on running units: the ones already stored stay succeeded.
         back = ctx.service.give_back([u.id for u in units], err)
         _finalize(ctx, units)
@@ -43,14 +54,36 @@ def infer(ctx: WorkerContext, engine: Engine, unit_ids: Sequence[uuid.UUID]) -> 
     _finalize(ctx, units)
 
 
-def _run(ctx: WorkerContext, engine: Engine, units: list[UnitWork]) -> None:
+def _run(ctx: WorkerContext, engine: Engine, units: list[UnitWork], stop: Callable[[], bool]) -> None:
     loaded = _load_media(ctx, units)
     requests = [
         GenerationRequest(str(u.id), u.prompt, [img], u.max_new_tokens, u.temperature) for u, img in loaded
     ]
-    outputs = engine.generate(requests) if requests else []
+    outputs = generate_checked(engine, requests, ctx.settings.model.retry_temperatures, stop)
+    live = {u.id for u in _going_on(ctx, [u for u, _ in loaded])}
     for (unit, _), out in zip(loaded, outputs, strict=True):
-        _store(ctx, engine, unit, out)
+        if unit.id in live:
+            _store(ctx, engine, unit, out)
+
+
+def _going_on(ctx: WorkerContext, units: list[UnitWork]) -> list[UnitWork]:
+    """The units whose job is still active; the others are cancelled (or failed ``expired``) here."""
+    by_job: dict[uuid.UUID, list[uuid.UUID]] = {}
+    for u in units:
+        by_job.setdefault(u.job_id, []).append(u.id)
+    stopped = {j for j, ids in by_job.items() if ctx.service.stop_items(ids, j)}
+    return [u for u in units if u.job_id not in stopped]
+
+
+def _aborter(engine: Engine, units: list[UnitWork]) -> Callable[[set[uuid.UUID]], None]:
+    def abort(jobs: set[uuid.UUID]) -> None:
+        cancel = getattr(engine, "abort", None)
+        ids = [str(u.id) for u in units if u.job_id in jobs]
+        if cancel is not None and ids:
+            log.info("aborting %d engine requests of stopped jobs %s", len(ids), sorted(map(str, jobs)))
+            cancel(ids)
+
+    return abort
 
 
 def _load_media(ctx: WorkerContext, units: list[UnitWork]) -> list[tuple[UnitWork, Image.Image]]:

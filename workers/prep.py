@@ -7,8 +7,10 @@ import uuid
 
 from PIL import Image
 
-from jobs.errors import CorruptMedia, PermanentError, RetryableError, VlmqError
+from jobs.db import as_vlmq_error
+from jobs.errors import CorruptMedia, PermanentError, RetryableError
 from jobs.storage import media_key, sha256_hex
+from jobs.uris import read_source
 from workers.context import WorkerContext
 from workers.media.images import decode_image, encode_png
 from workers.media.pdf import RenderedPage, render_pdf
@@ -33,17 +35,20 @@ def prepare(ctx: WorkerContext, item_id: uuid.UUID) -> None:
         ctx.service.fail_items([item_id], e)
         ctx.service.finalize(work.job_id)
         return
-    except Exception as e:  # transient or unknown: retried up to max_attempts, then failed with reason
-        _give_back(ctx, item_id, work.job_id, e)
-        raise
+    except Exception as e:  # transient or unknown: retried up to its attempts, then failed with reason
+        err = as_vlmq_error(e, RetryableError)
+        if ctx.service.give_back([item_id], err):
+            raise (err if isinstance(err, RetryableError) else RetryableError(str(err))) from e
+        ctx.service.finalize(work.job_id)  # attempts spent: the item failed, the job may be done
+        return
     for batch in ctx.service.finish_prep(item_id, pages):
-        ctx.service.dispatcher.infer(batch)
+        ctx.service.dispatcher.infer(batch, work.priority)
     ctx.service.finalize(work.job_id)
 
 
 def _render(ctx: WorkerContext, uri: str, longest_side: int) -> list[tuple[int, str]]:
     limits = ctx.settings.limits
-    data = ctx.store.read_uri(uri, max_bytes=limits.max_source_bytes)
+    data = read_source(ctx.store, ctx.settings, uri, max_bytes=limits.max_source_bytes)
     sha = sha256_hex(data)
     pages = render_source(data, longest_side=longest_side, max_pages=limits.max_pdf_pages)
     return [(p.page, ctx.store.put(media_key(sha, longest_side, p.page), p.png, "image/png")) for p in pages]
@@ -63,9 +68,3 @@ def _image_page(img: Image.Image, longest_side: int) -> RenderedPage:
     if scale < 1:  # never upscale: it adds vision tokens and no information
         img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))))
     return RenderedPage(page=1, png=encode_png(img), width=img.width, height=img.height)
-
-
-def _give_back(ctx: WorkerContext, item_id: uuid.UUID, job_id: uuid.UUID, error: Exception) -> None:
-    err = error if isinstance(error, VlmqError) else RetryableError(f"{type(error).__name__}: {error}")
-    if not ctx.service.give_back([item_id], err):
-        ctx.service.finalize(job_id)  # attempts exhausted: the item failed, the job may be done

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 from celery import Task
 
-from jobs.dispatch import INFER_TASK, PREP_TASK
+from jobs import sweeper
+from jobs.db import DB_UNAVAILABLE
+from jobs.dispatch import INFER_TASK, PREP_TASK, SWEEP_TASK
 from jobs.errors import RetryableError
 from workers import infer, prep
 from workers.celery_app import app
 from workers.context import get_context
+from workers.heartbeat import Heartbeat
 from workers.inference.factory import get_engine
+
+log = logging.getLogger(__name__)
+# Retried with backoff: what the workers code put back, and a database it could not reach at all (then
+# nothing was put back; the item's lease runs out and the sweeper hands it on, or the retry does).
+RETRIED = (RetryableError, *DB_UNAVAILABLE)
 
 
 def _backoff(retries: int) -> int:
@@ -20,9 +29,11 @@ def _backoff(retries: int) -> int:
 
 @app.task(name=PREP_TASK, bind=True, max_retries=None)
 def prep_source(self: Task, item_id: str) -> None:
+    ctx = get_context()
     try:
-        prep.prepare(get_context(), uuid.UUID(item_id))
-    except RetryableError as e:
+        with Heartbeat(ctx.service, [uuid.UUID(item_id)], ctx.settings.queue.heartbeat_seconds):
+            prep.prepare(ctx, uuid.UUID(item_id))
+    except RETRIED as e:
         # Attempts are capped in Postgres (items.attempts), not here: the row says when to stop.
         raise self.retry(exc=e, countdown=_backoff(self.request.retries)) from e
 
@@ -31,5 +42,11 @@ def prep_source(self: Task, item_id: str) -> None:
 def infer_units(self: Task, unit_ids: list[str]) -> None:
     try:
         infer.infer(get_context(), get_engine(), [uuid.UUID(u) for u in unit_ids])
-    except RetryableError as e:
+    except RETRIED as e:
         raise self.retry(exc=e, countdown=_backoff(self.request.retries)) from e
+
+
+@app.task(name=SWEEP_TASK)
+def sweep() -> None:
+    """Run by beat (workers.schedule); see jobs.sweeper. A failed sweep is simply the next one's work."""
+    sweeper.sweep(get_context().service)

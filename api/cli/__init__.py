@@ -25,7 +25,10 @@ err = Console(stderr=True)
 
 
 def _logging(level: str) -> None:
+    from jobs.redaction import install
+
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install(get_settings())  # no secrets in logs
 
 
 @app.command()
@@ -38,6 +41,7 @@ def api(
     import uvicorn
 
     from api.auth import load_keys
+    from jobs.redaction import uvicorn_log_config
 
     settings = get_settings()
     keys, is_dev = load_keys(settings)
@@ -49,20 +53,27 @@ def api(
         host=host or settings.api.host,
         port=port or settings.api.port,
         log_level=log_level,
+        log_config=uvicorn_log_config(settings),
     )
 
 
 @app.command()
 def worker(
-    queues: Annotated[str, typer.Option(help="Comma-separated: prep (CPU), gpu (inference)")] = "prep,gpu",
+    queues: Annotated[
+        str, typer.Option(help="Comma-separated: prep (CPU; also prep-low, maintenance), gpu (also gpu-low)")
+    ] = "prep,gpu",
     concurrency: Annotated[int, typer.Option(help="Prep processes (the gpu queue runs in one process)")] = 2,
     log_level: str = "info",
 ) -> None:
-    """Run a Celery worker. A worker with the gpu queue loads its engine once, before taking tasks."""
+    """Run a Celery worker. A worker with the gpu queue loads its engine once, before taking tasks.
+
+    Each queue brings its low-priority sibling (read after it), and prep brings the sweeper's
+    maintenance queue (read first)."""
     _logging(log_level)
+    from jobs.dispatch import worker_queues
     from workers.celery_app import app as celery_app
 
-    names = [q.strip() for q in queues.split(",") if q.strip()]
+    names = worker_queues([q.strip() for q in queues.split(",") if q.strip()])
     args = ["worker", f"--queues={','.join(names)}", f"--loglevel={log_level}", "--without-gossip"]
     if "gpu" in names:
         args += _engine_pool()
@@ -91,9 +102,12 @@ def _engine_pool() -> list[str]:
 
 @app.command()
 def beat(log_level: str = "info") -> None:
-    """Run Celery beat, the scheduler for periodic tasks (run exactly one)."""
+    """Run Celery beat, the scheduler for periodic tasks (run exactly one): the sweeper (see
+    RELIABILITY.md) and whatever else workers.schedule lists."""
     _logging(log_level)
     from workers.celery_app import app as celery_app
+
+    get_settings().state_dir.mkdir(parents=True, exist_ok=True)  # beat keeps its schedule state there
 
     celery_app.start(["beat", f"--loglevel={log_level}"])
 
@@ -135,6 +149,24 @@ def status(job_id: str) -> None:
 
     with Client.from_settings(get_settings()) as client:
         console.print_json(json.dumps(client.job(job_id)))
+
+
+@app.command()
+def cancel(job_id: str) -> None:
+    """Cancel a job: waiting items at once, in-flight ones as their workers notice."""
+    from api.cli.client import Client
+
+    with Client.from_settings(get_settings()) as client:
+        console.print_json(json.dumps(client.cancel(job_id)))
+
+
+@app.command()
+def retry(job_id: str) -> None:
+    """Re-queue a job's failed items (only those) and reopen it."""
+    from api.cli.client import Client
+
+    with Client.from_settings(get_settings()) as client:
+        console.print_json(json.dumps(client.retry(job_id)))
 
 
 @app.command()

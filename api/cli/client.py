@@ -94,6 +94,12 @@ class Client:
             if line.strip():
                 yield json.loads(line)
 
+    def cancel(self, job_id: str | uuid.UUID) -> dict[str, Any]:
+        return self._ok(self._http.post(f"/v1/jobs/{job_id}/cancel")).json()
+
+    def retry(self, job_id: str | uuid.UUID) -> dict[str, Any]:
+        return self._ok(self._http.post(f"/v1/jobs/{job_id}/retry")).json()
+
     def health(self) -> dict[str, Any]:
         return self._http.get("/healthz").json()
 
