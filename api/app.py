@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI
 
 from api import errors
@@ -18,6 +20,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.service = build_service(settings)
     app.state.api_keys, app.state.dev_key = load_keys(settings)
     errors.install(app)
+    logging.getLogger("vlmq").info(
+        "api: database %s, redis %s, s3 %s", settings.db.url, settings.redis.url, settings.s3.endpoint_url
+    )
     app.include_router(health.router)
     app.include_router(jobs.router)
     return app

@@ -100,6 +100,7 @@ class QueueSettings(BaseModel):
     requeue_after_seconds: float = 1800.0
     sweep_interval_seconds: float = 30.0
     sweep_batch: int = 10_000  # items re-enqueued per sweep, at most
+    retry_backoff_max_seconds: int = 60  # a retried task waits 1, 2, 4, ... seconds, at most this
     # Redis redelivers an unacknowledged message after this; longer than the longest task.
     visibility_timeout_seconds: int = 4 * 3600
     task_time_limit_seconds: int = 3600  # hard limit (prefork prep workers); soft limit 60 s before

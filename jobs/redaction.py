@@ -47,18 +47,21 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
 
 
 class RedactSecrets(logging.Filter):
-    """Rewrites each record in place: its formatted message and its traceback text, masked."""
+    """Rewrites each record in place: its message, its arguments and its traceback text, masked.
+
+    Arguments keep their places (formatters such as uvicorn's access log unpack them): strings are
+    masked, numbers kept, any other object replaced by its masked text."""
 
     def __init__(self, secrets: Iterable[str] = (), name: str = "") -> None:
         super().__init__(name)
         self.secrets = list(secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # a broken format string: leave it for logging to report
-            return True
-        record.msg, record.args = redact(message, self.secrets), None
+        record.msg = redact(str(record.msg), self.secrets)
+        if isinstance(record.args, tuple):
+            record.args = tuple(self._arg(a) for a in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {k: self._arg(v) for k, v in record.args.items()}
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
@@ -66,6 +69,11 @@ class RedactSecrets(logging.Filter):
         if record.stack_info:
             record.stack_info = redact(record.stack_info, self.secrets)
         return True
+
+    def _arg(self, value: object) -> object:
+        if value is None or isinstance(value, int | float):
+            return value
+        return redact(str(value), self.secrets)
 
 
 def install(settings: Settings) -> RedactSecrets:
@@ -86,4 +94,6 @@ def uvicorn_log_config(settings: Settings) -> dict[str, Any]:
     config.setdefault("filters", {})["redact"] = {"()": RedactSecrets, "secrets": secrets_of(settings)}
     for handler in config["handlers"].values():
         handler.setdefault("filters", []).append("redact")
+    # vlmq's own loggers propagate to the root: give it uvicorn's handler, with the filter, too.
+    config["loggers"][""] = {"handlers": ["default"], "level": "INFO"}
     return config

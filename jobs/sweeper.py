@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
@@ -61,17 +62,26 @@ def _sweep(service: JobService) -> SweepReport:
     report = SweepReport()
     with service.sessions() as s:
         expired, cancelling = leases.jobs_past_expiry(s), leases.jobs_in(s, JobStatus.CANCELLING)
-    report.expired_jobs = sum(control.expire(service, j) for j in expired)
+    report.expired_jobs = sum(_safely(control.expire, service, j) for j in expired)
     touched = set(_recover_leases(service, report))
     for job_id in cancelling:
         control.settle_cancelling(service, job_id)
     _requeue(service, report)
     with service.sessions() as s:
         touched |= set(leases.idle_active_jobs(s))
-    report.finalized = [j for j in touched if service.finalize(j)]
+    report.finalized = [j for j in touched if _safely(JobService.finalize, service, j)]
     if report.changed or report.finalized:
         log.info("sweep: %s", report)
     return report
+
+
+def _safely(step: Callable[[JobService, uuid.UUID], bool], service: JobService, job_id: uuid.UUID) -> bool:
+    """One job's step; a failure (S3 down while writing the output files) is the next sweep's work."""
+    try:
+        return step(service, job_id)
+    except Exception as e:
+        log.warning("sweep: %s of job %s failed (%s: %s)", step.__name__, job_id, type(e).__name__, e)
+        return False
 
 
 def _recover_leases(service: JobService, report: SweepReport) -> set[uuid.UUID]:

@@ -24,7 +24,7 @@ RETRIED = (RetryableError, *DB_UNAVAILABLE)
 
 
 def _backoff(retries: int) -> int:
-    return min(60, 2**retries)
+    return int(min(get_context().settings.queue.retry_backoff_max_seconds, 2**retries))
 
 
 @app.task(name=PREP_TASK, bind=True, max_retries=None)

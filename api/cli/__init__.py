@@ -24,6 +24,13 @@ ENGINE_READY = "vlmq worker: engine"
 err = Console(stderr=True)
 
 
+def _log_servers(role: str) -> None:
+    """Which servers this process talks to (passwords and keys are masked by jobs.redaction)."""
+    s = get_settings()
+    log = logging.getLogger("vlmq")
+    log.info("%s: database %s, redis %s, s3 %s", role, s.db.url, s.redis.url, s.s3.endpoint_url or "AWS")
+
+
 def _logging(level: str) -> None:
     from jobs.redaction import install
 
@@ -74,6 +81,7 @@ def worker(
     from workers.celery_app import app as celery_app
 
     names = worker_queues([q.strip() for q in queues.split(",") if q.strip()])
+    _log_servers("worker")
     args = ["worker", f"--queues={','.join(names)}", f"--loglevel={log_level}", "--without-gossip"]
     if "gpu" in names:
         args += _engine_pool()
@@ -105,6 +113,7 @@ def beat(log_level: str = "info") -> None:
     """Run Celery beat, the scheduler for periodic tasks (run exactly one): the sweeper (see
     RELIABILITY.md) and whatever else workers.schedule lists."""
     _logging(log_level)
+    _log_servers("beat")
     from workers.celery_app import app as celery_app
 
     get_settings().state_dir.mkdir(parents=True, exist_ok=True)  # beat keeps its schedule state there
