@@ -37,8 +37,8 @@ class Figures:
 _COUNTS = """
 SELECT
   (SELECT count(*) FROM items WHERE job_id = :j AND parent_id IS NULL) AS sources,
-  (SELECT count(*) FROM items WHERE job_id = :j AND parent_id IS NOT NULL AND status = 'succeeded') AS ok_units,
-  (SELECT count(*) FROM items WHERE job_id = :j AND status = 'failed' AND parent_id IS NULL) AS failed_sources,
+  (SELECT count(*) FROM items WHERE job_id = :j AND parent_id IS NOT NULL
+     AND status = 'succeeded') AS ok_units,
   (SELECT count(*) FROM items WHERE job_id = :j
      AND status NOT IN ('succeeded', 'failed', 'cancelled')) AS stuck,
   (SELECT count(*) FROM results WHERE job_id = :j) AS results,

@@ -64,7 +64,7 @@ def _running(stack: Stack, job_id: str) -> set[str]:
     engine = create_engine(stack.db_url)
     try:
         with engine.connect() as c:
-            q = "SELECT id::text FROM items WHERE job_id = :j AND parent_id IS NOT NULL AND status = 'running'"
+            q = "SELECT id::text FROM items WHERE job_id = :j AND parent_id IS NOT NULL AND status='running'"
             return set(c.scalars(text(q), {"j": uuid.UUID(job_id)}))
     finally:
         engine.dispose()
