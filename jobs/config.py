@@ -100,6 +100,8 @@ class QueueSettings(BaseModel):
     requeue_after_seconds: float = 1800.0
     sweep_interval_seconds: float = 30.0
     sweep_batch: int = 10_000  # items re-enqueued per sweep, at most
+    # A job with more sources is enqueued as fan-out messages of this many (a prep worker expands them).
+    fan_out_size: int = 500
     retry_backoff_max_seconds: int = 60  # a retried task waits 1, 2, 4, ... seconds, at most this
     # Redis redelivers an unacknowledged message after this; longer than the longest task.
     visibility_timeout_seconds: int = 4 * 3600

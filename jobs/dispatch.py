@@ -27,6 +27,7 @@ from jobs.config import Settings
 PREP_TASK = "vlmq.prep_source"
 INFER_TASK = "vlmq.infer_units"
 SWEEP_TASK = "vlmq.sweep"
+FAN_OUT_TASK = "vlmq.fan_out_prep"
 PREP_QUEUE = "prep"
 GPU_QUEUE = "gpu"
 LOW_SUFFIX = "-low"
@@ -99,6 +100,13 @@ class CeleryDispatcher:
 
     def infer(self, unit_ids: Sequence[uuid.UUID], priority: str = "normal") -> None:
         self._send(INFER_TASK, [[str(u) for u in unit_ids]], queue_name(GPU_QUEUE, priority))
+
+    def prep_many(self, item_ids: Sequence[uuid.UUID], priority: str = "normal", chunk: int = 500) -> None:
+        """One message per ``chunk`` items, which a prep worker fans out into one per item: a large job
+        costs the producer a few Redis round trips instead of one per item."""
+        for i in range(0, len(item_ids), chunk):
+            ids = [str(x) for x in item_ids[i : i + chunk]]
+            self._send(FAN_OUT_TASK, [ids, priority], queue_name(PREP_QUEUE, priority))
 
     def _send(self, task: str, args: list[object], name: str) -> None:
         self._app.send_task(task, args=args, queue=queue(name))

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func
+from sqlalchemy import func, insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -90,8 +90,12 @@ class JobService:
     ) -> None:
         """Send the messages for committed rows. A failure here loses nothing (the rows say what should
         be moving and the sweeper re-enqueues it), so it is logged, not raised to the producer."""
-        size = self.settings.limits.batch_size
+        size, fan_out = self.settings.limits.batch_size, self.settings.queue.fan_out_size
+        many = getattr(self.dispatcher, "prep_many", None)
         try:
+            if many is not None and len(sources) > fan_out // 4:
+                many(sources, priority, fan_out)
+                sources = ()
             for item_id in sources:
                 self.dispatcher.prep(item_id, priority)
             for i in range(0, len(units), size):
@@ -136,22 +140,23 @@ class JobService:
             s.add(job)
             s.flush()
             items = [
-                Item(
-                    id=uuid.uuid4(),
-                    job_id=job.id,
-                    custom_id=it.custom_id,
-                    kind="source",
-                    uri=it.uri,
-                    prompt=it.prompt,
-                    status=str(ItemStatus.QUEUED),
-                )
+                {
+                    "id": uuid.uuid4(),
+                    "job_id": job.id,
+                    "custom_id": it.custom_id,
+                    "kind": "source",
+                    "uri": it.uri,
+                    "prompt": it.prompt,
+                    "status": str(ItemStatus.QUEUED),
+                }
                 for it in req.items
             ]
-            s.add_all(items)
+            # Core executemany, not ORM objects: a 10,000-item job is inserted in well under a second.
+            s.execute(insert(Item), items)
             repo.add_event(s, job.id, "job.submitted", to_status=str(JobStatus.QUEUED))
             s.flush()
             s.refresh(job, ["priority", "expires_at"])
-        return job, [it.id for it in items]
+        return job, [it["id"] for it in items]
 
     def get(self, tenant: str | None, job_id: uuid.UUID) -> JobOut:
         with self.sessions() as s:

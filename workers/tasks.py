@@ -9,7 +9,7 @@ from celery import Task
 
 from jobs import sweeper
 from jobs.db import DB_UNAVAILABLE
-from jobs.dispatch import INFER_TASK, PREP_TASK, SWEEP_TASK
+from jobs.dispatch import FAN_OUT_TASK, INFER_TASK, PREP_TASK, SWEEP_TASK
 from jobs.errors import RetryableError
 from workers import infer, prep
 from workers.celery_app import app
@@ -44,6 +44,14 @@ def infer_units(self: Task, unit_ids: list[str]) -> None:
         infer.infer(get_context(), get_engine(), [uuid.UUID(u) for u in unit_ids])
     except RETRIED as e:
         raise self.retry(exc=e, countdown=_backoff(self.request.retries)) from e
+
+
+@app.task(name=FAN_OUT_TASK)
+def fan_out_prep(item_ids: list[str], priority: str) -> None:
+    """One prep message per item of a large submission (jobs.dispatch.CeleryDispatcher.prep_many)."""
+    dispatcher = get_context().service.dispatcher
+    for item_id in item_ids:
+        dispatcher.prep(uuid.UUID(item_id), priority)
 
 
 @app.task(name=SWEEP_TASK)
