@@ -99,7 +99,7 @@ def touch_waiting(s: Session, older_than: float | None, limit: int) -> list[tupl
         .returning(Item.id, Item.status, Item.job_id)
         .execution_options(synchronize_session=False)
     )
-    rows = list(s.execute(stmt).tuples())
+    rows = [(item_id, status, job_id) for item_id, status, job_id in s.execute(stmt)]
     priorities = job_priorities(s, {job_id for _, _, job_id in rows})
     return [(item_id, status, priorities[job_id]) for item_id, status, job_id in rows]
 
@@ -107,7 +107,7 @@ def touch_waiting(s: Session, older_than: float | None, limit: int) -> list[tupl
 def job_priorities(s: Session, job_ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
     if not job_ids:
         return {}
-    return dict(s.execute(select(Job.id, Job.priority).where(Job.id.in_(job_ids))).tuples().all())
+    return {j: p for j, p in s.execute(select(Job.id, Job.priority).where(Job.id.in_(job_ids)))}
 
 
 def idle_active_jobs(s: Session) -> list[uuid.UUID]:

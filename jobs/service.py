@@ -139,9 +139,10 @@ class JobService:
             )
             s.add(job)
             s.flush()
+            ids = [uuid.uuid4() for _ in req.items]
             items = [
                 {
-                    "id": uuid.uuid4(),
+                    "id": item_id,
                     "job_id": job.id,
                     "custom_id": it.custom_id,
                     "kind": "source",
@@ -149,14 +150,14 @@ class JobService:
                     "prompt": it.prompt,
                     "status": str(ItemStatus.QUEUED),
                 }
-                for it in req.items
+                for item_id, it in zip(ids, req.items, strict=True)
             ]
             # Core executemany, not ORM objects: a 10,000-item job is inserted in well under a second.
             s.execute(insert(Item), items)
             repo.add_event(s, job.id, "job.submitted", to_status=str(JobStatus.QUEUED))
             s.flush()
             s.refresh(job, ["priority", "expires_at"])
-        return job, [it["id"] for it in items]
+        return job, ids
 
     def get(self, tenant: str | None, job_id: uuid.UUID) -> JobOut:
         with self.sessions() as s:
