@@ -192,3 +192,15 @@ def result_rows(s: Session, job_id: uuid.UUID) -> list[tuple[Item, Item | None, 
 
 def job_is_terminal(job: Job) -> bool:
     return JobStatus(job.status) in JOB_TERMINAL
+
+
+_SOURCE_COLUMNS = ("id", "job_id", "custom_id", "kind", "uri", "prompt", "status")
+
+
+def copy_sources(s: Session, rows: Sequence[tuple[object, ...]]) -> None:
+    """Insert a job's source items with COPY (one round trip, ~20x faster than row inserts for large
+    jobs); ``rows`` hold ``_SOURCE_COLUMNS`` in order, the rest takes the column defaults."""
+    cursor = s.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
+    with cursor.copy(f"COPY items ({', '.join(_SOURCE_COLUMNS)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, insert
+from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -140,20 +140,11 @@ class JobService:
             s.add(job)
             s.flush()
             ids = [uuid.uuid4() for _ in req.items]
-            items = [
-                {
-                    "id": item_id,
-                    "job_id": job.id,
-                    "custom_id": it.custom_id,
-                    "kind": "source",
-                    "uri": it.uri,
-                    "prompt": it.prompt,
-                    "status": str(ItemStatus.QUEUED),
-                }
+            sources = [
+                (item_id, job.id, it.custom_id, "source", it.uri, it.prompt, str(ItemStatus.QUEUED))
                 for item_id, it in zip(ids, req.items, strict=True)
             ]
-            # Core executemany, not ORM objects: a 10,000-item job is inserted in well under a second.
-            s.execute(insert(Item), items)
+            repo.copy_sources(s, sources)  # COPY: a 10,000-item job is stored in a fraction of a second
             repo.add_event(s, job.id, "job.submitted", to_status=str(JobStatus.QUEUED))
             s.flush()
             s.refresh(job, ["priority", "expires_at"])
