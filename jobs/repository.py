@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import and_, case, exists, func, select, update
+from sqlalchemy import and_, case, exists, func, select, true, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, aliased
 
@@ -132,9 +132,11 @@ def upsert_result(s: Session, values: dict[str, Any]) -> None:
     s.execute(stmt.on_conflict_do_update(index_elements=["item_id", "version"], set_=updatable))
 
 
-def settle_sources(s: Session, job_id: uuid.UUID) -> list[uuid.UUID]:
+def settle_sources(s: Session, job_id: uuid.UUID, only: Sequence[uuid.UUID] | None = None) -> list[uuid.UUID]:
     """Prepared sources whose units are all terminal become succeeded, failed if any unit failed, or
-    cancelled if (no unit failed and) any unit was cancelled."""
+    cancelled if (no unit failed and) any unit was cancelled. ``only``: just these sources (a worker
+    settles the sources it touched; checking every source of a 10,000-item job after each batch would
+    make a job quadratic)."""
     unit = aliased(Item)
     terminal = [str(x) for x in ITEM_TERMINAL]
     open_units = exists().where(unit.parent_id == Item.id, unit.status.not_in(terminal))
@@ -143,6 +145,7 @@ def settle_sources(s: Session, job_id: uuid.UUID) -> list[uuid.UUID]:
     stmt = (
         update(Item)
         .where(Item.job_id == job_id, Item.status == str(ItemStatus.PREPARED), ~open_units)
+        .where(Item.id.in_(only) if only is not None else true())
         .values(
             status=case(
                 (failed_units, str(ItemStatus.FAILED)),

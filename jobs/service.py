@@ -51,6 +51,7 @@ class UnitWork:
     prompt_version: str
     max_new_tokens: int
     temperature: float
+    parent_id: uuid.UUID | None = None
 
 
 def request_hash(req: JobCreate) -> str:
@@ -287,6 +288,7 @@ class JobService:
             prompt_version=presets.prompt_version(unit.prompt) if unit.prompt else job.prompt_version,
             max_new_tokens=int(opts.get("max_new_tokens", model.max_new_tokens)),
             temperature=float(opts.get("temperature", model.temperature)),
+            parent_id=unit.parent_id,
         )
 
     def complete_unit(self, unit: UnitWork, result: dict[str, object]) -> bool:
@@ -298,11 +300,12 @@ class JobService:
             repo.upsert_result(s, {"job_id": unit.job_id, "item_id": unit.id, "version": 1, **result})
         return True
 
-    def finalize(self, job_id: uuid.UUID) -> bool:
-        """Settle sources whose pages are all done; once every source is terminal, the job is completed
-        (cancelled, when it was cancelling). Output files are written first, for either end."""
+    def finalize(self, job_id: uuid.UUID, sources: Sequence[uuid.UUID] | None = None) -> bool:
+        """Settle sources whose pages are all done (``sources``: only these); once every source is
+        terminal, the job is completed (cancelled, when it was cancelling). Output files are written
+        first, for either end."""
         with self.sessions() as s, s.begin():
-            repo.settle_sources(s, job_id)
+            repo.settle_sources(s, job_id, sources)
             remaining = repo.open_sources(s, job_id)
             job = repo.get_job(s, job_id)
         if job is None or remaining or repo.job_is_terminal(job):

@@ -121,5 +121,8 @@ def _store(ctx: WorkerContext, engine: Engine, unit: UnitWork, out: GenerationOu
 
 
 def _finalize(ctx: WorkerContext, units: list[UnitWork]) -> None:
+    """Settle the sources of these pages (only those: see repository.settle_sources), and the jobs."""
     for job_id in {u.job_id for u in units}:
-        ctx.service.finalize(job_id)
+        ctx.service.finalize(
+            job_id, sorted({u.parent_id for u in units if u.job_id == job_id and u.parent_id})
+        )

@@ -33,17 +33,17 @@ def prepare(ctx: WorkerContext, item_id: uuid.UUID) -> None:
         pages = _render(ctx, work.uri, work.longest_side)
     except PermanentError as e:
         ctx.service.fail_items([item_id], e)
-        ctx.service.finalize(work.job_id)
+        ctx.service.finalize(work.job_id, [item_id])
         return
     except Exception as e:  # transient or unknown: retried up to its attempts, then failed with reason
         err = as_vlmq_error(e, RetryableError)
         if ctx.service.give_back([item_id], err):
             raise (err if isinstance(err, RetryableError) else RetryableError(str(err))) from e
-        ctx.service.finalize(work.job_id)  # attempts spent: the item failed, the job may be done
+        ctx.service.finalize(work.job_id, [item_id])  # attempts spent: the item failed, the job may be done
         return
     for batch in ctx.service.finish_prep(item_id, pages):
         ctx.service.dispatcher.infer(batch, work.priority)
-    ctx.service.finalize(work.job_id)
+    ctx.service.finalize(work.job_id, [item_id])
 
 
 def _render(ctx: WorkerContext, uri: str, longest_side: int) -> list[tuple[int, str]]:

@@ -22,6 +22,7 @@ from PIL import Image
 from api.cli.devstack import ManagedProcess, free_port, start_redis, wait_until
 from api.cli.pgserver import EmbeddedPostgres, start_postgres
 from api.cli.processes import wait_for_log
+from jobs.dispatch import EPOCH_KEY
 from migrations import upgrade
 from tests.chaos.proxy import Proxy
 
@@ -122,6 +123,16 @@ class Stack:
         self.start_gpu_worker()
         self.start("beat", "beat")
         wait_until(self._healthy, "the chaos stack's API", 120)
+        # The first sweep on a fresh Redis finds no marker and treats it as a reset: let it pass before
+        # a test submits, or it would re-enqueue that test's whole job once.
+        wait_until(self._swept, "the first sweep", 120)
+
+    def _swept(self) -> bool:
+        client = self.redis()
+        try:
+            return bool(client.exists(EPOCH_KEY))
+        finally:
+            client.close()
 
     def start_gpu_worker(self) -> ManagedProcess:
         proc = self.start("worker-gpu", "worker", "--queues", "gpu")
