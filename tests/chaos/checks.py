@@ -59,7 +59,7 @@ def exactly_once(stack: Stack, job_id: str, n: int, test: str, seconds: float) -
             row = c.execute(text(_COUNTS), {"j": uuid.UUID(job_id)}).one()._asdict()
     finally:
         engine.dispose()
-    lines = _result_lines(stack, job_id)
+    lines = result_lines(stack, job_id)
     per_item: dict[str, int] = {}
     for line in lines:
         per_item[line["custom_id"]] = per_item.get(line["custom_id"], 0) + 1
@@ -82,10 +82,11 @@ def exactly_once(stack: Stack, job_id: str, n: int, test: str, seconds: float) -
     return figures
 
 
-def _result_lines(stack: Stack, job_id: str) -> list[dict[str, object]]:
+def result_lines(stack: Stack, job_id: str) -> list[dict[str, object]]:
     r = httpx.get(f"{stack.base}/v1/jobs/{job_id}/results", headers=AUTH, timeout=60)
     assert r.status_code == 200, r.text
-    return [json.loads(x) for x in r.text.splitlines() if x.strip()]
+    # split("\n"), not splitlines(): a message may hold U+2028 or \x85, which JSON leaves unescaped.
+    return [json.loads(x) for x in r.text.split("\n") if x.strip()]
 
 
 def no_secrets_in_logs(stack: Stack) -> None:

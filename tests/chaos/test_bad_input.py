@@ -4,12 +4,10 @@ schema fuzzed by schemathesis against the real app: every answer a 4xx or a succ
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given
@@ -17,8 +15,8 @@ from hypothesis import settings as hypothesis_settings
 
 from api.app import create_app
 from jobs.config import Settings
-from tests.chaos.checks import exactly_once, no_secrets_in_logs
-from tests.chaos.stack import AUTH, Stack
+from tests.chaos.checks import exactly_once, no_secrets_in_logs, result_lines
+from tests.chaos.stack import Stack
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -56,10 +54,7 @@ def test_corrupt_media_corpus_fails_item_by_item(stack: Stack) -> None:
     assert done["status"] == "completed"
     figures = exactly_once(stack, job["id"], N, "corrupt-media corpus", t1 - t0)
     assert (figures.failures, figures.results) == (len(bad), len(good))
-    lines = [
-        json.loads(x)
-        for x in httpx.get(f"{stack.base}/v1/jobs/{job['id']}/results", headers=AUTH).text.split()
-    ]
+    lines = result_lines(stack, job["id"])
     codes = {x["custom_id"]: x["error"]["code"] for x in lines if x["status"] == "failed"}
     assert set(codes.values()) <= MEDIA_CODES, codes  # each a specific reason, no generic error
     by_name = {bad[int(cid.split("-")[1])].rsplit("/", 1)[1]: code for cid, code in codes.items()}
