@@ -8,6 +8,7 @@ every test's figures and command.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,11 +31,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def chaos_pg() -> Iterator[PgServer]:
     """PostgreSQL for chaos tests only: the machine's server is never restarted."""
-    pg = PgServer(Path(tempfile.mkdtemp(prefix="vlmq-chaos-pg-")))
+    root = Path(tempfile.mkdtemp(prefix="vlmq-chaos-pg-"))
+    pg = PgServer(root)
     try:
         yield pg
     finally:
         pg.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
