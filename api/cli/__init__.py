@@ -83,10 +83,24 @@ def _engine_pool() -> list[str]:
 
     t0 = time.monotonic()
     engine = get_engine()
-    err.print(f"{ENGINE_READY} {engine.name} ({engine.model_id}) ready in {time.monotonic() - t0:.1f} s")
+    load_s = time.monotonic() - t0
+    err.print(f"{ENGINE_READY} {engine.name} ({engine.model_id}) ready in {load_s:.1f} s")
+    _write_ready_file(engine.name, engine.model_id, load_s)
     if engine.name == "vllm":
         return ["--pool=threads", f"--concurrency={get_settings().model.batches_in_flight}"]
     return ["--pool=solo"]
+
+
+def _write_ready_file(engine: str, model_id: str, load_s: float) -> None:
+    """The engine's start time, for healthchecks and dashboards (VLMQ_MODEL__READY_FILE)."""
+    import os
+    import time
+
+    path = get_settings().model.ready_file
+    if path:
+        facts = {"engine": engine, "model_id": model_id, "load_seconds": round(load_s, 1),
+                 "ready_at": time.time(), "pid": os.getpid()}  # fmt: skip
+        Path(path).write_text(json.dumps(facts) + "\n")
 
 
 @app.command()

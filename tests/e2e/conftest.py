@@ -13,7 +13,9 @@ from tests.system import running_system as start_system
 
 
 @pytest.fixture(scope="module")
-def e2e_env(service_env: dict[str, str], taught_model_dir: Path) -> dict[str, str]:
+def e2e_env(
+    service_env: dict[str, str], taught_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
     return {
         **os.environ,
         **service_env,
@@ -22,6 +24,7 @@ def e2e_env(service_env: dict[str, str], taught_model_dir: Path) -> dict[str, st
         "VLMQ_MODEL__MAX_NEW_TOKENS": "64",
         "VLMQ_LIMITS__RENDER_LONGEST_SIDE": str(PAGE_SIDE),
         "VLMQ_LIMITS__BATCH_SIZE": "2",
+        "VLMQ_MODEL__READY_FILE": str(tmp_path_factory.mktemp("worker") / "engine-ready.json"),
     }
 
 

@@ -28,6 +28,43 @@ from workers.inference.prompts import build_messages
 log = logging.getLogger(__name__)
 
 
+class EngineStats:
+    """What the engine did since start, for logs and metrics: requests, output tokens, and the time
+    with at least one request in flight (busy fraction = busy seconds / wall seconds)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.t0 = time.monotonic()
+        self.in_flight = 0
+        self.requests = 0
+        self.output_tokens = 0
+        self._busy = 0.0
+        self._busy_since: float | None = None
+
+    def started(self) -> None:
+        with self._lock:
+            if self.in_flight == 0:
+                self._busy_since = time.monotonic()
+            self.in_flight += 1
+
+    def finished(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+            self.requests += 1
+            if self.in_flight == 0 and self._busy_since is not None:
+                self._busy += time.monotonic() - self._busy_since
+                self._busy_since = None
+
+    def tokens(self, n: int) -> None:
+        with self._lock:
+            self.output_tokens += n
+
+    def busy_seconds(self) -> float:
+        with self._lock:
+            open_span = time.monotonic() - self._busy_since if self._busy_since is not None else 0.0
+            return self._busy + open_span
+
+
 def engine_args(settings: Settings) -> Any:
     from vllm import AsyncEngineArgs
 
@@ -63,6 +100,8 @@ class VllmEngine:
         self.thinking_budget = m.thinking_budget
         self.ignore_eos = m.ignore_eos
         self._processor = AutoProcessor.from_pretrained(m.path, local_files_only=True)
+        self._tokenizer = self._processor.tokenizer
+        self.stats = EngineStats()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="vllm-loop", daemon=True)
         self._thread.start()
@@ -95,7 +134,16 @@ class VllmEngine:
         return list(self._call(self._batch(requests)))
 
     async def _batch(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
-        return list(await asyncio.gather(*(self._one(r) for r in requests)))
+        return list(await asyncio.gather(*(self._tracked(r) for r in requests)))
+
+    async def _tracked(self, req: GenerationRequest) -> GenerationOutput:
+        self.stats.started()
+        try:
+            out = await self._one(req)
+        finally:
+            self.stats.finished()
+        self.stats.tokens(out.completion_tokens)
+        return out
 
     async def _one(self, req: GenerationRequest) -> GenerationOutput:
         from vllm import SamplingParams
@@ -110,7 +158,10 @@ class VllmEngine:
             sp = SamplingParams(
                 max_tokens=max_tokens,
                 temperature=req.temperature,
-                skip_special_tokens=False,  # keep <think>/<answer> whatever the tokenizer calls special
+                # No incremental detokenizing: vLLM's front end would decode every sequence at every
+                # step in this process, competing for the GIL with the task threads; one decode at the
+                # end gives the same text (no stop strings are used, only stop token ids).
+                detokenize=False,
                 ignore_eos=self.ignore_eos,
                 output_kind=RequestOutputKind.FINAL_ONLY,
             )
@@ -126,7 +177,8 @@ class VllmEngine:
             prompt_tokens = prompt_tokens or len(final.prompt_token_ids or [])
             o = final.outputs[0]
             finish: FinishReason = "length" if o.finish_reason == "length" else "stop"
-            return PassResult(strip_stop(o.text), len(o.token_ids), finish)
+            text = self._tokenizer.decode(o.token_ids, skip_special_tokens=False)
+            return PassResult(strip_stop(text), len(o.token_ids), finish)
 
         res = await generate_with_budget(run, prompt, req.max_new_tokens, self.thinking_budget)
         return GenerationOutput(
