@@ -61,6 +61,8 @@ class ModelSettings(BaseModel):
     compile_cache_dir: str | None = None  # persists vLLM/FlashInfer compile caches: fast warm starts
     max_num_seqs: int = 256
     images_per_prompt: int = 1
+    # Threads preprocessing images for the vLLM engine at once (0 or 1: on the engine's event loop).
+    renderer_workers: int = 8
     # Inference tasks a GPU worker runs at once (threads sharing one engine): keeps the engine fed.
     # Ignored by the transformers engine, which runs one at a time.
     batches_in_flight: int = 8

@@ -85,6 +85,9 @@ def _engine_pool() -> list[str]:
     engine = get_engine()
     load_s = time.monotonic() - t0
     err.print(f"{ENGINE_READY} {engine.name} ({engine.model_id}) ready in {load_s:.1f} s")
+    from workers.context import get_context
+
+    get_context()  # database pool and S3 client, before the task threads start
     _write_ready_file(engine.name, engine.model_id, load_s)
     if engine.name == "vllm":
         return ["--pool=threads", f"--concurrency={get_settings().model.batches_in_flight}"]

@@ -79,6 +79,11 @@ def engine_args(settings: Settings) -> Any:
         max_num_seqs=m.max_num_seqs,
         limit_mm_per_prompt={"image": m.images_per_prompt, "video": 1},
         enable_prefix_caching=True,  # the thinking-budget resume re-sends prompt + output
+        # Image preprocessing (resize, normalize, patchify: torch ops that release the GIL) runs in a
+        # pool of renderer threads instead of on the engine's event loop, one image after another.
+        # vLLM's processed-input cache is not thread-safe, and pages are never seen twice anyway.
+        renderer_num_workers=max(1, m.renderer_workers),
+        **({"mm_processor_cache_gb": 0} if m.renderer_workers > 1 else {}),
         seed=0,
         disable_log_stats=True,
     )
@@ -99,6 +104,7 @@ class VllmEngine:
         self.model_id = settings.model_id
         self.thinking_budget = m.thinking_budget
         self.ignore_eos = m.ignore_eos
+        self._renderer_workers = m.renderer_workers
         self._processor = AutoProcessor.from_pretrained(m.path, local_files_only=True)
         self._tokenizer = self._processor.tokenizer
         self.stats = EngineStats()
@@ -165,12 +171,9 @@ class VllmEngine:
                 ignore_eos=self.ignore_eos,
                 output_kind=RequestOutputKind.FINAL_ONLY,
             )
-            inputs: dict[str, Any] = {"prompt": text}
-            if mm:
-                inputs["multi_modal_data"] = mm
             final = None
             async for out in self._llm.generate(
-                inputs, sp, request_id=f"{req.request_id}-{uuid.uuid4().hex[:8]}"
+                await self._render(text, mm), sp, request_id=f"{req.request_id}-{uuid.uuid4().hex[:8]}"
             ):
                 final = out
             assert final is not None
@@ -189,6 +192,17 @@ class VllmEngine:
             finish_reason=res.finish_reason,
             flags=res.flags,
         )
+
+    async def _render(self, text: str, mm: dict[str, Any] | None) -> Any:
+        """Prompt + media -> the engine's processed input, on vLLM's renderer thread pool (the same
+        path ``LLM.generate`` takes), so that many requests are preprocessed at once."""
+        inputs: dict[str, Any] = {"prompt": text}
+        if mm:
+            inputs["multi_modal_data"] = mm
+        if self._renderer_workers <= 1:
+            return inputs  # AsyncLLM preprocesses it on its event loop
+        (processed,) = await self._llm.renderer.render_cmpl_async([inputs])
+        return processed
 
     def shutdown(self) -> None:
         self._llm.shutdown()
