@@ -99,7 +99,7 @@ class Item(Base):
         ForeignKey("items.id", ondelete="CASCADE"), index=True
     )
     custom_id: Mapped[str] = mapped_column(String(255), nullable=False)
-    kind: Mapped[str] = mapped_column(String(16), nullable=False)  # pdf | image | page
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)  # source | page | document
     uri: Mapped[str | None] = mapped_column(Text)
     page: Mapped[int | None] = mapped_column(Integer)
     media_key: Mapped[str | None] = mapped_column(Text)
