@@ -81,6 +81,22 @@ class LimitSettings(BaseModel):
     max_attempts: int = 3
 
 
+class MediaSettings(BaseModel):
+    """Input handling beyond the page limits in LimitSettings (documents; see README "Inputs and options")."""
+
+    # Decompression-bomb guard: images with more pixels are refused from their header, before decoding.
+    max_image_pixels: int = 100_000_000  # 10k x 10k; an A4 scan at 600 dpi is 35 M
+    # Longest side of a page rendered by DPI: a huge page at a high DPI is scaled down to this (flagged).
+    max_render_side: int = 4096
+    # granularity "document": the first N pages go in one prompt. A vLLM worker needs
+    # VLMQ_MODEL__IMAGES_PER_PROMPT at least this large.
+    document_pages: int = 8
+    # text_hint: at most this many characters of a page's text layer are added to the prompt.
+    text_hint_max_chars: int = 6000
+    soffice: str = "soffice"  # LibreOffice, for PPT/PPTX/DOC/DOCX/ODP/ODT; absent: converter_missing
+    office_timeout_s: float = 120.0
+
+
 class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8000
@@ -103,6 +119,7 @@ class Settings(BaseSettings):
     s3: S3Settings = Field(default_factory=S3Settings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    media: MediaSettings = Field(default_factory=MediaSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
 
     @property

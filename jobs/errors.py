@@ -9,7 +9,13 @@ VlmqError                     error
 │   │   ├── EmptyDocument         empty_document
 │   │   ├── TooManyPages          too_many_pages
 │   │   ├── UnsupportedMedia      unsupported_media
+│   │   ├── PagesOutOfRange       pages_out_of_range
+│   │   ├── ExtremeAspectRatio    extreme_aspect_ratio
+│   │   ├── ConversionFailed      conversion_failed
+│   │   │   └── ConversionTimeout     conversion_timeout
 │   │   └── SourceTooLarge        source_too_large
+│   │       └── ImageTooLarge         image_too_large
+│   ├── ConverterMissing      converter_missing
 │   ├── NotFound              not_found
 │   ├── Conflict              conflict
 │   ├── Unauthorized          unauthorized
@@ -73,8 +79,42 @@ class UnsupportedMedia(MediaError):
     code = "unsupported_media"
 
 
+class PagesOutOfRange(MediaError):
+    """The ``pages`` option names pages the document does not have."""
+
+    code = "pages_out_of_range"
+
+
+class ExtremeAspectRatio(MediaError):
+    """Longer than 200 times its width (or the reverse): GLM-4.1V's image processor refuses it."""
+
+    code = "extreme_aspect_ratio"
+
+
+class ConversionFailed(MediaError):
+    """LibreOffice ran but made no PDF of an office file."""
+
+    code = "conversion_failed"
+
+
+class ConversionTimeout(ConversionFailed):
+    code = "conversion_timeout"
+
+
 class SourceTooLarge(MediaError):
     code = "source_too_large"
+
+
+class ImageTooLarge(SourceTooLarge):
+    """More pixels than VLMQ_MEDIA__MAX_IMAGE_PIXELS: refused from the header, before decoding."""
+
+    code = "image_too_large"
+
+
+class ConverterMissing(PermanentError):
+    """The worker has no converter for this kind of file (not the file's fault, but retrying cannot help)."""
+
+    code = "converter_missing"
 
 
 class NotFound(PermanentError):

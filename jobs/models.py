@@ -99,11 +99,15 @@ class Item(Base):
         ForeignKey("items.id", ondelete="CASCADE"), index=True
     )
     custom_id: Mapped[str] = mapped_column(String(255), nullable=False)
-    kind: Mapped[str] = mapped_column(String(16), nullable=False)  # pdf | image | page
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)  # source | page | document
     uri: Mapped[str | None] = mapped_column(Text)
     page: Mapped[int | None] = mapped_column(Integer)
     media_key: Mapped[str | None] = mapped_column(Text)
     prompt: Mapped[str | None] = mapped_column(Text)  # overrides the job's prompt for this item
+    # A source: its own options (jobs.schemas.ItemOptions: pages, password), over the job's.
+    # A unit: what prep found ({"flags": [...], "pages": [...]} for a unit of several pages).
+    options: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=text("'{}'"))
+    text_key: Mapped[str | None] = mapped_column(Text)  # a unit's PDF text layer in S3, if it has one
     status: Mapped[str] = mapped_column(String(16), nullable=False)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     page_count: Mapped[int | None] = mapped_column(Integer)
@@ -130,7 +134,9 @@ class Result(Base):
     reasoning: Mapped[str] = mapped_column(Text, nullable=False)
     answer: Mapped[str] = mapped_column(Text, nullable=False)
     raw_text: Mapped[str] = mapped_column(Text, nullable=False)
-    boxes: Mapped[list[str]] = mapped_column(JSONB, nullable=False, server_default=text("'[]'"))
+    # One entry per <|begin_of_box|> of the answer: {"text", "regions": [{"normalized", "box"}]}
+    # (rows written before regions existed hold plain strings).
+    boxes: Mapped[list[Any]] = mapped_column(JSONB, nullable=False, server_default=text("'[]'"))
     flags: Mapped[list[str]] = mapped_column(JSONB, nullable=False, server_default=text("'[]'"))
     finish_reason: Mapped[str] = mapped_column(String(16), nullable=False)
     truncated: Mapped[bool] = mapped_column(Boolean, nullable=False)

@@ -98,8 +98,9 @@ def move_job(s: Session, job_id: uuid.UUID, target: JobStatus, values: dict[str,
     return moved
 
 
-def insert_units(s: Session, source: Item, pages: Iterable[tuple[int, str]]) -> None:
-    """Create one unit per page; a repeated prep finds them there already (ON CONFLICT DO NOTHING)."""
+def insert_units(s: Session, source: Item, units: Iterable[dict[str, Any]]) -> None:
+    """Create the source's units (``page``, ``media_key`` and optionally ``text_key``, ``options``);
+    a repeated prep finds them there already (ON CONFLICT DO NOTHING)."""
     rows = [
         {
             "id": uuid.uuid4(),
@@ -107,12 +108,13 @@ def insert_units(s: Session, source: Item, pages: Iterable[tuple[int, str]]) -> 
             "parent_id": source.id,
             "custom_id": source.custom_id,
             "kind": "page",
-            "page": page,
-            "media_key": key,
             "prompt": source.prompt,
             "status": str(ItemStatus.READY),
+            "text_key": None,
+            "options": {},
+            **unit,
         }
-        for page, key in pages
+        for unit in units
     ]
     if rows:
         s.execute(insert(Item).values(rows).on_conflict_do_nothing(index_elements=["parent_id", "page"]))

@@ -11,7 +11,8 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
@@ -24,7 +25,7 @@ from jobs.db import session_factory
 from jobs.dispatch import CeleryDispatcher, Dispatcher
 from jobs.errors import Conflict, InvalidInput, NotFound, VlmqError
 from jobs.models import Item, Job, Result
-from jobs.schemas import Counts, ErrorInfo, JobCreate, JobOut, ResultLine, Usage
+from jobs.schemas import Counts, ErrorInfo, JobCreate, JobOut, Region, ResultLine, Usage
 from jobs.status import ItemStatus, JobStatus
 from jobs.storage import BlobStore, S3BlobStore, job_output_key, split_s3_uri
 
@@ -37,6 +38,29 @@ class PrepWork:
     job_id: uuid.UUID
     uri: str
     longest_side: int
+    dpi: int | None = None
+    pages: str | None = None  # page ranges, e.g. "1-3,7"
+    password: str | None = field(default=None, repr=False)
+    granularity: str = "page"  # or "document": the first pages in one unit
+
+
+@dataclass(frozen=True)
+class PreparedUnit:
+    """What prep made of a source: one unit of inference."""
+
+    page: int  # 1-based; 0 for a unit of several pages (granularity "document")
+    media_key: str  # the page image, or a manifest (.json) listing several (workers.media.manifest)
+    text_key: str | None = None  # the PDF text layer of its page(s), if any
+    flags: tuple[str, ...] = ()  # what prep did to its media (image_downscaled, ...), kept on the result
+    pages: tuple[int, ...] = ()  # the pages of a unit of several
+
+    def row(self) -> dict[str, Any]:
+        options: dict[str, Any] = {"flags": list(self.flags)} if self.flags else {}
+        if self.pages:
+            options["pages"] = list(self.pages)
+        kind = "document" if self.pages else "page"
+        return {"page": self.page, "media_key": self.media_key, "text_key": self.text_key, "kind": kind,
+                "options": options}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -50,6 +74,9 @@ class UnitWork:
     prompt_version: str
     max_new_tokens: int
     temperature: float
+    task: str = presets.DEFAULT.name
+    text_key: str | None = None  # set only when the text_hint option asks for the text in the prompt
+    flags: tuple[str, ...] = ()  # from prep
 
 
 def request_hash(req: JobCreate) -> str:
@@ -104,13 +131,21 @@ class JobService:
     def _insert(
         self, tenant: str, req: JobCreate, key: str | None, digest: str
     ) -> tuple[Job, list[uuid.UUID]]:
+        preset = presets.get(req.options.task)
+        # A qa/grounding job with no prompt of its own: every item has one (JobCreate checks), and the
+        # job keeps the bare template.
+        prompt, version = (
+            (preset.prompt, preset.version)
+            if preset.needs_prompt and not req.prompt
+            else presets.resolve(preset.name, req.prompt)
+        )
         with self.sessions() as s, s.begin():
             job = Job(
                 id=uuid.uuid4(),
                 tenant=tenant,
                 status=str(JobStatus.QUEUED),
-                prompt=req.prompt or presets.DEFAULT.prompt,
-                prompt_version=presets.prompt_version(req.prompt),
+                prompt=prompt,
+                prompt_version=version,
                 options=req.options.model_dump(exclude_none=True),
                 model_id=self.settings.model_id,
                 idempotency_key=key,
@@ -127,6 +162,7 @@ class JobService:
                     kind="source",
                     uri=it.uri,
                     prompt=it.prompt,
+                    options=it.options.model_dump(exclude_none=True) if it.options else {},
                     status=str(ItemStatus.QUEUED),
                 )
                 for it in req.items
@@ -159,7 +195,7 @@ class JobService:
         with self.sessions() as s:
             rows = repo.result_rows(s, job_id)
         for src, unit, res in rows:
-            yield _result_line(src, unit, res)
+            yield _result_line(src, unit, res, self.store.bucket)
 
     # -- worker side ---------------------------------------------------------------------------
 
@@ -173,17 +209,21 @@ class JobService:
             job = repo.get_job(s, item.job_id)
             assert job is not None
             repo.move_job(s, job.id, JobStatus.RUNNING, {"started_at": func.now()})
-            side = job.options.get("longest_side", self.settings.limits.render_longest_side)
-            return PrepWork(item.id, item.job_id, item.uri or "", int(side))
+            return _prep_work(item, job.options, self.settings.limits.render_longest_side)
 
-    def finish_prep(self, item_id: uuid.UUID, pages: Sequence[tuple[int, str]]) -> list[list[uuid.UUID]]:
-        """Record the source's pages as ready units; return them in inference batches."""
+    def finish_prep(
+        self, item_id: uuid.UUID, units: Sequence[PreparedUnit | tuple[int, str]]
+    ) -> list[list[uuid.UUID]]:
+        """Record the source's units (pages, or (page, media_key) pairs) as ready; return them in
+        inference batches."""
+        made = [u if isinstance(u, PreparedUnit) else PreparedUnit(*u) for u in units]
         with self.sessions() as s, s.begin():
             source = repo.get_item(s, item_id)
             if source is None:
                 raise NotFound(f"item {item_id} not found")
-            repo.insert_units(s, source, pages)
-            repo.move_items(s, [item_id], ItemStatus.PREPARED, {"page_count": len(pages)})
+            repo.insert_units(s, source, [u.row() for u in made])
+            pages = sum(len(u.pages) or 1 for u in made)
+            repo.move_items(s, [item_id], ItemStatus.PREPARED, {"page_count": pages})
             ready = repo.unit_ids(s, item_id, ItemStatus.READY)
         size = self.settings.limits.batch_size
         return [ready[i : i + size] for i in range(0, len(ready), size)]
@@ -220,16 +260,25 @@ class JobService:
     def _unit_work(self, unit: Item, job: Job | None) -> UnitWork:
         assert job is not None
         opts, model = job.options, self.settings.model
+        task = opts.get("task", presets.DEFAULT.name)
+        # An item's own prompt goes through the job's task preset; else the job's resolved prompt.
+        prompt, version = (
+            presets.resolve(task, unit.prompt) if unit.prompt else (job.prompt, job.prompt_version)
+        )
+        hint = unit.text_key if opts.get("text_hint") else None
         return UnitWork(
             id=unit.id,
             job_id=unit.job_id,
             custom_id=unit.custom_id,
-            page=unit.page or 1,
+            page=unit.page if unit.page is not None else 1,
             media_key=unit.media_key or "",
-            prompt=unit.prompt or job.prompt,
-            prompt_version=presets.prompt_version(unit.prompt) if unit.prompt else job.prompt_version,
+            prompt=prompt,
+            prompt_version=version + (presets.TEXT_HINT_SUFFIX if hint else ""),
             max_new_tokens=int(opts.get("max_new_tokens", model.max_new_tokens)),
             temperature=float(opts.get("temperature", model.temperature)),
+            task=task,
+            text_key=hint,
+            flags=tuple(unit.options.get("flags", ())),
         )
 
     def complete_unit(self, unit: UnitWork, result: dict[str, object]) -> bool:
@@ -283,16 +332,34 @@ def _counts(by_status: dict[str, int]) -> Counts:
 _LINE_STATES = ("succeeded", "failed", "cancelled")
 
 
-def _result_line(src: Item, unit: Item | None, res: Result | None) -> ResultLine:
+def _prep_work(item: Item, job_options: dict[str, Any], default_side: int) -> PrepWork:
+    opts = {**job_options, **item.options}  # the item's own pages/password win over the job's
+    return PrepWork(
+        item.id,
+        item.job_id,
+        item.uri or "",
+        int(opts.get("longest_side", default_side)),
+        dpi=opts.get("dpi"),
+        pages=opts.get("pages"),
+        password=opts.get("password"),
+        granularity=opts.get("granularity", "page"),
+    )
+
+
+def _result_line(src: Item, unit: Item | None, res: Result | None, bucket: str) -> ResultLine:
     owner = unit or src
     status = owner.status if owner.status in _LINE_STATES else "pending"
     line = ResultLine.model_validate(
-        {"custom_id": src.custom_id, "page": unit.page if unit else None, "status": status}
+        {"custom_id": src.custom_id, "page": unit.page if unit and unit.page else None, "status": status}
     )
+    if unit is not None:
+        line.pages = list(unit.options.get("pages", []))
+        line.text_uri = f"s3://{bucket}/{unit.text_key}" if unit.text_key else None
     if owner.error_code:
         line.error = ErrorInfo(code=owner.error_code, message=owner.error_message or "")
     if res is not None:
-        line.answer, line.reasoning, line.boxes = res.answer, res.reasoning, list(res.boxes)
+        line.answer, line.reasoning = res.answer, res.reasoning
+        line.boxes, line.regions = _boxes(res.boxes)
         line.finish_reason, line.truncated, line.answer_missing = (
             res.finish_reason,
             res.truncated,
@@ -304,6 +371,13 @@ def _result_line(src: Item, unit: Item | None, res: Result | None) -> ResultLine
             prompt_tokens=res.prompt_tokens, completion_tokens=res.completion_tokens, total_tokens=total
         )
     return line
+
+
+def _boxes(stored: list[Any]) -> tuple[list[str], list[Region]]:
+    """(box texts, regions) from a result's boxes: dicts with regions, or plain strings (older rows)."""
+    texts = [b if isinstance(b, str) else b["text"] for b in stored]
+    regions = [Region.model_validate(r) for b in stored if isinstance(b, dict) for r in b.get("regions", [])]
+    return texts, regions
 
 
 def build_service(settings: Settings) -> JobService:

@@ -6,16 +6,19 @@ import json
 import logging
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from PIL import Image
 
+from jobs import presets
 from jobs.errors import EngineError, PermanentError, RetryableError, VlmqError
-from jobs.reasoning import split_output
+from jobs.reasoning import regions, split_output
 from jobs.service import UnitWork
 from jobs.storage import result_key
 from workers.context import WorkerContext
 from workers.inference.engine import Engine, GenerationOutput, GenerationRequest
-from workers.media.images import decode_image
+from workers.media import manifest
 
 log = logging.getLogger(__name__)
 
@@ -43,35 +46,69 @@ def infer(ctx: WorkerContext, engine: Engine, unit_ids: Sequence[uuid.UUID]) -> 
     _finalize(ctx, units)
 
 
+@dataclass(frozen=True)
+class _Loaded:
+    unit: UnitWork
+    images: list[Image.Image]
+    prompt: str
+    flags: tuple[str, ...]  # prep's, and text_hint_truncated
+
+    def request(self) -> GenerationRequest:
+        u = self.unit
+        return GenerationRequest(str(u.id), self.prompt, self.images, u.max_new_tokens, u.temperature)
+
+
 def _run(ctx: WorkerContext, engine: Engine, units: list[UnitWork]) -> None:
     loaded = _load_media(ctx, units)
-    requests = [
-        GenerationRequest(str(u.id), u.prompt, [img], u.max_new_tokens, u.temperature) for u, img in loaded
-    ]
+    requests = [x.request() for x in loaded]
     outputs = engine.generate(requests) if requests else []
-    for (unit, _), out in zip(loaded, outputs, strict=True):
-        _store(ctx, engine, unit, out)
+    for x, out in zip(loaded, outputs, strict=True):
+        _store(ctx, engine, x, out)
 
 
-def _load_media(ctx: WorkerContext, units: list[UnitWork]) -> list[tuple[UnitWork, Image.Image]]:
-    """Fetch each unit's page image; a unit whose image cannot be read fails alone."""
+def _load_media(ctx: WorkerContext, units: list[UnitWork]) -> list[_Loaded]:
+    """Fetch each unit's image(s) and text hint; a unit whose media cannot be read fails alone."""
     loaded = []
     for u in units:
         try:
-            loaded.append((u, decode_image(ctx.store.get(u.media_key))))
+            images = manifest.load_images(ctx.store, u.media_key)
         except PermanentError as e:
             ctx.service.fail_items([u.id], e)
+            continue
+        prompt, flags = u.prompt, u.flags
+        if u.text_key:  # the text_hint option: the page's own text layer goes into the prompt
+            text = ctx.store.get(u.text_key).decode("utf-8", "replace")
+            prompt, cut = presets.with_text_hint(prompt, text, ctx.settings.media.text_hint_max_chars)
+            flags = (*flags, "text_hint_truncated") if cut else flags
+        loaded.append(_Loaded(u, images, prompt, flags))
     return loaded
 
 
-def _store(ctx: WorkerContext, engine: Engine, unit: UnitWork, out: GenerationOutput) -> None:
+def _boxes(texts: list[str], images: list[Image.Image]) -> list[dict[str, Any]]:
+    """Each box's text and its regions; in pixels when the unit showed one image (else unknown)."""
+    size = images[0].size if len(images) == 1 else None
+    return [
+        {
+            "text": t,
+            "regions": [{"normalized": list(r.normalized), "box": _list(r.box)} for r in regions(t, size)],
+        }
+        for t in texts
+    ]
+
+
+def _list(box: tuple[int, ...] | None) -> list[int] | None:
+    return None if box is None else list(box)
+
+
+def _store(ctx: WorkerContext, engine: Engine, loaded: _Loaded, out: GenerationOutput) -> None:
+    unit = loaded.unit
     parsed = split_output(out.text)
     result = {
         "reasoning": parsed.reasoning,
         "answer": parsed.answer,
         "raw_text": out.text,
-        "boxes": list(parsed.boxes),
-        "flags": [*out.flags, *parsed.flags],
+        "boxes": _boxes(parsed.boxes, loaded.images),
+        "flags": [*loaded.flags, *out.flags, *parsed.flags],
         "finish_reason": out.finish_reason,
         "truncated": parsed.truncated,
         "answer_missing": parsed.answer_missing,

@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -124,19 +124,40 @@ def db_upgrade(revision: str = "head") -> None:
     console.print(f"database at revision {revision}")
 
 
+Task = Literal["caption", "ocr", "qa", "grounding"]
+
+
 @app.command()
 def submit(
-    files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, help="PDFs or images")],
-    prompt: Annotated[str | None, typer.Option(help="Prompt (default: the caption preset)")] = None,
+    files: Annotated[
+        list[Path], typer.Argument(exists=True, dir_okay=False, help="PDFs, images or office files")
+    ],
+    prompt: Annotated[str | None, typer.Option(help="Prompt; for qa/grounding the question")] = None,
+    task: Annotated[Task | None, typer.Option(help="Preset (default caption)")] = None,
+    pages: Annotated[str | None, typer.Option(help='Page ranges, e.g. "1-3,7"')] = None,
+    password: Annotated[str | None, typer.Option(help="Password of encrypted PDFs")] = None,
+    longest_side: Annotated[int | None, typer.Option(help="Render size in pixels")] = None,
+    dpi: Annotated[int | None, typer.Option(help="Render PDFs at this DPI instead")] = None,
+    granularity: Annotated[
+        Literal["page", "document"] | None,
+        typer.Option(help="page: a result per page; document: first pages of a file in one prompt"),
+    ] = None,
+    text_hint: Annotated[bool, typer.Option(help="Add the PDF text layer to the prompt")] = False,
     max_new_tokens: Annotated[int | None, typer.Option(help="Output token limit per page")] = None,
+    temperature: Annotated[float | None, typer.Option(help="0 = greedy")] = None,
     wait: Annotated[bool, typer.Option(help="Follow progress until the job is done")] = False,
     idempotency_key: Annotated[str | None, typer.Option(help="Retry-safe submission key")] = None,
 ) -> None:
-    """Upload files as one job."""
+    """Upload files as one job (options: README "Inputs and options")."""
     from api.cli.client import Client
     from api.cli.progress import follow
 
-    opts = {"max_new_tokens": max_new_tokens} if max_new_tokens else {}
+    given = {
+        "task": task, "pages": pages, "password": password, "longest_side": longest_side, "dpi": dpi,
+        "granularity": granularity, "text_hint": text_hint or None,
+        "max_new_tokens": max_new_tokens, "temperature": temperature,
+    }  # fmt: skip
+    opts = {k: v for k, v in given.items() if v is not None}
     with Client.from_settings(get_settings()) as client:
         job = client.submit_files(list(files), prompt=prompt, options=opts, idempotency_key=idempotency_key)
         console.print(f"job [bold]{job['id']}[/] {job['status']} ({job['request_counts']['total']} items)")
