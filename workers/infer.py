@@ -14,6 +14,7 @@ from jobs.reasoning import split_output
 from jobs.service import UnitWork
 from jobs.storage import result_key
 from workers.context import WorkerContext
+from workers.inference.busy import ENGINE_METER
 from workers.inference.engine import Engine, GenerationOutput, GenerationRequest
 from workers.media.images import decode_image
 
@@ -48,7 +49,8 @@ def _run(ctx: WorkerContext, engine: Engine, units: list[UnitWork]) -> None:
     requests = [
         GenerationRequest(str(u.id), u.prompt, [img], u.max_new_tokens, u.temperature) for u, img in loaded
     ]
-    outputs = engine.generate(requests) if requests else []
+    with ENGINE_METER.running(len(requests)):
+        outputs = engine.generate(requests) if requests else []
     for (unit, _), out in zip(loaded, outputs, strict=True):
         _store(ctx, engine, unit, out)
 

@@ -56,10 +56,14 @@ def api(
 def worker(
     queues: Annotated[str, typer.Option(help="Comma-separated: prep (CPU), gpu (inference)")] = "prep,gpu",
     concurrency: Annotated[int, typer.Option(help="Prep processes (the gpu queue runs in one process)")] = 2,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus metrics here (default: VLMQ_METRICS__WORKER_PORT)")
+    ] = None,
     log_level: str = "info",
 ) -> None:
     """Run a Celery worker. A worker with the gpu queue loads its engine once, before taking tasks."""
     _logging(log_level)
+    _worker_metrics(metrics_port)
     from workers.celery_app import app as celery_app
 
     names = [q.strip() for q in queues.split(",") if q.strip()]
@@ -69,6 +73,18 @@ def worker(
     else:
         args += ["--pool=prefork", f"--concurrency={concurrency}"]
     celery_app.worker_main(args)
+
+
+def _worker_metrics(port: int | None) -> None:
+    """The exporter (see workers.metrics), set up before anything imports prometheus_client."""
+    from workers.metrics import serve, use_multiprocess_dir
+
+    metrics = get_settings().metrics
+    port = port if port is not None else metrics.worker_port
+    if port:
+        use_multiprocess_dir(metrics.multiproc_dir)
+        serve(port, metrics.worker_host, metrics.busy_window_s)
+        err.print(f"vlmq worker: metrics on :{port}/metrics")
 
 
 def _engine_pool() -> list[str]:
