@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -22,6 +23,11 @@ console = Console()
 # The inference worker prints this once its engine has loaded (tests and benchmarks wait for it).
 ENGINE_READY = "vlmq worker: engine"
 err = Console(stderr=True)
+
+
+class Format(StrEnum):
+    jsonl = "jsonl"
+    md = "md"
 
 
 def _logging(level: str) -> None:
@@ -154,21 +160,45 @@ def status(job_id: str) -> None:
 
 
 @app.command()
+def watch(
+    job_id: str,
+    interval: Annotated[float, typer.Option(help="Seconds between status reads")] = 1.0,
+    timeout: Annotated[float | None, typer.Option(help="Give up after this many seconds")] = None,
+) -> None:
+    """Follow a job with live progress bars (documents and pages: done, failed, rate, ETA)."""
+    from api.cli.client import Client
+    from api.cli.progress import follow
+
+    console.print(f"job [bold]{job_id}[/]")
+    with Client.from_settings(get_settings()) as client:
+        _exit_for(follow(client, job_id, console, timeout=timeout, poll=interval))
+
+
+@app.command()
 def results(
     job_id: str,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write JSONL here")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of stdout")
+    ] = None,
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="jsonl: one line per page; md: Markdown")] = (
+        Format.jsonl
+    ),
 ) -> None:
-    """Print (or write) a job's results as JSONL."""
+    """Print (or write) a job's results as JSONL or Markdown."""
     from api.cli.client import Client
+    from api.cli.render import to_markdown
 
     with Client.from_settings(get_settings()) as client:
-        lines = [json.dumps(r, ensure_ascii=False) for r in client.results(job_id)]
-    if output:
-        output.write_text("\n".join(lines) + "\n")
-        console.print(f"{len(lines)} lines written to {output}")
+        rows = list(client.results(job_id))
+    if fmt is Format.md:
+        text = to_markdown(job_id, rows)
     else:
-        for line in lines:
-            sys.stdout.write(line + "\n")
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    if output:
+        output.write_text(text)
+        err.print(f"{len(rows)} results written to {output}")
+    else:
+        sys.stdout.write(text)
 
 
 @app.command()
