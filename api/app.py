@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from api import errors
 from api.auth import load_keys
-from api.routes import batches, files, health, jobs, metrics
+from api.routes import batches, files, health, jobs, metrics, ui
 from jobs.batches import BatchService
 from jobs.config import Settings, get_settings
 from jobs.service import build_service
@@ -26,4 +26,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(files.router)
     app.include_router(batches.router)
+    app.include_router(ui.router)
     return app

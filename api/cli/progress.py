@@ -61,7 +61,7 @@ class JobProgress:
             console=console,
             transient=False,
         )
-        fields = {"failed": 0, "rate": "-/s", "eta": "-:--:--", "state": "queued"}
+        fields: dict[str, Any] = {"failed": 0, "rate": "-/s", "eta": "-:--:--", "state": "queued"}
         self.console, self.job_id = console, job_id
         self.docs: TaskID = self.progress.add_task("documents", total=None, **fields)
         self.pages: TaskID = self.progress.add_task("pages", total=None, **fields)
