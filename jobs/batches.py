@@ -14,6 +14,7 @@ files (deterministic ids and keys, so a takeover after a crash rewrites the same
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import uuid
 from collections.abc import Iterable
@@ -220,13 +221,19 @@ class BatchService:
         return page, len(rows) > limit
 
     def cancel(self, tenant: str, batch_id: str) -> dict[str, Any]:
+        """Idempotent: a batch already cancelling or cancelled is returned as it is."""
+        self._refresh(self._row(tenant, batch_id))  # a job that has just ended finalizes first
         b = self._row(tenant, batch_id)
-        if b.status not in ("in_progress", "cancelling", "finalizing"):
+        if b.status in ("cancelling", "cancelled"):
+            return self.get(tenant, batch_id)
+        if b.status != "in_progress":
             raise Conflict(f"batch {batch_id} is {b.status}; only a batch in progress can be cancelled")
         moved = self._move(batch_id, ("in_progress",), "cancelling", {"cancelling_at": func.now()})
         if moved and b.job_id is not None:
+            # The job may have ended meanwhile (a PermanentError): the read below finalizes it as cancelled.
             # JobService.cancel comes with the reliability work (issue 5); typed here by its signature.
-            cast(_Cancels, self.jobs).cancel(tenant, b.job_id)
+            with contextlib.suppress(PermanentError):
+                cast(_Cancels, self.jobs).cancel(tenant, b.job_id)
         return self.get(tenant, batch_id)
 
     # -- state from the job, and finalizing ----------------------------------------------------------
