@@ -1,7 +1,9 @@
 """End-to-end: the API and Celery workers as separate processes, started the way a user starts them.
 
-One system serves the whole e2e session (starting it costs about 10 s); every test makes its own jobs
-and asserts only on those. Both workers run their Prometheus exporter on a port of their own.
+One system serves every e2e test (starting it costs about 10 s) and stops after the last of them:
+package scope, since its workers would otherwise take the messages of the integration tests that run
+after. Every test makes its own jobs and asserts only on those. Both workers run their Prometheus
+exporter, each on a port of its own.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ def metrics_ports() -> dict[str, int]:
     return {"worker-prep": free_port(), "worker-gpu": free_port()}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def running_system(
     e2e_env: dict[str, str], metrics_ports: dict[str, int], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
