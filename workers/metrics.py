@@ -12,7 +12,9 @@ runs its tasks in the main process (solo or thread pool), where the exporter is.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -24,6 +26,8 @@ def use_multiprocess_dir(configured: str | None) -> str:
     if "prometheus_client" in sys.modules:
         raise RuntimeError("prometheus_client was imported before its multiprocess directory was set")
     path = Path(configured or tempfile.mkdtemp(prefix="vlmq-metrics-"))
+    if not configured:  # ours alone: gone with the worker (pool children leave through os._exit)
+        atexit.register(shutil.rmtree, path, ignore_errors=True)
     path.mkdir(parents=True, exist_ok=True)
     for old in path.glob("*.db"):  # samples of an earlier run would be added to ours
         old.unlink()
