@@ -105,6 +105,16 @@ class ApiSettings(BaseModel):
     base_url: str | None = None  # what the CLI talks to; default http://host:port
 
 
+class MetricsSettings(BaseModel):
+    # Prometheus exporter of a `vlmq worker` (every process of it, aggregated); None: no exporter.
+    worker_port: int | None = None
+    worker_host: str = "127.0.0.1"  # 0.0.0.0 in a container, for Prometheus to reach it
+    # Where a worker's processes write their samples (prometheus_client multiprocess mode); default: a
+    # fresh temporary directory per worker.
+    multiproc_dir: str | None = None
+    busy_window_s: float = 60.0  # the engine busy fraction is measured over this many seconds
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="VLMQ_",
@@ -121,6 +131,7 @@ class Settings(BaseSettings):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     media: MediaSettings = Field(default_factory=MediaSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     @property
     def model_id(self) -> str:

@@ -18,7 +18,7 @@ from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from jobs import presets
+from jobs import metrics, presets
 from jobs import repository as repo
 from jobs.config import Settings
 from jobs.db import session_factory
@@ -235,6 +235,7 @@ class JobService:
             )
             for it in moved:
                 repo.add_event(s, it.job_id, "item.error", item_id=it.id, detail=f"{error.code}: {error}")
+        metrics.items_failed(error.code, len(moved))
 
     def give_back(self, item_ids: Sequence[uuid.UUID], error: VlmqError) -> list[uuid.UUID]:
         """After a transient failure: items with attempts left go back to wait (a source to queued, a
@@ -288,6 +289,7 @@ class JobService:
             if not moved:
                 return False
             repo.upsert_result(s, {"job_id": unit.job_id, "item_id": unit.id, "version": 1, **result})
+        metrics.page_stored(result)
         return True
 
     def finalize(self, job_id: uuid.UUID) -> bool:

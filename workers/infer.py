@@ -17,6 +17,7 @@ from jobs.reasoning import regions, split_output
 from jobs.service import UnitWork
 from jobs.storage import result_key
 from workers.context import WorkerContext
+from workers.inference.busy import ENGINE_METER
 from workers.inference.engine import Engine, GenerationOutput, GenerationRequest
 from workers.media import manifest
 
@@ -61,7 +62,8 @@ class _Loaded:
 def _run(ctx: WorkerContext, engine: Engine, units: list[UnitWork]) -> None:
     loaded = _load_media(ctx, units)
     requests = [x.request() for x in loaded]
-    outputs = engine.generate(requests) if requests else []
+    with ENGINE_METER.running(len(requests)):
+        outputs = engine.generate(requests) if requests else []
     for x, out in zip(loaded, outputs, strict=True):
         _store(ctx, engine, x, out)
 

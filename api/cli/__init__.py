@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -22,6 +23,11 @@ console = Console()
 # The inference worker prints this once its engine has loaded (tests and benchmarks wait for it).
 ENGINE_READY = "vlmq worker: engine"
 err = Console(stderr=True)
+
+
+class Format(StrEnum):
+    jsonl = "jsonl"
+    md = "md"
 
 
 def _logging(level: str) -> None:
@@ -56,10 +62,14 @@ def api(
 def worker(
     queues: Annotated[str, typer.Option(help="Comma-separated: prep (CPU), gpu (inference)")] = "prep,gpu",
     concurrency: Annotated[int, typer.Option(help="Prep processes (the gpu queue runs in one process)")] = 2,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus metrics here (default: VLMQ_METRICS__WORKER_PORT)")
+    ] = None,
     log_level: str = "info",
 ) -> None:
     """Run a Celery worker. A worker with the gpu queue loads its engine once, before taking tasks."""
     _logging(log_level)
+    _worker_metrics(metrics_port)
     from workers.celery_app import app as celery_app
 
     names = [q.strip() for q in queues.split(",") if q.strip()]
@@ -69,6 +79,18 @@ def worker(
     else:
         args += ["--pool=prefork", f"--concurrency={concurrency}"]
     celery_app.worker_main(args)
+
+
+def _worker_metrics(port: int | None) -> None:
+    """The exporter (see workers.metrics), set up before anything imports prometheus_client."""
+    from workers.metrics import serve, use_multiprocess_dir
+
+    metrics = get_settings().metrics
+    port = port if port is not None else metrics.worker_port
+    if port:
+        use_multiprocess_dir(metrics.multiproc_dir)
+        serve(port, metrics.worker_host, metrics.busy_window_s)
+        err.print(f"vlmq worker: metrics on :{port}/metrics")
 
 
 def _engine_pool() -> list[str]:
@@ -176,21 +198,45 @@ def status(job_id: str) -> None:
 
 
 @app.command()
+def watch(
+    job_id: str,
+    interval: Annotated[float, typer.Option(help="Seconds between status reads")] = 1.0,
+    timeout: Annotated[float | None, typer.Option(help="Give up after this many seconds")] = None,
+) -> None:
+    """Follow a job with live progress bars (documents and pages: done, failed, rate, ETA)."""
+    from api.cli.client import Client
+    from api.cli.progress import follow
+
+    console.print(f"job [bold]{job_id}[/]")
+    with Client.from_settings(get_settings()) as client:
+        _exit_for(follow(client, job_id, console, timeout=timeout, poll=interval))
+
+
+@app.command()
 def results(
     job_id: str,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write JSONL here")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of stdout")
+    ] = None,
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="jsonl: one line per page; md: Markdown")] = (
+        Format.jsonl
+    ),
 ) -> None:
-    """Print (or write) a job's results as JSONL."""
+    """Print (or write) a job's results as JSONL or Markdown."""
     from api.cli.client import Client
+    from api.cli.render import to_markdown
 
     with Client.from_settings(get_settings()) as client:
-        lines = [json.dumps(r, ensure_ascii=False) for r in client.results(job_id)]
-    if output:
-        output.write_text("\n".join(lines) + "\n")
-        console.print(f"{len(lines)} lines written to {output}")
+        rows = list(client.results(job_id))
+    if fmt is Format.md:
+        text = to_markdown(job_id, rows)
     else:
-        for line in lines:
-            sys.stdout.write(line + "\n")
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    if output:
+        output.write_text(text)
+        err.print(f"{len(rows)} results written to {output}")
+    else:
+        sys.stdout.write(text)
 
 
 @app.command()

@@ -28,43 +28,6 @@ from workers.inference.prompts import build_messages
 log = logging.getLogger(__name__)
 
 
-class EngineStats:
-    """What the engine did since start, for logs and metrics: requests, output tokens, and the time
-    with at least one request in flight (busy fraction = busy seconds / wall seconds)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.t0 = time.monotonic()
-        self.in_flight = 0
-        self.requests = 0
-        self.output_tokens = 0
-        self._busy = 0.0
-        self._busy_since: float | None = None
-
-    def started(self) -> None:
-        with self._lock:
-            if self.in_flight == 0:
-                self._busy_since = time.monotonic()
-            self.in_flight += 1
-
-    def finished(self) -> None:
-        with self._lock:
-            self.in_flight -= 1
-            self.requests += 1
-            if self.in_flight == 0 and self._busy_since is not None:
-                self._busy += time.monotonic() - self._busy_since
-                self._busy_since = None
-
-    def tokens(self, n: int) -> None:
-        with self._lock:
-            self.output_tokens += n
-
-    def busy_seconds(self) -> float:
-        with self._lock:
-            open_span = time.monotonic() - self._busy_since if self._busy_since is not None else 0.0
-            return self._busy + open_span
-
-
 def engine_args(settings: Settings) -> Any:
     from vllm import AsyncEngineArgs
 
@@ -107,7 +70,6 @@ class VllmEngine:
         self._renderer_workers = m.renderer_workers
         self._processor = AutoProcessor.from_pretrained(m.path, local_files_only=True)
         self._tokenizer = self._processor.tokenizer
-        self.stats = EngineStats()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="vllm-loop", daemon=True)
         self._thread.start()
@@ -140,16 +102,7 @@ class VllmEngine:
         return list(self._call(self._batch(requests)))
 
     async def _batch(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
-        return list(await asyncio.gather(*(self._tracked(r) for r in requests)))
-
-    async def _tracked(self, req: GenerationRequest) -> GenerationOutput:
-        self.stats.started()
-        try:
-            out = await self._one(req)
-        finally:
-            self.stats.finished()
-        self.stats.tokens(out.completion_tokens)
-        return out
+        return list(await asyncio.gather(*(self._one(r) for r in requests)))
 
     async def _one(self, req: GenerationRequest) -> GenerationOutput:
         from vllm import SamplingParams
