@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from api.cli.reprocess import register as register_reprocess
 from jobs.config import get_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="vlmq: batch GLM-4.1V jobs.")
@@ -60,9 +61,12 @@ def worker(
 ) -> None:
     """Run a Celery worker. A worker with the gpu queue loads its engine once, before taking tasks."""
     _logging(log_level)
+    from jobs.dispatch import LOW_QUEUES
     from workers.celery_app import app as celery_app
 
     names = [q.strip() for q in queues.split(",") if q.strip()]
+    # Each lane's low-priority twin (reprocessing) after the named queues: taken only when they are empty.
+    names += [low for q, low in LOW_QUEUES.items() if q in names and low not in names]
     args = ["worker", f"--queues={','.join(names)}", f"--loglevel={log_level}", "--without-gossip"]
     if "gpu" in names:
         args += _engine_pool()
@@ -141,12 +145,13 @@ def status(job_id: str) -> None:
 def results(
     job_id: str,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write JSONL here")] = None,
+    history: Annotated[bool, typer.Option(help="Every result version, not only the current one")] = False,
 ) -> None:
     """Print (or write) a job's results as JSONL."""
     from api.cli.client import Client
 
     with Client.from_settings(get_settings()) as client:
-        lines = [json.dumps(r, ensure_ascii=False) for r in client.results(job_id)]
+        lines = [json.dumps(r, ensure_ascii=False) for r in client.results(job_id, history=history)]
     if output:
         output.write_text("\n".join(lines) + "\n")
         console.print(f"{len(lines)} lines written to {output}")
@@ -183,6 +188,9 @@ def dev_tiny_model(
     from api.cli.demo import ensure_model
 
     ensure_model(path, console, teach=teach_sample)
+
+
+register_reprocess(app)
 
 
 def _exit_for(job: dict[str, object]) -> None:
