@@ -8,36 +8,12 @@ batch is long and a prefetched message would wait behind it. No result backend: 
 
 from __future__ import annotations
 
-from typing import Any
-
 from celery import Celery
-from celery.schedules import crontab
 from kombu import Queue
 
-from jobs.config import Settings, get_settings
-from jobs.dispatch import (
-    GPU_LOW_QUEUE,
-    GPU_QUEUE,
-    PREP_LOW_QUEUE,
-    PREP_QUEUE,
-    REPROCESS_TASK,
-    broker_url,
-    transport_options,
-)
-
-
-def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
-    """Periodic tasks, for `vlmq beat` (run exactly one; see README "Reprocessing")."""
-    schedule: dict[str, dict[str, Any]] = {}
-    if settings.reprocess.schedule:
-        # On the gpu queue: the task selects by the model the inference workers run, and those are
-        # the workers that have it configured (VLMQ_MODEL__*).
-        schedule["reprocess"] = {
-            "task": REPROCESS_TASK,
-            "schedule": crontab.from_string(settings.reprocess.schedule),
-            "options": {"queue": GPU_QUEUE},
-        }
-    return schedule
+from jobs.config import get_settings
+from jobs.dispatch import GPU_LOW_QUEUE, GPU_QUEUE, PREP_LOW_QUEUE, PREP_QUEUE, broker_url, transport_options
+from workers.beat import beat_schedule
 
 
 def make_app() -> Celery:

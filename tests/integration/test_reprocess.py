@@ -286,3 +286,27 @@ def _check_storage(service: JobService, job_id: uuid.UUID, units: list[uuid.UUID
             select(Result.item_id, func.count()).where(Result.is_current).group_by(Result.item_id)
         ).all()
     assert all(n == 1 for _, n in current) and len(current) == 3
+
+
+def test_a_worker_takes_the_low_lane_only_when_its_normal_queue_is_empty(settings: Settings) -> None:
+    """The Redis transport pops the queues in the worker's order (normal first), not round robin."""
+    from kombu import Consumer, Message
+
+    from workers.celery_app import make_app
+
+    app = make_app()
+    for i in range(3):
+        app.send_task("test.low", args=[i], queue=GPU_LOW_QUEUE)
+    for i in range(2):
+        app.send_task("test.normal", args=[i], queue=GPU_QUEUE)
+    got: list[str] = []
+
+    def take(_body: object, message: Message) -> None:
+        got.append(message.headers["task"])
+        message.ack()
+
+    queues = [app.amqp.queues[GPU_QUEUE], app.amqp.queues[GPU_LOW_QUEUE]]
+    with app.connection_for_read() as conn, Consumer(conn, queues=queues, callbacks=[take], prefetch_count=1):
+        while len(got) < 5:
+            conn.drain_events(timeout=10)
+    assert got == ["test.normal"] * 2 + ["test.low"] * 3
