@@ -3,6 +3,7 @@ directly (like `vlmq db upgrade`), not through a tenant's API key: a run may spa
 
 from __future__ import annotations
 
+import sys
 import time
 import uuid
 from datetime import UTC, datetime
@@ -16,7 +17,7 @@ from jobs.config import get_settings
 if TYPE_CHECKING:
     from jobs.reprocess import Reprocessor, RunReport
 
-console = Console()
+console = Console(stderr=True)  # progress and notes; the report alone goes to stdout
 
 
 def _reprocessor() -> Reprocessor:
@@ -30,7 +31,8 @@ def _reprocessor() -> Reprocessor:
 
 
 def _print(report: RunReport) -> None:
-    console.print_json(report.model_dump_json(exclude_defaults=False))
+    # Plain JSON on stdout (no wrapping, no colours): scripts and cron mails read it.
+    sys.stdout.write(report.model_dump_json(indent=2) + "\n")
 
 
 def reprocess(

@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from jobs.config import Settings, get_settings
+from jobs.db import session_factory
 from jobs.dispatch import (
     GPU_LOW_QUEUE,
     GPU_QUEUE,
@@ -54,7 +55,9 @@ def env(
     values = {
         **service_env,
         "VLMQ_DB__URL": url,
-        "VLMQ_REDIS__KEY_PREFIX": f"{redis_prefix}{name}:",
+        # One prefix for the module (each test empties the queues first): a new one per test would
+        # make a new cached Celery producer each time and drop the old one with its connections open.
+        "VLMQ_REDIS__KEY_PREFIX": f"{redis_prefix}reprocess:",
         "VLMQ_MODEL__MODEL_ID": "model-new",
         "VLMQ_MODEL__MAX_NEW_TOKENS": "64",
         "VLMQ_LIMITS__RENDER_LONGEST_SIDE": str(PAGE_SIDE),
@@ -66,6 +69,7 @@ def env(
     try:
         yield values
     finally:
+        session_factory(get_settings()).kw["bind"].dispose()  # close its pool before the database goes
         get_settings.cache_clear()
         get_context.cache_clear()
         drop_database(name)
@@ -310,3 +314,28 @@ def test_a_worker_takes_the_low_lane_only_when_its_normal_queue_is_empty(setting
         while len(got) < 5:
             conn.drain_events(timeout=10)
     assert got == ["test.normal"] * 2 + ["test.low"] * 3
+
+
+def test_the_command_dry_runs_then_starts_once(service: JobService, settings: Settings) -> None:
+    from typer.testing import CliRunner
+
+    from api.cli import app
+
+    fx.pages_job(service, [("model-old", "a"), None])
+    _clear_queues(settings)
+    runner = CliRunner()
+
+    def vlmq(*args: str) -> dict[str, object]:
+        out = runner.invoke(app, list(args))
+        assert out.exit_code == 0, out.output
+        report: dict[str, object] = json.loads(out.stdout)
+        return report
+
+    dry = vlmq("reprocess", "--dry-run")
+    assert (dry["status"], dry["selected"], dry["by_reason"]) == ("dry_run", 2, {"model": 1, "failed": 1})
+    first = vlmq("reprocess", "--no-failed", "--tenant", "tenant-a")
+    assert (first["status"], first["selected"], first["by_reason"]) == ("running", 1, {"model": 1})
+    assert vlmq("reprocess", "--no-failed", "--tenant", "tenant-a")["id"] == first["id"]  # a rerun
+    assert vlmq("reprocess", "--no-failed", "--tenant", "tenant-b")["selected"] == 0
+    assert vlmq("reprocess-runs", str(first["id"]))["pending"] == 1
+    assert len(_sent_ids(fx.drain(settings, GPU_LOW_QUEUE))) == 1
