@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from jobs.config import Settings, get_settings
 from jobs.db import session_factory
@@ -42,21 +42,30 @@ from workers.context import get_context, get_reprocessor
 NIGHT = datetime(2026, 11, 25, 2, 0, 3, tzinfo=UTC)
 
 
-@pytest.fixture
-def env(
-    service_env: dict[str, str], redis_prefix: str, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[dict[str, str]]:
-    """A database and a Redis key prefix of this test's own; the workers' model is now "model-new"."""
+@pytest.fixture(scope="module")
+def reprocess_db() -> Iterator[str]:
+    """A database of this module's own: a run selects across every job, so it must not see other
+    tests' jobs. One for the module (emptied before each test), so the process's cached engines stay
+    few: an engine dropped from that cache would close none of its connections."""
     from migrations import upgrade
 
     name = f"vlmq_rp_{uuid.uuid4().hex[:10]}"
     url = create_database(name)
-    upgrade(url)
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        drop_database(name)
+
+
+@pytest.fixture
+def env(
+    service_env: dict[str, str], redis_prefix: str, reprocess_db: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dict[str, str]]:
+    """This module's database, emptied, and Redis queues, emptied; the workers' model is "model-new"."""
     values = {
         **service_env,
-        "VLMQ_DB__URL": url,
-        # One prefix for the module (each test empties the queues first): a new one per test would
-        # make a new cached Celery producer each time and drop the old one with its connections open.
+        "VLMQ_DB__URL": reprocess_db,
         "VLMQ_REDIS__KEY_PREFIX": f"{redis_prefix}reprocess:",
         "VLMQ_MODEL__MODEL_ID": "model-new",
         "VLMQ_MODEL__MAX_NEW_TOKENS": "64",
@@ -66,13 +75,14 @@ def env(
         monkeypatch.setenv(k, v)
     get_settings.cache_clear()
     get_context.cache_clear()
+    with session_factory(get_settings()).begin() as s:
+        s.execute(text("TRUNCATE reprocess_runs, jobs CASCADE"))
+    _clear_queues(get_settings())
     try:
         yield values
     finally:
-        session_factory(get_settings()).kw["bind"].dispose()  # close its pool before the database goes
         get_settings.cache_clear()
         get_context.cache_clear()
-        drop_database(name)
 
 
 @pytest.fixture
@@ -91,7 +101,7 @@ def service(env: dict[str, str]) -> JobService:
 
 
 def _clear_queues(settings: Settings) -> None:
-    """The messages the jobs' own submission sent; what a run sends is what is left after this."""
+    """Empties the queues: what a run sends is what is there after this."""
     for queue in (PREP_QUEUE, GPU_QUEUE, PREP_LOW_QUEUE, GPU_LOW_QUEUE):
         fx.drain(settings, queue)
 
