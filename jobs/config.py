@@ -14,7 +14,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from croniter import croniter
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 STATE_DIR = Path(".vlmq")
@@ -46,6 +47,9 @@ class ModelSettings(BaseModel):
     engine: Literal["transformers", "vllm"] = "transformers"
     path: str = str(STATE_DIR / "models" / "tiny-glm4v")  # real users: GLM-4.1V-9B-Thinking(-AWQ)
     model_id: str | None = None  # name stored on results; defaults to the path's last part
+    # The checkpoint's revision (a commit or tag), stored on results; bump it when the weights change
+    # under the same model_id so `vlmq reprocess` finds the results made by the old weights.
+    revision: str | None = None
     max_new_tokens: int = 1024
     # Reasoning longer than this is closed with </think><answer> and the model resumes for the answer.
     thinking_budget: int | None = 8192
@@ -97,6 +101,26 @@ class MediaSettings(BaseModel):
     office_timeout_s: float = 120.0
 
 
+class ReprocessSettings(BaseModel):
+    """The scheduled reprocessing run (see jobs.reprocess)."""
+
+    # Cron expression, UTC, for Celery beat's reprocess entry; "" turns the entry off.
+    schedule: str = "0 2 * * *"
+    failed: bool = True  # the scheduled run retries failed items
+    outdated: bool = True  # ... and recomputes results made by another model, revision or prompt
+    max_items: int = Field(default=10_000, ge=1)  # per run; the rest waits for the next run
+    # A refresh still pending or running this long after its last move is given back and re-sent by
+    # the next scheduled run (its message or its worker was lost).
+    lease_s: int = Field(default=6 * 3600, ge=60)
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        if v and (len(v.split()) != 5 or not croniter.is_valid(v)):
+            raise ValueError(f"not a 5-field cron expression: {v!r}")
+        return v
+
+
 class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8000
@@ -132,6 +156,7 @@ class Settings(BaseSettings):
     media: MediaSettings = Field(default_factory=MediaSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    reprocess: ReprocessSettings = Field(default_factory=ReprocessSettings)
 
     @property
     def model_id(self) -> str:

@@ -1,4 +1,4 @@
-"""SQLAlchemy 2.0 tables: jobs, items, results, events.
+"""SQLAlchemy 2.0 tables: jobs, items, results, events, reprocess_runs, reprocess_entries.
 
 Postgres owns all state; Redis messages only carry ids. Statuses are plain strings checked in Python
 (jobs.status) so adding a state needs no enum migration.
@@ -119,10 +119,18 @@ class Item(Base):
 
 
 class Result(Base):
-    """One model output for one unit. Reprocessing adds a version; ``is_current`` marks the live one."""
+    """One model output for one unit. Reprocessing adds a version; ``is_current`` marks the live one
+    (at most one per item: a partial unique index), and older versions stay as history.
+
+    What made it: ``model_id``, ``model_revision``, ``engine``, ``prompt_version``, and ``settings``, the
+    engine and render settings that change outputs (jobs.fingerprint), with their ``settings_hash``.
+    """
 
     __tablename__ = "results"
-    __table_args__ = (UniqueConstraint("item_id", "version"),)
+    __table_args__ = (
+        UniqueConstraint("item_id", "version"),
+        Index("uq_results_item_id_current", "item_id", unique=True, postgresql_where=text("is_current")),
+    )
 
     id: Mapped[uuid.UUID] = _uuid_pk()
     job_id: Mapped[uuid.UUID] = mapped_column(
@@ -146,6 +154,9 @@ class Result(Base):
     model_id: Mapped[str] = mapped_column(String(255), nullable=False)
     engine: Mapped[str] = mapped_column(String(32), nullable=False)
     prompt_version: Mapped[str] = mapped_column(String(64), nullable=False)
+    model_revision: Mapped[str | None] = mapped_column(String(255))
+    settings: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=text("'{}'"))
+    settings_hash: Mapped[str] = mapped_column(String(64), nullable=False, server_default=text("''"))
     payload_key: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _created()
 
@@ -226,3 +237,60 @@ class Batch(Base):
     expired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     cancelling_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ReprocessRun(Base):
+    """One reprocessing run (jobs.reprocess): what it selected, by which rules, and when it finished.
+
+    ``dedupe_key`` is unique: a second scheduler firing for the same slot, or a rerun of the same
+    command, finds the run already there instead of starting another.
+    """
+
+    __tablename__ = "reprocess_runs"
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    dedupe_key: Mapped[str] = mapped_column(String(255), nullable=False, unique=True)
+    trigger: Mapped[str] = mapped_column(String(16), nullable=False)  # schedule | cli
+    rules: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    target: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)  # model and prompts to reach
+    selected: Mapped[int] = mapped_column(Integer, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)  # running | completed
+    report: Mapped[dict[str, Any] | None] = mapped_column(JSONB)  # final counts, once completed
+    created_at: Mapped[datetime] = _created()
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ReprocessEntry(Base):
+    """One item of a run. ``mode`` retry: a failed item reopened into the normal pipeline; refresh: a
+    succeeded page recomputed beside its current result. An item is open in at most one run at a time
+    (partial unique index), so overlapping runs never enqueue it twice.
+    """
+
+    __tablename__ = "reprocess_entries"
+    __table_args__ = (
+        Index(
+            "uq_reprocess_entries_item_id_open",
+            "item_id",
+            unique=True,
+            postgresql_where=text("state IN ('pending', 'running')"),
+        ),
+    )
+
+    run_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("reprocess_runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    item_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    mode: Mapped[str] = mapped_column(String(16), nullable=False)  # retry | refresh
+    reason: Mapped[str] = mapped_column(String(16), nullable=False)  # failed | model | prompt
+    # pending -> running -> changed | unchanged | failed  (retry entries: pending -> changed | failed)
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    from_version: Mapped[int | None] = mapped_column(Integer)
+    to_version: Mapped[int | None] = mapped_column(Integer)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()

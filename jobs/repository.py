@@ -125,9 +125,26 @@ def unit_ids(s: Session, parent_id: uuid.UUID, status: ItemStatus) -> list[uuid.
     return list(s.scalars(q))
 
 
+def next_versions(s: Session, item_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """The result version each item's next result gets: one past its latest (1 for none)."""
+    q = select(Result.item_id, func.max(Result.version)).where(Result.item_id.in_(item_ids))
+    latest = {i: int(v) for i, v in s.execute(q.group_by(Result.item_id))}
+    return {i: latest.get(i, 0) + 1 for i in item_ids}
+
+
 def upsert_result(s: Session, values: dict[str, Any]) -> None:
-    """Idempotent: a redelivered inference task rewrites the same (item, version) row."""
-    stmt = insert(Result).values(**values)
+    """Store ``values`` as the item's current result; the version it replaces stays as history.
+
+    Idempotent: a redelivered inference task rewrites the same (item, version) row. The older current
+    row is unmarked first, in the same transaction, as at most one row per item may be current.
+    """
+    s.execute(
+        update(Result)
+        .where(Result.item_id == values["item_id"], Result.version != values["version"], Result.is_current)
+        .values(is_current=False)
+        .execution_options(synchronize_session=False)
+    )
+    stmt = insert(Result).values(**values, is_current=True)
     updatable = {k: stmt.excluded[k] for k in values if k not in ("id", "item_id", "version", "job_id")}
     s.execute(stmt.on_conflict_do_update(index_elements=["item_id", "version"], set_=updatable))
 
@@ -168,18 +185,22 @@ def counts(s: Session, job_id: uuid.UUID, sources: bool) -> dict[str, int]:
     return {status: int(n) for status, n in s.execute(q)}
 
 
-def result_rows(s: Session, job_id: uuid.UUID) -> list[tuple[Item, Item | None, Result | None]]:
+def result_rows(
+    s: Session, job_id: uuid.UUID, history: bool = False
+) -> list[tuple[Item, Item | None, Result | None]]:
     """(source, unit, current result) for every page, plus (source, None, None) for sources with no units.
+    With ``history``, one row per result version of each page instead of the current one only.
 
     Ordered by source submission order then page, so a results file reads like the input.
     """
     unit = aliased(Item)
+    on_result = Result.item_id == unit.id if history else and_(Result.item_id == unit.id, Result.is_current)
     q = (
         select(Item, unit, Result)
         .outerjoin(unit, unit.parent_id == Item.id)
-        .outerjoin(Result, and_(Result.item_id == unit.id, Result.is_current.is_(True)))
+        .outerjoin(Result, on_result)
         .where(Item.job_id == job_id, Item.parent_id.is_(None))
-        .order_by(Item.created_at, Item.custom_id, unit.page)
+        .order_by(Item.created_at, Item.custom_id, unit.page, Result.version)
     )
     return [(src, u, r) for src, u, r in s.execute(q)]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -162,4 +162,10 @@ class ResultLine(BaseModel):
     usage: Usage | None = None
     model_id: str | None = None
     prompt_version: str | None = None
+    # Which result this is: reprocessing adds versions; history=true lists the older ones too.
+    version: int | None = None
+    current: bool | None = None
+    model_revision: str | None = None
+    settings: dict[str, Any] | None = None  # the engine/render settings that made it (jobs.fingerprint)
+    settings_hash: str | None = None
     error: ErrorInfo | None = None

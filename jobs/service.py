@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,7 @@ from jobs.config import Settings
 from jobs.db import session_factory
 from jobs.dispatch import CeleryDispatcher, Dispatcher
 from jobs.errors import Conflict, InvalidInput, NotFound, VlmqError
+from jobs.fingerprint import output_settings
 from jobs.models import Item, Job, Result
 from jobs.schemas import Counts, ErrorInfo, JobCreate, JobOut, Region, ResultLine, Usage
 from jobs.status import ItemStatus, JobStatus
@@ -77,6 +78,8 @@ class UnitWork:
     task: str = presets.DEFAULT.name
     text_key: str | None = None  # set only when the text_hint option asks for the text in the prompt
     flags: tuple[str, ...] = ()  # from prep
+    version: int = 1  # the result version this work writes: one past the item's latest
+    settings: Mapping[str, Any] = field(default_factory=dict)  # jobs.fingerprint.output_settings
 
 
 def request_hash(req: JobCreate) -> str:
@@ -190,10 +193,11 @@ class JobService:
             error=job.error,
         )
 
-    def results(self, tenant: str | None, job_id: uuid.UUID) -> Iterator[ResultLine]:
+    def results(self, tenant: str | None, job_id: uuid.UUID, history: bool = False) -> Iterator[ResultLine]:
+        """Current results; with ``history``, every version of every page (oldest first)."""
         self.get(tenant, job_id)  # existence and tenancy
         with self.sessions() as s:
-            rows = repo.result_rows(s, job_id)
+            rows = repo.result_rows(s, job_id, history)
         for src, unit, res in rows:
             yield _result_line(src, unit, res, self.store.bucket)
 
@@ -255,15 +259,20 @@ class JobService:
     def claim_units(self, unit_ids: Sequence[uuid.UUID]) -> list[UnitWork]:
         with self.sessions() as s, s.begin():
             units = repo.move_items(s, unit_ids, ItemStatus.RUNNING, {"attempts": Item.attempts + 1})
-            jobs = {u.job_id: repo.get_job(s, u.job_id) for u in units}
-            return [self._unit_work(u, jobs[u.job_id]) for u in units]
+            return self.unit_work(s, units)
 
-    def _unit_work(self, unit: Item, job: Job | None) -> UnitWork:
+    def unit_work(self, s: Session, units: Sequence[Item]) -> list[UnitWork]:
+        """What the engine needs for each claimed unit, with the result version it will write."""
+        jobs = {u.job_id: repo.get_job(s, u.job_id) for u in units}
+        versions = repo.next_versions(s, [u.id for u in units])
+        return [self._unit_work(u, jobs[u.job_id], versions[u.id]) for u in units]
+
+    def _unit_work(self, unit: Item, job: Job | None, version: int) -> UnitWork:
         assert job is not None
-        opts, model = job.options, self.settings.model
+        opts, out = job.options, output_settings(self.settings, job.options)
         task = opts.get("task", presets.DEFAULT.name)
         # An item's own prompt goes through the job's task preset; else the job's resolved prompt.
-        prompt, version = (
+        prompt, prompt_version = (
             presets.resolve(task, unit.prompt) if unit.prompt else (job.prompt, job.prompt_version)
         )
         hint = unit.text_key if opts.get("text_hint") else None
@@ -274,12 +283,14 @@ class JobService:
             page=unit.page if unit.page is not None else 1,
             media_key=unit.media_key or "",
             prompt=prompt,
-            prompt_version=version + (presets.TEXT_HINT_SUFFIX if hint else ""),
-            max_new_tokens=int(opts.get("max_new_tokens", model.max_new_tokens)),
-            temperature=float(opts.get("temperature", model.temperature)),
+            prompt_version=prompt_version + (presets.TEXT_HINT_SUFFIX if hint else ""),
+            max_new_tokens=out["max_new_tokens"],
+            temperature=out["temperature"],
             task=task,
             text_key=hint,
             flags=tuple(unit.options.get("flags", ())),
+            version=version,
+            settings=out,
         )
 
     def complete_unit(self, unit: UnitWork, result: dict[str, object]) -> bool:
@@ -288,7 +299,9 @@ class JobService:
             moved = repo.move_items(s, [unit.id], ItemStatus.SUCCEEDED, {"error_code": None})
             if not moved:
                 return False
-            repo.upsert_result(s, {"job_id": unit.job_id, "item_id": unit.id, "version": 1, **result})
+            repo.upsert_result(
+                s, {"job_id": unit.job_id, "item_id": unit.id, "version": unit.version, **result}
+            )
         metrics.page_stored(result)
         return True
 
@@ -300,7 +313,7 @@ class JobService:
             job = repo.get_job(s, job_id)
         if job is None or remaining or repo.job_is_terminal(job):
             return False
-        out_key, err_key = self._write_outputs(job_id)
+        out_key, err_key = self.write_outputs(job_id)
         with self.sessions() as s, s.begin():
             values = {"completed_at": func.now(), "output_key": out_key, "error_key": err_key}
             done = repo.move_job(s, job_id, JobStatus.COMPLETED, values)
@@ -308,7 +321,7 @@ class JobService:
             log.info("job %s completed", job_id)
         return done
 
-    def _write_outputs(self, job_id: uuid.UUID) -> tuple[str, str]:
+    def write_outputs(self, job_id: uuid.UUID) -> tuple[str, str]:
         """output.jsonl (results) and errors.jsonl (failures); deterministic keys, so rewrites are safe."""
         ok: list[str] = []
         bad: list[str] = []
@@ -368,6 +381,8 @@ def _result_line(src: Item, unit: Item | None, res: Result | None, bucket: str) 
             res.answer_missing,
         )
         line.flags, line.model_id, line.prompt_version = list(res.flags), res.model_id, res.prompt_version
+        line.version, line.current, line.model_revision = res.version, res.is_current, res.model_revision
+        line.settings, line.settings_hash = dict(res.settings), res.settings_hash or None
         total = res.prompt_tokens + res.completion_tokens
         line.usage = Usage(
             prompt_tokens=res.prompt_tokens, completion_tokens=res.completion_tokens, total_tokens=total

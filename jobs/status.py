@@ -7,6 +7,11 @@ Source:  queued -> preparing -> prepared -> succeeded | failed       (failed als
 Unit:    ready -> running -> succeeded | failed                       (running -> ready: retry / lease lost)
 Job:     queued -> running -> completed | failed
 
+Reprocessing (jobs.runs.reopen_failed) is the one way out of a terminal state, outside these tables
+on purpose so no ordinary compare-and-set can take it: a failed unit -> ready, a failed source with no
+units -> queued, the failed source of a reopened unit -> prepared, its completed job -> running.
+Succeeded items are never reopened: a recomputed result is a new version beside the current one.
+
 Any non-terminal item or job may be cancelled. Every transition is one compare-and-set UPDATE in
 jobs.repository whose WHERE clause is built from ``ITEM_TRANSITIONS`` / ``JOB_TRANSITIONS``, so two
 workers racing on one row cannot both win.

@@ -1,4 +1,5 @@
-"""The one Celery app: Redis broker, two queues (prep on CPU workers, gpu for inference).
+"""The one Celery app: Redis broker, two queues (prep on CPU workers, gpu for inference), each with a
+low-priority twin for reprocessing (prep-low, gpu-low), and beat's schedule.
 
 Delivery settings favour "nothing lost": a task is acknowledged after it ran (acks_late) and put back
 when its worker dies (reject_on_worker_lost); each worker takes one message at a time, since a GPU
@@ -11,14 +12,16 @@ from celery import Celery
 from kombu import Queue
 
 from jobs.config import get_settings
-from jobs.dispatch import GPU_QUEUE, PREP_QUEUE, broker_url, transport_options
+from jobs.dispatch import GPU_LOW_QUEUE, GPU_QUEUE, PREP_LOW_QUEUE, PREP_QUEUE, broker_url, transport_options
+from workers.beat import beat_schedule
 
 
 def make_app() -> Celery:
     settings = get_settings()
     app = Celery("vlmq", broker=broker_url(settings), include=["workers.tasks"])
+    queues = (PREP_QUEUE, GPU_QUEUE, PREP_LOW_QUEUE, GPU_LOW_QUEUE)
     app.conf.update(
-        task_queues=(Queue(PREP_QUEUE), Queue(GPU_QUEUE)),
+        task_queues=tuple(Queue(q) for q in queues),
         task_default_queue=PREP_QUEUE,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -31,6 +34,8 @@ def make_app() -> Celery:
         broker_transport_options=transport_options(settings),
         task_serializer="json",
         accept_content=["json"],
+        beat_schedule=beat_schedule(settings),
+        timezone="UTC",
     )
     return app
 

@@ -1,4 +1,5 @@
-"""Inference: claim a batch of page units, run them through the engine, store results."""
+"""Inference: claim a batch of units (pages, or a document's pages), run them through the engine,
+store results."""
 
 from __future__ import annotations
 
@@ -7,14 +8,15 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from PIL import Image
 
 from jobs import presets
 from jobs.errors import EngineError, PermanentError, RetryableError, VlmqError
+from jobs.fingerprint import settings_hash
 from jobs.reasoning import regions, split_output
-from jobs.service import UnitWork
+from jobs.service import JobService, UnitWork
 from jobs.storage import result_key
 from workers.context import WorkerContext
 from workers.inference.busy import ENGINE_METER
@@ -24,27 +26,69 @@ from workers.media import manifest
 log = logging.getLogger(__name__)
 
 
-def infer(ctx: WorkerContext, engine: Engine, unit_ids: Sequence[uuid.UUID]) -> None:
-    """Idempotent: only units this call moved ready -> running are worked on.
+class Lane(Protocol):
+    """Where units are claimed from and their outcome goes. The job lane (below) moves the unit itself;
+    jobs.reprocess's refresh lane claims a reprocessing entry and leaves the unit's state alone."""
 
-    Whatever fails after the claim (S3, the engine, Postgres, a bug), the units not yet done go back to
-    ready, or fail with the reason once their attempts are spent: none is left running. Raises
+    def claim(self, unit_ids: Sequence[uuid.UUID]) -> list[UnitWork]: ...
+
+    def complete(self, unit: UnitWork, result: dict[str, object]) -> None: ...
+
+    def fail(self, unit_ids: Sequence[uuid.UUID], error: VlmqError) -> None: ...
+
+    def give_back(self, unit_ids: Sequence[uuid.UUID], error: VlmqError) -> list[uuid.UUID]: ...
+
+    def settle(self, units: Sequence[UnitWork]) -> None: ...
+
+
+class JobLane:
+    """The normal path: units move ready -> running -> succeeded | failed, then their jobs finalize."""
+
+    def __init__(self, service: JobService) -> None:
+        self.service = service
+
+    def claim(self, unit_ids: Sequence[uuid.UUID]) -> list[UnitWork]:
+        return self.service.claim_units(unit_ids)
+
+    def complete(self, unit: UnitWork, result: dict[str, object]) -> None:
+        self.service.complete_unit(unit, result)
+
+    def fail(self, unit_ids: Sequence[uuid.UUID], error: VlmqError) -> None:
+        self.service.fail_items(unit_ids, error)
+
+    def give_back(self, unit_ids: Sequence[uuid.UUID], error: VlmqError) -> list[uuid.UUID]:
+        return self.service.give_back(unit_ids, error)
+
+    def settle(self, units: Sequence[UnitWork]) -> None:
+        for job_id in {u.job_id for u in units}:
+            self.service.finalize(job_id)
+
+
+def infer(ctx: WorkerContext, engine: Engine, unit_ids: Sequence[uuid.UUID]) -> None:
+    run(ctx, engine, JobLane(ctx.service), unit_ids)
+
+
+def run(ctx: WorkerContext, engine: Engine, lane: Lane, unit_ids: Sequence[uuid.UUID]) -> None:
+    """Idempotent: only units this call claimed are worked on.
+
+    Whatever fails after the claim (S3, the engine, Postgres, a bug), the units not yet done are given
+    back, or fail with the reason once their attempts are spent: none is left running. Raises
     RetryableError only when units were put back to be tried again.
     """
-    units = ctx.service.claim_units(unit_ids)
+    units = lane.claim(unit_ids)
     if not units:
         return
     try:
-        _run(ctx, engine, units)
+        _run(ctx, engine, lane, units)
     except Exception as e:
         err = e if isinstance(e, VlmqError) else EngineError(f"{type(e).__name__}: {e}")
         # give_back is a compare-and-set on running units: the ones already stored stay succeeded.
-        back = ctx.service.give_back([u.id for u in units], err)
-        _finalize(ctx, units)
+        back = lane.give_back([u.id for u in units], err)
+        lane.settle(units)
         if back:
             raise (err if isinstance(err, RetryableError) else EngineError(str(err))) from e
         return
-    _finalize(ctx, units)
+    lane.settle(units)
 
 
 @dataclass(frozen=True)
@@ -59,23 +103,23 @@ class _Loaded:
         return GenerationRequest(str(u.id), self.prompt, self.images, u.max_new_tokens, u.temperature)
 
 
-def _run(ctx: WorkerContext, engine: Engine, units: list[UnitWork]) -> None:
-    loaded = _load_media(ctx, units)
+def _run(ctx: WorkerContext, engine: Engine, lane: Lane, units: list[UnitWork]) -> None:
+    loaded = _load_media(ctx, lane, units)
     requests = [x.request() for x in loaded]
     with ENGINE_METER.running(len(requests)):
         outputs = engine.generate(requests) if requests else []
     for x, out in zip(loaded, outputs, strict=True):
-        _store(ctx, engine, x, out)
+        lane.complete(x.unit, _store(ctx, engine, x, out))
 
 
-def _load_media(ctx: WorkerContext, units: list[UnitWork]) -> list[_Loaded]:
+def _load_media(ctx: WorkerContext, lane: Lane, units: list[UnitWork]) -> list[_Loaded]:
     """Fetch each unit's image(s) and text hint; a unit whose media cannot be read fails alone."""
     loaded = []
     for u in units:
         try:
             images = manifest.load_images(ctx.store, u.media_key)
         except PermanentError as e:
-            ctx.service.fail_items([u.id], e)
+            lane.fail([u.id], e)
             continue
         prompt, flags = u.prompt, u.flags
         if u.text_key:  # the text_hint option: the page's own text layer goes into the prompt
@@ -102,7 +146,8 @@ def _list(box: tuple[int, ...] | None) -> list[int] | None:
     return None if box is None else list(box)
 
 
-def _store(ctx: WorkerContext, engine: Engine, loaded: _Loaded, out: GenerationOutput) -> None:
+def _store(ctx: WorkerContext, engine: Engine, loaded: _Loaded, out: GenerationOutput) -> dict[str, object]:
+    """The result row's values, after writing its payload to S3 under the version's own key."""
     unit = loaded.unit
     parsed = split_output(out.text)
     result = {
@@ -117,15 +162,14 @@ def _store(ctx: WorkerContext, engine: Engine, loaded: _Loaded, out: GenerationO
         "prompt_tokens": out.prompt_tokens,
         "completion_tokens": out.completion_tokens,
         "model_id": engine.model_id,
+        "model_revision": ctx.settings.model.revision,
         "engine": engine.name,
         "prompt_version": unit.prompt_version,
+        "settings": dict(unit.settings),
+        "settings_hash": settings_hash(unit.settings),
     }
-    key = result_key(unit.job_id, unit.id, 1)
+    key = result_key(unit.job_id, unit.id, unit.version)
     payload = {"custom_id": unit.custom_id, "page": unit.page, "item_id": str(unit.id), **result}
+    payload["version"] = unit.version
     ctx.store.put(key, json.dumps(payload, ensure_ascii=False).encode(), "application/json")
-    ctx.service.complete_unit(unit, {**result, "payload_key": key})
-
-
-def _finalize(ctx: WorkerContext, units: list[UnitWork]) -> None:
-    for job_id in {u.job_id for u in units}:
-        ctx.service.finalize(job_id)
+    return {**result, "payload_key": key}

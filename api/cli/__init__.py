@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 import typer
 from rich.console import Console
 
+from api.cli.reprocess import register as register_reprocess
 from jobs.config import get_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="vlmq: batch GLM-4.1V jobs.")
@@ -70,9 +71,12 @@ def worker(
     """Run a Celery worker. A worker with the gpu queue loads its engine once, before taking tasks."""
     _logging(log_level)
     _worker_metrics(metrics_port)
+    from jobs.dispatch import LOW_QUEUES
     from workers.celery_app import app as celery_app
 
     names = [q.strip() for q in queues.split(",") if q.strip()]
+    # Each lane's low-priority twin (reprocessing) after the named queues: taken only when they are empty.
+    names += [low for q, low in LOW_QUEUES.items() if q in names and low not in names]
     args = ["worker", f"--queues={','.join(names)}", f"--loglevel={log_level}", "--without-gossip"]
     if "gpu" in names:
         args += _engine_pool()
@@ -221,13 +225,14 @@ def results(
     fmt: Annotated[Format, typer.Option("--format", "-f", help="jsonl: one line per page; md: Markdown")] = (
         Format.jsonl
     ),
+    history: Annotated[bool, typer.Option(help="Every result version, not only the current one")] = False,
 ) -> None:
     """Print (or write) a job's results as JSONL or Markdown."""
     from api.cli.client import Client
     from api.cli.render import to_markdown
 
     with Client.from_settings(get_settings()) as client:
-        rows = list(client.results(job_id))
+        rows = list(client.results(job_id, history=history))
     if fmt is Format.md:
         text = to_markdown(job_id, rows)
     else:
@@ -267,6 +272,9 @@ def dev_tiny_model(
     from api.cli.demo import ensure_model
 
     ensure_model(path, console, teach=teach_sample)
+
+
+register_reprocess(app)
 
 
 def _exit_for(job: dict[str, object]) -> None:

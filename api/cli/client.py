@@ -88,8 +88,9 @@ class Client:
     def job(self, job_id: str | uuid.UUID) -> dict[str, Any]:
         return self._ok(self._http.get(f"/v1/jobs/{job_id}")).json()
 
-    def results(self, job_id: str | uuid.UUID) -> Iterator[dict[str, Any]]:
-        r = self._ok(self._http.get(f"/v1/jobs/{job_id}/results"))
+    def results(self, job_id: str | uuid.UUID, history: bool = False) -> Iterator[dict[str, Any]]:
+        params = {"history": "true"} if history else {}
+        r = self._ok(self._http.get(f"/v1/jobs/{job_id}/results", params=params))
         for line in r.text.splitlines():
             if line.strip():
                 yield json.loads(line)

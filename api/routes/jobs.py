@@ -75,9 +75,12 @@ async def get_job(job_id: uuid.UUID, service: ServiceDep, tenant: TenantDep) -> 
 
 
 @router.get("/{job_id}/results", response_class=StreamingResponse)
-async def get_results(job_id: uuid.UUID, service: ServiceDep, tenant: TenantDep) -> StreamingResponse:
-    """JSONL: one line per page result, and one per failed item or page (with its error)."""
-    lines = await run_in_threadpool(lambda: list(service.results(tenant, job_id)))
+async def get_results(
+    job_id: uuid.UUID, service: ServiceDep, tenant: TenantDep, history: bool = False
+) -> StreamingResponse:
+    """JSONL: one line per page result, and one per failed item or page (with its error).
+    ``history=true``: one line per result version (``version``, ``current``), oldest first per page."""
+    lines = await run_in_threadpool(lambda: list(service.results(tenant, job_id, history)))
 
     def body() -> Iterator[bytes]:
         for line in lines:

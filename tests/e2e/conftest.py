@@ -31,6 +31,7 @@ def e2e_env(
         "VLMQ_MODEL__MAX_NEW_TOKENS": "64",
         "VLMQ_LIMITS__RENDER_LONGEST_SIDE": str(PAGE_SIDE),
         "VLMQ_LIMITS__BATCH_SIZE": "2",
+        "VLMQ_LIMITS__MAX_PDF_PAGES": "20",  # test_documents' too_many_pages.pdf has 30
         "VLMQ_MODEL__READY_FILE": str(tmp_path_factory.mktemp("worker") / "engine-ready.json"),
     }
 

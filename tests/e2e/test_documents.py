@@ -5,7 +5,6 @@ good file gives its pages, and the job completes."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,27 +15,12 @@ import pytest
 
 from tests.e2e.test_pipeline import KEY, wait_done
 from tests.fixtures.make_fixtures import EXPECTED, OFFICE_PAGES, PAGES, PASSWORD
-from tests.fixtures.models import PAGE_SIDE
 from workers.media.office import converter_path
 
 pytestmark = pytest.mark.slow
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-PAGE_LIMIT = 20  # too_many_pages.pdf has 30
-
-
-@pytest.fixture(scope="module")
-def e2e_env(service_env: dict[str, str], taught_model_dir: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        **service_env,
-        "VLMQ_MODEL__PATH": str(taught_model_dir),
-        "VLMQ_MODEL__MODEL_ID": "tiny-glm4v-taught",
-        "VLMQ_MODEL__MAX_NEW_TOKENS": "16",
-        "VLMQ_LIMITS__RENDER_LONGEST_SIDE": str(PAGE_SIDE),
-        "VLMQ_LIMITS__MAX_PDF_PAGES": str(PAGE_LIMIT),
-        "VLMQ_LIMITS__BATCH_SIZE": "4",
-    }
+PAGE_LIMIT = 20  # too_many_pages.pdf has 30; the e2e system runs with this limit (conftest)
 
 
 def _lines(base: str, job_id: str) -> dict[str, list[dict[str, Any]]]:
