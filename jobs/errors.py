@@ -3,13 +3,20 @@
 VlmqError                     error
 ├── PermanentError            permanent_error: bad input or a state retrying cannot fix; never retried
 │   ├── InvalidInput          invalid_input
+│   │   └── PromptMediaLimit      prompt_media_limit: more media in one prompt than GLM-4.1V takes
 │   ├── MediaError            media_error
 │   │   ├── CorruptMedia          corrupt_media
+│   │   │   └── CorruptVideo          corrupt_video: unreadable container, truncated, or not a video at all
 │   │   ├── EncryptedDocument     encrypted_document
 │   │   ├── EmptyDocument         empty_document
 │   │   ├── TooManyPages          too_many_pages
+│   │   ├── EmptyVideo            empty_video: zero bytes, or a container with no frames
+│   │   ├── VideoTooLong          video_too_long: over limits.max_video_seconds
 │   │   ├── UnsupportedMedia      unsupported_media
+│   │   │   ├── UnsupportedCodec      unsupported_codec: a video stream no decoder here reads
+│   │   │   └── NoVideoStream         no_video_stream: a container with audio or data only
 │   │   └── SourceTooLarge        source_too_large
+│   │       └── VideoTooLarge         video_too_large: over limits.max_video_bytes
 │   ├── NotFound              not_found
 │   ├── Conflict              conflict
 │   ├── Unauthorized          unauthorized
@@ -49,12 +56,20 @@ class InvalidInput(PermanentError):
     code = "invalid_input"
 
 
+class PromptMediaLimit(InvalidInput):
+    code = "prompt_media_limit"
+
+
 class MediaError(PermanentError):
     code = "media_error"
 
 
 class CorruptMedia(MediaError):
     code = "corrupt_media"
+
+
+class CorruptVideo(CorruptMedia):
+    code = "corrupt_video"
 
 
 class EncryptedDocument(MediaError):
@@ -69,12 +84,32 @@ class TooManyPages(MediaError):
     code = "too_many_pages"
 
 
+class EmptyVideo(MediaError):
+    code = "empty_video"
+
+
+class VideoTooLong(MediaError):
+    code = "video_too_long"
+
+
 class UnsupportedMedia(MediaError):
     code = "unsupported_media"
 
 
+class UnsupportedCodec(UnsupportedMedia):
+    code = "unsupported_codec"
+
+
+class NoVideoStream(UnsupportedMedia):
+    code = "no_video_stream"
+
+
 class SourceTooLarge(MediaError):
     code = "source_too_large"
+
+
+class VideoTooLarge(SourceTooLarge):
+    code = "video_too_large"
 
 
 class NotFound(PermanentError):

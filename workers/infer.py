@@ -15,6 +15,7 @@ from jobs.service import UnitWork
 from jobs.storage import result_key
 from workers.context import WorkerContext
 from workers.inference.engine import Engine, GenerationOutput, GenerationRequest
+from workers.media.clip import VideoClip, is_clip_key, unpack
 from workers.media.images import decode_image
 
 log = logging.getLogger(__name__)
@@ -45,23 +46,38 @@ def infer(ctx: WorkerContext, engine: Engine, unit_ids: Sequence[uuid.UUID]) -> 
 
 def _run(ctx: WorkerContext, engine: Engine, units: list[UnitWork]) -> None:
     loaded = _load_media(ctx, units)
-    requests = [
-        GenerationRequest(str(u.id), u.prompt, [img], u.max_new_tokens, u.temperature) for u, img in loaded
-    ]
+    requests = [_request(u, media) for u, media in loaded]
     outputs = engine.generate(requests) if requests else []
     for (unit, _), out in zip(loaded, outputs, strict=True):
         _store(ctx, engine, unit, out)
 
 
-def _load_media(ctx: WorkerContext, units: list[UnitWork]) -> list[tuple[UnitWork, Image.Image]]:
-    """Fetch each unit's page image; a unit whose image cannot be read fails alone."""
-    loaded = []
+def _request(u: UnitWork, media: Image.Image | VideoClip) -> GenerationRequest:
+    if isinstance(media, VideoClip):
+        return GenerationRequest(str(u.id), u.prompt, (), u.max_new_tokens, u.temperature, video=media)
+    return GenerationRequest(str(u.id), u.prompt, [media], u.max_new_tokens, u.temperature)
+
+
+def _load_media(ctx: WorkerContext, units: list[UnitWork]) -> list[tuple[UnitWork, Image.Image | VideoClip]]:
+    """Fetch each unit's page image or video clip; a unit whose media cannot be read fails alone."""
+    loaded: list[tuple[UnitWork, Image.Image | VideoClip]] = []
     for u in units:
         try:
-            loaded.append((u, decode_image(ctx.store.get(u.media_key))))
+            loaded.append((u, _load(ctx, u)))
         except PermanentError as e:
             ctx.service.fail_items([u.id], e)
     return loaded
+
+
+def _load(ctx: WorkerContext, unit: UnitWork) -> Image.Image | VideoClip:
+    if is_clip_key(unit.media_key):
+        return load_clip(ctx, unit)
+    return decode_image(ctx.store.get(unit.media_key))
+
+
+def load_clip(ctx: WorkerContext, unit: UnitWork) -> VideoClip:
+    """A video unit's media: the clip prep stored, frames already sampled and sized (one S3 GET)."""
+    return unpack(ctx.store.get(unit.media_key))
 
 
 def _store(ctx: WorkerContext, engine: Engine, unit: UnitWork, out: GenerationOutput) -> None:

@@ -10,8 +10,10 @@ from PIL import Image
 from jobs.errors import CorruptMedia, PermanentError, RetryableError, VlmqError
 from jobs.storage import media_key, sha256_hex
 from workers.context import WorkerContext
+from workers.media import clip
 from workers.media.images import decode_image, encode_png
 from workers.media.pdf import RenderedPage, render_pdf
+from workers.media.video import Sampling, is_video, named_video, sample_video
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,8 @@ def _render(ctx: WorkerContext, uri: str, longest_side: int) -> list[tuple[int, 
     limits = ctx.settings.limits
     data = ctx.store.read_uri(uri, max_bytes=limits.max_source_bytes)
     sha = sha256_hex(data)
+    if is_video(data) or named_video(uri):  # a video is one unit: its sampled clip
+        return [(1, _store_clip(ctx, data, sha, uri))]
     pages = render_source(data, longest_side=longest_side, max_pages=limits.max_pdf_pages)
     return [(p.page, ctx.store.put(media_key(sha, longest_side, p.page), p.png, "image/png")) for p in pages]
 
@@ -63,6 +67,12 @@ def _image_page(img: Image.Image, longest_side: int) -> RenderedPage:
     if scale < 1:  # never upscale: it adds vision tokens and no information
         img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))))
     return RenderedPage(page=1, png=encode_png(img), width=img.width, height=img.height)
+
+
+def _store_clip(ctx: WorkerContext, data: bytes, sha: str, uri: str) -> str:
+    sampling = Sampling.from_limits(ctx.settings.limits)
+    sampled = sample_video(data, sampling, name=uri.rsplit("/", 1)[-1])
+    return ctx.store.put(clip.clip_key(sha, sampling.variant), clip.pack(sampled), clip.CONTENT_TYPE)
 
 
 def _give_back(ctx: WorkerContext, item_id: uuid.UUID, job_id: uuid.UUID, error: Exception) -> None:
