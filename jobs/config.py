@@ -83,6 +83,19 @@ class LimitSettings(BaseModel):
     render_longest_side: int = 1288
     batch_size: int = 8  # pages per inference task
     max_attempts: int = 3
+    # Videos. Sampling is GLM-4.1V's own (its video processor's defaults): ``video_fps`` frames a second
+    # up to ``video_sample_seconds``, spread evenly over longer videos, at most ``video_max_frames``
+    # (even: the model takes frames in pairs). Longer than ``max_video_seconds`` is refused.
+    video_fps: float = Field(default=2.0, gt=0, le=30)
+    video_sample_seconds: float = Field(default=300.0, gt=0)
+    video_max_frames: int = Field(default=600, ge=2, le=2000, multiple_of=2)
+    max_video_seconds: float = Field(default=3600.0, gt=0)
+    max_video_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
+    # Vision tokens one video may take in the prompt: frames are stored at the size that fits, so the
+    # processor never resizes them. GLM's processor allows 30,000; keep this plus the thinking budget
+    # and max_new_tokens under model.max_model_len (16,384 by default).
+    video_max_tokens: int = Field(default=6144, ge=64)
+    video_longest_side: int = Field(default=1288, ge=28, le=4096)  # per frame, whatever the budget
 
 
 class MediaSettings(BaseModel):

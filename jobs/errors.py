@@ -3,11 +3,15 @@
 VlmqError                     error
 ├── PermanentError            permanent_error: bad input or a state retrying cannot fix; never retried
 │   ├── InvalidInput          invalid_input
+│   │   └── PromptMediaLimit      prompt_media_limit: more media in one prompt than GLM-4.1V takes
 │   ├── MediaError            media_error
 │   │   ├── CorruptMedia          corrupt_media
+│   │   │   └── CorruptVideo          corrupt_video: unreadable container, truncated, or not a video at all
 │   │   ├── EncryptedDocument     encrypted_document
 │   │   ├── EmptyDocument         empty_document
 │   │   ├── TooManyPages          too_many_pages
+│   │   ├── EmptyVideo            empty_video: zero bytes, or a container with no frames
+│   │   ├── VideoTooLong          video_too_long: over limits.max_video_seconds
 │   │   ├── UnsupportedMedia      unsupported_media
 │   │   ├── PagesOutOfRange       pages_out_of_range
 │   │   ├── ExtremeAspectRatio    extreme_aspect_ratio
@@ -16,6 +20,10 @@ VlmqError                     error
 │   │   └── SourceTooLarge        source_too_large
 │   │       └── ImageTooLarge         image_too_large
 │   ├── ConverterMissing      converter_missing
+│   │   │   ├── UnsupportedCodec      unsupported_codec: a video stream no decoder here reads
+│   │   │   └── NoVideoStream         no_video_stream: a container with audio or data only
+│   │   └── SourceTooLarge        source_too_large
+│   │       └── VideoTooLarge         video_too_large: over limits.max_video_bytes
 │   ├── NotFound              not_found
 │   ├── Conflict              conflict
 │   ├── Unauthorized          unauthorized
@@ -55,12 +63,20 @@ class InvalidInput(PermanentError):
     code = "invalid_input"
 
 
+class PromptMediaLimit(InvalidInput):
+    code = "prompt_media_limit"
+
+
 class MediaError(PermanentError):
     code = "media_error"
 
 
 class CorruptMedia(MediaError):
     code = "corrupt_media"
+
+
+class CorruptVideo(CorruptMedia):
+    code = "corrupt_video"
 
 
 class EncryptedDocument(MediaError):
@@ -73,6 +89,14 @@ class EmptyDocument(MediaError):
 
 class TooManyPages(MediaError):
     code = "too_many_pages"
+
+
+class EmptyVideo(MediaError):
+    code = "empty_video"
+
+
+class VideoTooLong(MediaError):
+    code = "video_too_long"
 
 
 class UnsupportedMedia(MediaError):
@@ -101,6 +125,14 @@ class ConversionTimeout(ConversionFailed):
     code = "conversion_timeout"
 
 
+class UnsupportedCodec(UnsupportedMedia):
+    code = "unsupported_codec"
+
+
+class NoVideoStream(UnsupportedMedia):
+    code = "no_video_stream"
+
+
 class SourceTooLarge(MediaError):
     code = "source_too_large"
 
@@ -115,6 +147,10 @@ class ConverterMissing(PermanentError):
     """The worker has no converter for this kind of file (not the file's fault, but retrying cannot help)."""
 
     code = "converter_missing"
+
+
+class VideoTooLarge(SourceTooLarge):
+    code = "video_too_large"
 
 
 class NotFound(PermanentError):

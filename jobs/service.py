@@ -26,6 +26,7 @@ from jobs.dispatch import CeleryDispatcher, Dispatcher
 from jobs.errors import Conflict, InvalidInput, NotFound, VlmqError
 from jobs.fingerprint import output_settings
 from jobs.models import Item, Job, Result
+from jobs.prompt_limits import check_prompt_text
 from jobs.schemas import Counts, ErrorInfo, JobCreate, JobOut, Region, ResultLine, Usage
 from jobs.status import ItemStatus, JobStatus
 from jobs.storage import BlobStore, S3BlobStore, job_output_key, split_s3_uri
@@ -119,7 +120,9 @@ class JobService:
         limit = self.settings.limits.max_items_per_job
         if len(req.items) > limit:
             raise InvalidInput(f"a job holds at most {limit} items; this one has {len(req.items)}")
+        check_prompt_text(req.prompt, "job prompt")
         for it in req.items:
+            check_prompt_text(it.prompt, f"item {it.custom_id}")
             bucket, _ = split_s3_uri(it.uri)
             if bucket != self.store.bucket:
                 raise InvalidInput(f"item {it.custom_id}: bucket {bucket!r} is not allowed")

@@ -22,6 +22,7 @@ from workers.context import WorkerContext
 from workers.inference.busy import ENGINE_METER
 from workers.inference.engine import Engine, GenerationOutput, GenerationRequest
 from workers.media import manifest
+from workers.media.clip import VideoClip, is_clip_key, unpack
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +98,13 @@ class _Loaded:
     images: list[Image.Image]
     prompt: str
     flags: tuple[str, ...]  # prep's, and text_hint_truncated
+    video: VideoClip | None = None  # a video unit: its sampled clip, and no images
 
     def request(self) -> GenerationRequest:
         u = self.unit
-        return GenerationRequest(str(u.id), self.prompt, self.images, u.max_new_tokens, u.temperature)
+        return GenerationRequest(
+            str(u.id), self.prompt, self.images, u.max_new_tokens, u.temperature, video=self.video
+        )
 
 
 def _run(ctx: WorkerContext, engine: Engine, lane: Lane, units: list[UnitWork]) -> None:
@@ -116,8 +120,12 @@ def _load_media(ctx: WorkerContext, lane: Lane, units: list[UnitWork]) -> list[_
     """Fetch each unit's image(s) and text hint; a unit whose media cannot be read fails alone."""
     loaded = []
     for u in units:
+        video = None
         try:
-            images = manifest.load_images(ctx.store, u.media_key)
+            if is_clip_key(u.media_key):  # frames already sampled and sized by prep: one S3 GET
+                images, video = [], unpack(ctx.store.get(u.media_key))
+            else:
+                images = manifest.load_images(ctx.store, u.media_key)
         except PermanentError as e:
             lane.fail([u.id], e)
             continue
@@ -126,7 +134,7 @@ def _load_media(ctx: WorkerContext, lane: Lane, units: list[UnitWork]) -> list[_
             text = ctx.store.get(u.text_key).decode("utf-8", "replace")
             prompt, cut = presets.with_text_hint(prompt, text, ctx.settings.media.text_hint_max_chars)
             flags = (*flags, "text_hint_truncated") if cut else flags
-        loaded.append(_Loaded(u, images, prompt, flags))
+        loaded.append(_Loaded(u, images, prompt, flags, video))
     return loaded
 
 

@@ -2,7 +2,8 @@
 
 ``render_source`` picks the renderer from the bytes (``workers.media.sniff``), never from the name:
 a PDF is rendered page by page, an image becomes its page(s), an office file is converted to PDF
-first. A new kind of input is one more entry in ``RENDERERS`` (and a rule in sniff).
+first; a video becomes one unit, its frames sampled as GLM-4.1V expects (``workers.media.video``).
+A new kind of input is one more entry in ``RENDERERS`` (and a rule in sniff).
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from jobs.errors import PermanentError, RetryableError, VlmqError
 from jobs.service import PreparedUnit, PrepWork
 from jobs.storage import manifest_key, media_key, sha256_hex, text_key
 from workers.context import WorkerContext
-from workers.media import manifest, sniff
+from workers.media import clip, manifest, sniff
 from workers.media.images import image_pages
 from workers.media.office import convert_to_pdf
 from workers.media.page import RenderedPage, RenderOptions
 from workers.media.pdf import render_pdf
+from workers.media.video import Sampling, is_video, named_video, sample_video
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,8 @@ def render_options(ctx: WorkerContext, work: PrepWork) -> RenderOptions:
 def _prepare(ctx: WorkerContext, work: PrepWork) -> list[PreparedUnit]:
     data = ctx.store.read_uri(work.uri, max_bytes=ctx.settings.limits.max_source_bytes)
     sha, opts = sha256_hex(data), render_options(ctx, work)
+    if is_video(data) or named_video(work.uri):  # a video is one unit: its sampled clip
+        return [PreparedUnit(1, _store_clip(ctx, data, sha, opts.name), None, ())]
     pages = render_source(data, opts)
     units = [_store_page(ctx, sha, opts, p) for p in pages]
     return [_document(ctx, sha, opts, pages, units)] if work.granularity == "document" else units
@@ -113,6 +117,12 @@ def _document(
     tkey = ctx.store.put(text_key(sha, numbers), text.encode(), "text/plain; charset=utf-8") if text else None
     flags = tuple(dict.fromkeys(f for u in units for f in u.flags))  # every page's, once, in order
     return PreparedUnit(0, key, tkey, flags, tuple(numbers))
+
+
+def _store_clip(ctx: WorkerContext, data: bytes, sha: str, name: str) -> str:
+    sampling = Sampling.from_limits(ctx.settings.limits)
+    sampled = sample_video(data, sampling, name=name)
+    return ctx.store.put(clip.clip_key(sha, sampling.variant), clip.pack(sampled), clip.CONTENT_TYPE)
 
 
 def _give_back(ctx: WorkerContext, item_id: uuid.UUID, job_id: uuid.UUID, error: Exception) -> None:

@@ -24,8 +24,16 @@ from jobs.config import Settings
 from workers.inference.budget import PassResult, generate_with_budget
 from workers.inference.engine import FinishReason, GenerationOutput, GenerationRequest, strip_stop
 from workers.inference.prompts import build_messages
+from workers.inference.video_inputs import vllm_video_input
 
 log = logging.getLogger(__name__)
+
+
+def _media(req: GenerationRequest) -> dict[str, Any] | None:
+    """``multi_modal_data``: the page images, or the video clip (frames prep sampled + timestamps)."""
+    if req.video is not None:
+        return {"video": vllm_video_input(req.video)}
+    return {"image": list(req.images)} if req.images else None
 
 
 def engine_args(settings: Settings) -> Any:
@@ -94,7 +102,7 @@ class VllmEngine:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     def prompt_text(self, req: GenerationRequest) -> str:
-        messages = build_messages(req.prompt, len(req.images))
+        messages = build_messages(req.prompt, len(req.images), video=req.video is not None)
         text: str = self._processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return text
 
@@ -109,7 +117,7 @@ class VllmEngine:
         from vllm.sampling_params import RequestOutputKind
 
         prompt = self.prompt_text(req)
-        mm = {"image": list(req.images)} if req.images else None
+        mm = _media(req)
         prompt_tokens = 0
 
         async def run(text: str, max_tokens: int) -> PassResult:
