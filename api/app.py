@@ -8,7 +8,8 @@ from fastapi import FastAPI
 
 from api import errors
 from api.auth import load_keys
-from api.routes import health, jobs
+from api.routes import batches, files, health, jobs, metrics, ui
+from jobs.batches import BatchService
 from jobs.config import Settings, get_settings
 from jobs.service import build_service
 
@@ -18,11 +19,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="vlmq", version="0.1.0", summary="Batch jobs for GLM-4.1V document understanding")
     app.state.settings = settings
     app.state.service = build_service(settings)
+    app.state.batches = BatchService(app.state.service)
+    app.state.metrics = metrics.state_registry(app.state.service, settings)
     app.state.api_keys, app.state.dev_key = load_keys(settings)
     errors.install(app)
     logging.getLogger("vlmq").info(
         "api: database %s, redis %s, s3 %s", settings.db.url, settings.redis.url, settings.s3.endpoint_url
     )
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(jobs.router)
+    app.include_router(files.router)
+    app.include_router(batches.router)
+    app.include_router(ui.router)
     return app

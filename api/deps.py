@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 
 from api.auth import tenant_for
+from jobs.batches import BatchService
 from jobs.config import Settings
 from jobs.errors import Unauthorized
 from jobs.service import JobService
@@ -39,3 +40,11 @@ def get_tenant(
 ServiceDep = Annotated[JobService, Depends(get_service)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 TenantDep = Annotated[str, Depends(get_tenant)]
+
+
+def get_batches(request: Request) -> BatchService:
+    batches: BatchService = request.app.state.batches
+    return batches
+
+
+BatchesDep = Annotated[BatchService, Depends(get_batches)]

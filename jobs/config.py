@@ -14,7 +14,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from croniter import croniter
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 STATE_DIR = Path(".vlmq")
@@ -47,6 +48,9 @@ class ModelSettings(BaseModel):
     engine: Literal["transformers", "vllm", "fake"] = "transformers"
     path: str = str(STATE_DIR / "models" / "tiny-glm4v")  # real users: GLM-4.1V-9B-Thinking(-AWQ)
     model_id: str | None = None  # name stored on results; defaults to the path's last part
+    # The checkpoint's revision (a commit or tag), stored on results; bump it when the weights change
+    # under the same model_id so `vlmq reprocess` finds the results made by the old weights.
+    revision: str | None = None
     max_new_tokens: int = 1024
     # Reasoning longer than this is closed with </think><answer> and the model resumes for the answer.
     thinking_budget: int | None = 8192
@@ -62,9 +66,13 @@ class ModelSettings(BaseModel):
     compile_cache_dir: str | None = None  # persists vLLM/FlashInfer compile caches: fast warm starts
     max_num_seqs: int = 256
     images_per_prompt: int = 1
+    # Threads preprocessing images for the vLLM engine at once (0 or 1: on the engine's event loop).
+    renderer_workers: int = 8
     # Inference tasks a GPU worker runs at once (threads sharing one engine): keeps the engine fed.
     # Ignored by the transformers engine, which runs one at a time.
     batches_in_flight: int = 8
+    # Written (JSON: engine, model, load seconds) once the engine is up and before tasks are taken.
+    ready_file: str | None = None
     ignore_eos: bool = False  # benchmarks only: every request produces exactly max_new_tokens
     # Bad output (answer missing, malformed tags) is generated again at each of these temperatures in
     # turn until one is well-formed; the result then carries the flag "temperature_fallback:<t>".
@@ -87,6 +95,19 @@ class LimitSettings(BaseModel):
     # Per tenant, over its unfinished jobs: more is refused with 429 until some finish.
     max_active_jobs_per_tenant: int = 100
     max_active_items_per_tenant: int = 200_000
+    # Videos. Sampling is GLM-4.1V's own (its video processor's defaults): ``video_fps`` frames a second
+    # up to ``video_sample_seconds``, spread evenly over longer videos, at most ``video_max_frames``
+    # (even: the model takes frames in pairs). Longer than ``max_video_seconds`` is refused.
+    video_fps: float = Field(default=2.0, gt=0, le=30)
+    video_sample_seconds: float = Field(default=300.0, gt=0)
+    video_max_frames: int = Field(default=600, ge=2, le=2000, multiple_of=2)
+    max_video_seconds: float = Field(default=3600.0, gt=0)
+    max_video_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
+    # Vision tokens one video may take in the prompt: frames are stored at the size that fits, so the
+    # processor never resizes them. GLM's processor allows 30,000; keep this plus the thinking budget
+    # and max_new_tokens under model.max_model_len (16,384 by default).
+    video_max_tokens: int = Field(default=6144, ge=64)
+    video_longest_side: int = Field(default=1288, ge=28, le=4096)  # per frame, whatever the budget
 
 
 class QueueSettings(BaseModel):
@@ -121,12 +142,58 @@ class InputSettings(BaseModel):
     max_redirects: int = 5
 
 
+class MediaSettings(BaseModel):
+    """Input handling beyond the page limits in LimitSettings (documents; see README "Inputs and options")."""
+
+    # Decompression-bomb guard: images with more pixels are refused from their header, before decoding.
+    max_image_pixels: int = 100_000_000  # 10k x 10k; an A4 scan at 600 dpi is 35 M
+    # Longest side of a page rendered by DPI: a huge page at a high DPI is scaled down to this (flagged).
+    max_render_side: int = 4096
+    # granularity "document": the first N pages go in one prompt. A vLLM worker needs
+    # VLMQ_MODEL__IMAGES_PER_PROMPT at least this large.
+    document_pages: int = 8
+    # text_hint: at most this many characters of a page's text layer are added to the prompt.
+    text_hint_max_chars: int = 6000
+    soffice: str = "soffice"  # LibreOffice, for PPT/PPTX/DOC/DOCX/ODP/ODT; absent: converter_missing
+    office_timeout_s: float = 120.0
+
+
+class ReprocessSettings(BaseModel):
+    """The scheduled reprocessing run (see jobs.reprocess)."""
+
+    # Cron expression, UTC, for Celery beat's reprocess entry; "" turns the entry off.
+    schedule: str = "0 2 * * *"
+    failed: bool = True  # the scheduled run retries failed items
+    outdated: bool = True  # ... and recomputes results made by another model, revision or prompt
+    max_items: int = Field(default=10_000, ge=1)  # per run; the rest waits for the next run
+    # A refresh still pending or running this long after its last move is given back and re-sent by
+    # the next scheduled run (its message or its worker was lost).
+    lease_s: int = Field(default=6 * 3600, ge=60)
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        if v and (len(v.split()) != 5 or not croniter.is_valid(v)):
+            raise ValueError(f"not a 5-field cron expression: {v!r}")
+        return v
+
+
 class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8000
     # "key:tenant" pairs, comma separated; empty means a development key is made and printed.
     keys: SecretStr | None = None
     base_url: str | None = None  # what the CLI talks to; default http://host:port
+
+
+class MetricsSettings(BaseModel):
+    # Prometheus exporter of a `vlmq worker` (every process of it, aggregated); None: no exporter.
+    worker_port: int | None = None
+    worker_host: str = "127.0.0.1"  # 0.0.0.0 in a container, for Prometheus to reach it
+    # Where a worker's processes write their samples (prometheus_client multiprocess mode); default: a
+    # fresh temporary directory per worker.
+    multiproc_dir: str | None = None
+    busy_window_s: float = 60.0  # the engine busy fraction is measured over this many seconds
 
 
 class Settings(BaseSettings):
@@ -145,7 +212,10 @@ class Settings(BaseSettings):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
     inputs: InputSettings = Field(default_factory=InputSettings)
+    media: MediaSettings = Field(default_factory=MediaSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    reprocess: ReprocessSettings = Field(default_factory=ReprocessSettings)
 
     @property
     def model_id(self) -> str:

@@ -28,9 +28,16 @@ PREP_TASK = "vlmq.prep_source"
 INFER_TASK = "vlmq.infer_units"
 SWEEP_TASK = "vlmq.sweep"
 FAN_OUT_TASK = "vlmq.fan_out_prep"
+REFRESH_TASK = "vlmq.refresh_units"  # recompute succeeded pages for a reprocessing run
+REPROCESS_TASK = "vlmq.reprocess_scheduled"  # what Celery beat sends on the reprocess schedule
 PREP_QUEUE = "prep"
 GPU_QUEUE = "gpu"
 LOW_SUFFIX = "-low"
+# The low lane: low-priority jobs and reprocessing. A worker consumes its lane's low queue after the
+# normal one and takes from it only when the normal queue is empty (queue_order_strategy "priority").
+PREP_LOW_QUEUE = PREP_QUEUE + LOW_SUFFIX
+GPU_LOW_QUEUE = GPU_QUEUE + LOW_SUFFIX
+LOW_QUEUES = {PREP_QUEUE: PREP_LOW_QUEUE, GPU_QUEUE: GPU_LOW_QUEUE}
 MAINTENANCE_QUEUE = "maintenance"  # the sweeper; read first by every prep worker
 PRIORITIES = ("normal", "low")
 Priority = Literal["normal", "low"]
@@ -39,7 +46,7 @@ EPOCH_KEY = "vlmq:broker-epoch"
 
 
 def queue_name(base: str, priority: str = "normal") -> str:
-    return base + LOW_SUFFIX if priority == "low" else base
+    return LOW_QUEUES[base] if priority == "low" else base
 
 
 def queue(name: str) -> Queue:
@@ -52,7 +59,7 @@ def worker_queues(names: Sequence[str]) -> list[str]:
     out: list[str] = []
     for name in names:
         extra = [MAINTENANCE_QUEUE] if name == PREP_QUEUE else []
-        low = [name + LOW_SUFFIX] if name in (PREP_QUEUE, GPU_QUEUE) else []
+        low = [LOW_QUEUES[name]] if name in LOW_QUEUES else []
         out += [q for q in (*extra, name, *low) if q not in out]
     return out
 
@@ -91,25 +98,40 @@ def _producer(url: str, prefix: str) -> Celery:
 
 
 class CeleryDispatcher:
-    def __init__(self, settings: Settings) -> None:
+    """``low``: the reprocessing lane, where every message goes to the low queues whatever the job's
+    priority. Its prep messages say so, so the pages they make are inferred in the low lane too."""
+
+    def __init__(self, settings: Settings, low: bool = False) -> None:
         self._url, self._prefix = broker_url(settings), settings.redis.key_prefix
         self._app = _producer(self._url, self._prefix)
+        self.low = low
+
+    def _queue(self, base: str, priority: str) -> str:
+        return queue_name(base, "low" if self.low else priority)
 
     def prep(self, item_id: uuid.UUID, priority: str = "normal") -> None:
-        self._send(PREP_TASK, [str(item_id)], queue_name(PREP_QUEUE, priority))
+        kwargs = {"lane": "low"} if self.low else {}
+        self._send(PREP_TASK, [str(item_id)], self._queue(PREP_QUEUE, priority), kwargs)
 
     def infer(self, unit_ids: Sequence[uuid.UUID], priority: str = "normal") -> None:
-        self._send(INFER_TASK, [[str(u) for u in unit_ids]], queue_name(GPU_QUEUE, priority))
+        self._send(INFER_TASK, [[str(u) for u in unit_ids]], self._queue(GPU_QUEUE, priority))
+
+    def refresh(self, run_id: uuid.UUID, unit_ids: Sequence[uuid.UUID]) -> None:
+        self._send(REFRESH_TASK, [str(run_id), [str(u) for u in unit_ids]], GPU_LOW_QUEUE)
 
     def prep_many(self, item_ids: Sequence[uuid.UUID], priority: str = "normal", chunk: int = 500) -> None:
         """One message per ``chunk`` items, which a prep worker fans out into one per item: a large job
         costs the producer a few Redis round trips instead of one per item."""
+        if self.low:  # rare (a reprocessing run re-prepping failed sources): keep the lane on each message
+            for item_id in item_ids:
+                self.prep(item_id, priority)
+            return
         for i in range(0, len(item_ids), chunk):
             ids = [str(x) for x in item_ids[i : i + chunk]]
             self._send(FAN_OUT_TASK, [ids, priority], queue_name(PREP_QUEUE, priority))
 
-    def _send(self, task: str, args: list[object], name: str) -> None:
-        self._app.send_task(task, args=args, queue=queue(name))
+    def _send(self, task: str, args: list[object], name: str, kwargs: dict[str, str] | None = None) -> None:
+        self._app.send_task(task, args=args, kwargs=kwargs or {}, queue=queue(name))
 
     def broker_was_reset(self) -> bool:
         """True the first time it is asked after Redis lost its data (FLUSHALL, restart without

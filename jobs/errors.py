@@ -3,18 +3,31 @@
 VlmqError                     error
 ├── PermanentError            permanent_error: bad input or a state retrying cannot fix; never retried
 │   ├── InvalidInput          invalid_input
+│   │   ├── PromptMediaLimit      prompt_media_limit: more media in one prompt than GLM-4.1V takes
 │   │   └── ForbiddenUri          forbidden_uri: scheme, bucket or address not allowed (jobs.uris)
 │   ├── MediaError            media_error
 │   │   ├── CorruptMedia          corrupt_media
+│   │   │   └── CorruptVideo          corrupt_video: unreadable container, truncated, or not a video at all
 │   │   ├── EncryptedDocument     encrypted_document
 │   │   ├── EmptyDocument         empty_document
 │   │   ├── TooManyPages          too_many_pages
+│   │   ├── EmptyVideo            empty_video: zero bytes, or a container with no frames
+│   │   ├── VideoTooLong          video_too_long: over limits.max_video_seconds
 │   │   ├── UnsupportedMedia      unsupported_media
+│   │   │   ├── UnsupportedCodec      unsupported_codec: a video stream no decoder here reads
+│   │   │   └── NoVideoStream         no_video_stream: a container with audio or data only
+│   │   ├── PagesOutOfRange       pages_out_of_range
+│   │   ├── ExtremeAspectRatio    extreme_aspect_ratio
+│   │   ├── ConversionFailed      conversion_failed
+│   │   │   └── ConversionTimeout     conversion_timeout
 │   │   └── SourceTooLarge        source_too_large
+│   │       ├── ImageTooLarge         image_too_large
+│   │       └── VideoTooLarge         video_too_large: over limits.max_video_bytes
+│   ├── ConverterMissing      converter_missing
 │   ├── NotFound              not_found
 │   ├── Conflict              conflict
-│   ├── TenantLimitExceeded   tenant_limit_exceeded: too many unfinished jobs or items (HTTP 429)
 │   ├── Unauthorized          unauthorized
+│   ├── TenantLimitExceeded   tenant_limit_exceeded: too many unfinished jobs or items (HTTP 429)
 │   ├── InvalidTransition     invalid_transition
 │   ├── Expired               expired: the job passed its expiry time before this item finished
 │   ├── LeaseExpired          lease_expired: the worker holding the item stopped (killed, lost), too often
@@ -56,12 +69,20 @@ class InvalidInput(PermanentError):
     code = "invalid_input"
 
 
+class PromptMediaLimit(InvalidInput):
+    code = "prompt_media_limit"
+
+
 class MediaError(PermanentError):
     code = "media_error"
 
 
 class CorruptMedia(MediaError):
     code = "corrupt_media"
+
+
+class CorruptVideo(CorruptMedia):
+    code = "corrupt_video"
 
 
 class EncryptedDocument(MediaError):
@@ -76,8 +97,46 @@ class TooManyPages(MediaError):
     code = "too_many_pages"
 
 
+class EmptyVideo(MediaError):
+    code = "empty_video"
+
+
+class VideoTooLong(MediaError):
+    code = "video_too_long"
+
+
 class UnsupportedMedia(MediaError):
     code = "unsupported_media"
+
+
+class PagesOutOfRange(MediaError):
+    """The ``pages`` option names pages the document does not have."""
+
+    code = "pages_out_of_range"
+
+
+class ExtremeAspectRatio(MediaError):
+    """Longer than 200 times its width (or the reverse): GLM-4.1V's image processor refuses it."""
+
+    code = "extreme_aspect_ratio"
+
+
+class ConversionFailed(MediaError):
+    """LibreOffice ran but made no PDF of an office file."""
+
+    code = "conversion_failed"
+
+
+class ConversionTimeout(ConversionFailed):
+    code = "conversion_timeout"
+
+
+class UnsupportedCodec(UnsupportedMedia):
+    code = "unsupported_codec"
+
+
+class NoVideoStream(UnsupportedMedia):
+    code = "no_video_stream"
 
 
 class SourceTooLarge(MediaError):
@@ -86,6 +145,22 @@ class SourceTooLarge(MediaError):
 
 class ForbiddenUri(InvalidInput):
     code = "forbidden_uri"
+
+
+class ImageTooLarge(SourceTooLarge):
+    """More pixels than VLMQ_MEDIA__MAX_IMAGE_PIXELS: refused from the header, before decoding."""
+
+    code = "image_too_large"
+
+
+class ConverterMissing(PermanentError):
+    """The worker has no converter for this kind of file (not the file's fault, but retrying cannot help)."""
+
+    code = "converter_missing"
+
+
+class VideoTooLarge(SourceTooLarge):
+    code = "video_too_large"
 
 
 class NotFound(PermanentError):

@@ -1,4 +1,4 @@
-"""SQLAlchemy 2.0 tables: jobs, items, results, events.
+"""SQLAlchemy 2.0 tables: jobs, items, results, events, reprocess_runs, reprocess_entries.
 
 Postgres owns all state; Redis messages only carry ids. Statuses are plain strings checked in Python
 (jobs.status) so adding a state needs no enum migration.
@@ -106,11 +106,15 @@ class Item(Base):
         ForeignKey("items.id", ondelete="CASCADE"), index=True
     )
     custom_id: Mapped[str] = mapped_column(String(255), nullable=False)
-    kind: Mapped[str] = mapped_column(String(16), nullable=False)  # pdf | image | page
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)  # source | page | document
     uri: Mapped[str | None] = mapped_column(Text)
     page: Mapped[int | None] = mapped_column(Integer)
     media_key: Mapped[str | None] = mapped_column(Text)
     prompt: Mapped[str | None] = mapped_column(Text)  # overrides the job's prompt for this item
+    # A source: its own options (jobs.schemas.ItemOptions: pages, password), over the job's.
+    # A unit: what prep found ({"flags": [...], "pages": [...]} for a unit of several pages).
+    options: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=text("'{}'"))
+    text_key: Mapped[str | None] = mapped_column(Text)  # a unit's PDF text layer in S3, if it has one
     status: Mapped[str] = mapped_column(String(16), nullable=False)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     page_count: Mapped[int | None] = mapped_column(Integer)
@@ -123,10 +127,18 @@ class Item(Base):
 
 
 class Result(Base):
-    """One model output for one unit. Reprocessing adds a version; ``is_current`` marks the live one."""
+    """One model output for one unit. Reprocessing adds a version; ``is_current`` marks the live one
+    (at most one per item: a partial unique index), and older versions stay as history.
+
+    What made it: ``model_id``, ``model_revision``, ``engine``, ``prompt_version``, and ``settings``, the
+    engine and render settings that change outputs (jobs.fingerprint), with their ``settings_hash``.
+    """
 
     __tablename__ = "results"
-    __table_args__ = (UniqueConstraint("item_id", "version"),)
+    __table_args__ = (
+        UniqueConstraint("item_id", "version"),
+        Index("uq_results_item_id_current", "item_id", unique=True, postgresql_where=text("is_current")),
+    )
 
     id: Mapped[uuid.UUID] = _uuid_pk()
     job_id: Mapped[uuid.UUID] = mapped_column(
@@ -138,7 +150,9 @@ class Result(Base):
     reasoning: Mapped[str] = mapped_column(Text, nullable=False)
     answer: Mapped[str] = mapped_column(Text, nullable=False)
     raw_text: Mapped[str] = mapped_column(Text, nullable=False)
-    boxes: Mapped[list[str]] = mapped_column(JSONB, nullable=False, server_default=text("'[]'"))
+    # One entry per <|begin_of_box|> of the answer: {"text", "regions": [{"normalized", "box"}]}
+    # (rows written before regions existed hold plain strings).
+    boxes: Mapped[list[Any]] = mapped_column(JSONB, nullable=False, server_default=text("'[]'"))
     flags: Mapped[list[str]] = mapped_column(JSONB, nullable=False, server_default=text("'[]'"))
     finish_reason: Mapped[str] = mapped_column(String(16), nullable=False)
     truncated: Mapped[bool] = mapped_column(Boolean, nullable=False)
@@ -148,6 +162,9 @@ class Result(Base):
     model_id: Mapped[str] = mapped_column(String(255), nullable=False)
     engine: Mapped[str] = mapped_column(String(32), nullable=False)
     prompt_version: Mapped[str] = mapped_column(String(64), nullable=False)
+    model_revision: Mapped[str | None] = mapped_column(String(255))
+    settings: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=text("'{}'"))
+    settings_hash: Mapped[str] = mapped_column(String(64), nullable=False, server_default=text("''"))
     payload_key: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _created()
 
@@ -167,3 +184,121 @@ class Event(Base):
     to_status: Mapped[str | None] = mapped_column(String(16))
     detail: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _created()
+
+
+# Counting the items still moving (the /metrics gauge) reads this small partial index, never the table.
+OPEN_ITEM_STATES = ("queued", "preparing", "prepared", "ready", "running")
+Index(
+    "ix_items_open_status",
+    Item.status,
+    postgresql_where=Item.status.in_(OPEN_ITEM_STATES),
+)
+
+
+class File(Base):
+    """An OpenAI-style file: a batch input uploaded by a tenant, or a batch's output or error file.
+
+    The bytes live in S3 under ``key``; ``id`` is the public ``file-...`` identifier.
+    """
+
+    __tablename__ = "files"
+    __table_args__ = (Index("ix_files_tenant_created_at", "tenant", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), nullable=False)
+    purpose: Mapped[str] = mapped_column(String(32), nullable=False)
+    filename: Mapped[str] = mapped_column(String(255), nullable=False)
+    bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    key: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = _created()
+
+
+class Batch(Base):
+    """An OpenAI-style batch: one input file run as one vlmq job (``job_id``, NULL when no line was
+    valid). ``status`` follows the job (see jobs.batches); ``rejected_key`` holds the lines refused
+    before submission, which go to the error file."""
+
+    __tablename__ = "batches"
+    __table_args__ = (Index("ix_batches_tenant_created_at", "tenant", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), nullable=False)
+    job_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    input_file_id: Mapped[str] = mapped_column(ForeignKey("files.id"), nullable=False)
+    endpoint: Mapped[str] = mapped_column(String(64), nullable=False)
+    completion_window: Mapped[str] = mapped_column(String(16), nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    meta: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONB)
+    errors: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)  # validation errors (batch failed)
+    total: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    rejected: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    rejected_key: Mapped[str | None] = mapped_column(Text)
+    output_file_id: Mapped[str | None] = mapped_column(String(64))
+    error_file_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    in_progress_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finalizing_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    failed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    expired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cancelling_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ReprocessRun(Base):
+    """One reprocessing run (jobs.reprocess): what it selected, by which rules, and when it finished.
+
+    ``dedupe_key`` is unique: a second scheduler firing for the same slot, or a rerun of the same
+    command, finds the run already there instead of starting another.
+    """
+
+    __tablename__ = "reprocess_runs"
+
+    id: Mapped[uuid.UUID] = _uuid_pk()
+    dedupe_key: Mapped[str] = mapped_column(String(255), nullable=False, unique=True)
+    trigger: Mapped[str] = mapped_column(String(16), nullable=False)  # schedule | cli
+    rules: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    target: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)  # model and prompts to reach
+    selected: Mapped[int] = mapped_column(Integer, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)  # running | completed
+    report: Mapped[dict[str, Any] | None] = mapped_column(JSONB)  # final counts, once completed
+    created_at: Mapped[datetime] = _created()
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ReprocessEntry(Base):
+    """One item of a run. ``mode`` retry: a failed item reopened into the normal pipeline; refresh: a
+    succeeded page recomputed beside its current result. An item is open in at most one run at a time
+    (partial unique index), so overlapping runs never enqueue it twice.
+    """
+
+    __tablename__ = "reprocess_entries"
+    __table_args__ = (
+        Index(
+            "uq_reprocess_entries_item_id_open",
+            "item_id",
+            unique=True,
+            postgresql_where=text("state IN ('pending', 'running')"),
+        ),
+    )
+
+    run_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("reprocess_runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    item_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    mode: Mapped[str] = mapped_column(String(16), nullable=False)  # retry | refresh
+    reason: Mapped[str] = mapped_column(String(16), nullable=False)  # failed | model | prompt
+    # pending -> running -> changed | unchanged | failed  (retry entries: pending -> changed | failed)
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    from_version: Mapped[int | None] = mapped_column(Integer)
+    to_version: Mapped[int | None] = mapped_column(Integer)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()

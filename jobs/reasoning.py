@@ -25,6 +25,10 @@ the raw text; every deviation from the form is named in ``flags``):
    reasoning and answer texts. An ``</answer>`` missing at the very end is ``answer_unclosed``, not
    malformed: that is running out of tokens, not a broken format.
 8. ``answer_missing`` (flag ``answer_missing``): the answer is empty after all of the above.
+
+Grounding: ``regions`` reads the ``[[x1,y1,x2,y2]]`` boxes GLM-4.1V writes (several per box allowed,
+``[[...],[...]]``), corners normalised to 0-1000 of the image's width and height, origin top left, and
+maps them to the pixels of the image the model saw: ``x_px = x / 1000 * width``.
 """
 
 from __future__ import annotations
@@ -40,6 +44,9 @@ TURN_TOKENS = ("<|endoftext|>", "<|user|>", "<|observation|>", "<|system|>", "<|
 _TURN = re.compile("|".join(re.escape(t) for t in TURN_TOKENS))
 _TAG = re.compile("|".join(re.escape(t) for t in TAGS))
 _BOX = re.compile(re.escape(BOX_OPEN) + r"(.*?)(?:" + re.escape(BOX_CLOSE) + r"|$)", re.DOTALL)
+_NUM = r"\s*(-?\d+(?:\.\d+)?)\s*"
+_QUAD = re.compile(r"\[" + ",".join([_NUM] * 4) + r"\]")
+NORM = 1000  # GLM-4.1V's coordinate space
 
 
 @dataclass(frozen=True)
@@ -143,3 +150,28 @@ def _unmark(text: str) -> str:
 def _untag(text: str, joiner: str) -> str:
     """Leftover think/answer tags out; in reasoning they become line breaks so pieces do not run together."""
     return _TAG.sub(joiner, text).strip()
+
+
+@dataclass(frozen=True)
+class Region:
+    normalized: tuple[float, float, float, float]  # as written: x1, y1, x2, y2 in 0-1000
+    box: tuple[int, int, int, int] | None  # pixels of the image, corners ordered, clamped inside it
+
+
+def regions(box_text: str, size: tuple[int, int] | None) -> list[Region]:
+    """Every ``[x1,y1,x2,y2]`` in one box's text; in pixels of an image of ``size`` (width, height)."""
+    found = []
+    for m in _QUAD.finditer(box_text):
+        quad = (float(m[1]), float(m[2]), float(m[3]), float(m[4]))
+        found.append(Region(quad, None if size is None else _to_pixels(quad, size)))
+    return found
+
+
+def _to_pixels(quad: tuple[float, ...], size: tuple[int, int]) -> tuple[int, int, int, int]:
+    w, h = size
+
+    def px(v: float, extent: int) -> int:
+        return min(extent, max(0, round(v / NORM * extent)))
+
+    x1, y1, x2, y2 = (px(quad[0], w), px(quad[1], h), px(quad[2], w), px(quad[3], h))
+    return min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)

@@ -100,8 +100,9 @@ def move_job(s: Session, job_id: uuid.UUID, target: JobStatus, values: dict[str,
     return moved
 
 
-def insert_units(s: Session, source: Item, pages: Iterable[tuple[int, str]]) -> None:
-    """Create one unit per page; a repeated prep finds them there already (ON CONFLICT DO NOTHING)."""
+def insert_units(s: Session, source: Item, units: Iterable[dict[str, Any]]) -> None:
+    """Create the source's units (``page``, ``media_key`` and optionally ``text_key``, ``options``);
+    a repeated prep finds them there already (ON CONFLICT DO NOTHING)."""
     rows = [
         {
             "id": uuid.uuid4(),
@@ -109,12 +110,13 @@ def insert_units(s: Session, source: Item, pages: Iterable[tuple[int, str]]) -> 
             "parent_id": source.id,
             "custom_id": source.custom_id,
             "kind": "page",
-            "page": page,
-            "media_key": key,
             "prompt": source.prompt,
             "status": str(ItemStatus.READY),
+            "text_key": None,
+            "options": {},
+            **unit,
         }
-        for page, key in pages
+        for unit in units
     ]
     if rows:
         s.execute(insert(Item).values(rows).on_conflict_do_nothing(index_elements=["parent_id", "page"]))
@@ -125,9 +127,26 @@ def unit_ids(s: Session, parent_id: uuid.UUID, status: ItemStatus) -> list[uuid.
     return list(s.scalars(q))
 
 
+def next_versions(s: Session, item_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """The result version each item's next result gets: one past its latest (1 for none)."""
+    q = select(Result.item_id, func.max(Result.version)).where(Result.item_id.in_(item_ids))
+    latest = {i: int(v) for i, v in s.execute(q.group_by(Result.item_id))}
+    return {i: latest.get(i, 0) + 1 for i in item_ids}
+
+
 def upsert_result(s: Session, values: dict[str, Any]) -> None:
-    """Idempotent: a redelivered inference task rewrites the same (item, version) row."""
-    stmt = insert(Result).values(**values)
+    """Store ``values`` as the item's current result; the version it replaces stays as history.
+
+    Idempotent: a redelivered inference task rewrites the same (item, version) row. The older current
+    row is unmarked first, in the same transaction, as at most one row per item may be current.
+    """
+    s.execute(
+        update(Result)
+        .where(Result.item_id == values["item_id"], Result.version != values["version"], Result.is_current)
+        .values(is_current=False)
+        .execution_options(synchronize_session=False)
+    )
+    stmt = insert(Result).values(**values, is_current=True)
     updatable = {k: stmt.excluded[k] for k in values if k not in ("id", "item_id", "version", "job_id")}
     s.execute(stmt.on_conflict_do_update(index_elements=["item_id", "version"], set_=updatable))
 
@@ -177,18 +196,22 @@ def counts(s: Session, job_id: uuid.UUID, sources: bool) -> dict[str, int]:
     return {status: int(n) for status, n in s.execute(q)}
 
 
-def result_rows(s: Session, job_id: uuid.UUID) -> list[tuple[Item, Item | None, Result | None]]:
+def result_rows(
+    s: Session, job_id: uuid.UUID, history: bool = False
+) -> list[tuple[Item, Item | None, Result | None]]:
     """(source, unit, current result) for every page, plus (source, None, None) for sources with no units.
+    With ``history``, one row per result version of each page instead of the current one only.
 
     Ordered by source submission order then page, so a results file reads like the input.
     """
     unit = aliased(Item)
+    on_result = Result.item_id == unit.id if history else and_(Result.item_id == unit.id, Result.is_current)
     q = (
         select(Item, unit, Result)
         .outerjoin(unit, unit.parent_id == Item.id)
-        .outerjoin(Result, and_(Result.item_id == unit.id, Result.is_current.is_(True)))
+        .outerjoin(Result, on_result)
         .where(Item.job_id == job_id, Item.parent_id.is_(None))
-        .order_by(Item.created_at, Item.custom_id, unit.page)
+        .order_by(Item.created_at, Item.custom_id, unit.page, Result.version)
     )
     return [(src, u, r) for src, u, r in s.execute(q)]
 
@@ -197,7 +220,7 @@ def job_is_terminal(job: Job) -> bool:
     return JobStatus(job.status) in JOB_TERMINAL
 
 
-_SOURCE_COLUMNS = ("id", "job_id", "custom_id", "kind", "uri", "prompt", "status")
+_SOURCE_COLUMNS = ("id", "job_id", "custom_id", "kind", "uri", "prompt", "status", "options")
 
 
 def copy_sources(s: Session, rows: Sequence[tuple[object, ...]]) -> None:

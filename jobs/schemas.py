@@ -5,21 +5,56 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from jobs import pagerange, presets
 
 CUSTOM_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@+=-]{0,254}$"
 
 
-class JobOptions(BaseModel):
-    """Per-job generation and rendering options; unset values take the server's settings."""
+Task = Literal["caption", "ocr", "qa", "grounding"]
+Granularity = Literal["page", "document"]
+
+
+class ItemOptions(BaseModel):
+    """Per-source options; set on the job they apply to every item that does not set its own."""
 
     model_config = ConfigDict(extra="forbid")
 
+    pages: str | None = Field(
+        default=None, max_length=500, description='1-based page ranges, e.g. "1-3,7" or "5-" (to the end)'
+    )
+    # Stored with the item (the prep worker needs it); never echoed back. Not shown in reprs/logs.
+    password: str | None = Field(default=None, max_length=1024, repr=False, description="PDF password")
+
+    @field_validator("pages")
+    @classmethod
+    def _page_syntax(cls, v: str | None) -> str | None:
+        if v is not None:
+            pagerange.parse(v)  # ValueError -> 422 naming the bad part
+        return v
+
+
+class JobOptions(ItemOptions):
+    """Per-job generation and rendering options; unset values take the server's settings."""
+
     max_new_tokens: int | None = Field(default=None, ge=1, le=32768)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    longest_side: int | None = Field(default=None, ge=64, le=4096)
+    longest_side: int | None = Field(default=None, ge=64, le=4096, description="render size in pixels")
+    dpi: int | None = Field(default=None, ge=36, le=600, description="render PDFs at this DPI instead")
+    task: Task | None = Field(default=None, description="prompt preset (default caption)")
+    granularity: Granularity | None = Field(
+        default=None, description="page: a result per page (default); document: first pages in one prompt"
+    )
+    text_hint: bool | None = Field(default=None, description="add the PDF's text layer to the prompt")
+
+    @model_validator(mode="after")
+    def _one_size(self) -> JobOptions:
+        if self.dpi is not None and self.longest_side is not None:
+            raise ValueError("give longest_side or dpi, not both")
+        return self
 
 
 class ItemIn(BaseModel):
@@ -32,6 +67,7 @@ class ItemIn(BaseModel):
         description="s3://bucket/key of a PDF or an image (https:// where the server allows it)",
     )
     prompt: str | None = Field(default=None, max_length=20_000)
+    options: ItemOptions | None = None
 
     @field_validator("uri")
     @classmethod
@@ -64,6 +100,19 @@ class JobCreate(BaseModel):
             raise ValueError(f"custom_id must be unique within a job; repeated: {', '.join(dupes[:10])}")
         return items
 
+    @model_validator(mode="after")
+    def _prompt_for_task(self) -> JobCreate:
+        """qa and grounding put the user's prompt into their template: every item must have one."""
+        preset = presets.get(self.options.task)
+        if preset.needs_prompt and not (self.prompt or "").strip():
+            missing = [it.custom_id for it in self.items if not (it.prompt or "").strip()]
+            if missing:
+                raise ValueError(
+                    f"task {preset.name!r} needs a prompt (the question or what to find) on the job or "
+                    f"on every item; none for: {', '.join(missing[:10])}"
+                )
+        return self
+
 
 class Counts(BaseModel):
     total: int = 0
@@ -92,6 +141,15 @@ class Usage(BaseModel):
     total_tokens: int
 
 
+class Region(BaseModel):
+    """One box the model drew (grounding). ``normalized`` is what it wrote: corners in 0-1000 of the
+    image's width and height. ``box`` is the same in pixels of the page image (the rendered page the
+    model saw), or None when the unit held several images and the box's image is unknown."""
+
+    normalized: list[float]
+    box: list[int] | None = None
+
+
 class ErrorInfo(BaseModel):
     code: str
     message: str
@@ -105,7 +163,10 @@ class ResultLine(BaseModel):
     status: Literal["succeeded", "failed", "cancelled", "pending"]
     answer: str | None = None
     reasoning: str | None = None
-    boxes: list[str] = Field(default_factory=list)
+    boxes: list[str] = Field(default_factory=list)  # the text of each <|begin_of_box|> in the answer
+    regions: list[Region] = Field(default_factory=list)  # boxes parsed to coordinates
+    pages: list[int] = Field(default_factory=list)  # granularity "document": the pages in the prompt
+    text_uri: str | None = None  # s3:// URI of the page's (or document's) PDF text layer, if any
     finish_reason: str | None = None
     truncated: bool | None = None
     answer_missing: bool | None = None
@@ -113,4 +174,10 @@ class ResultLine(BaseModel):
     usage: Usage | None = None
     model_id: str | None = None
     prompt_version: str | None = None
+    # Which result this is: reprocessing adds versions; history=true lists the older ones too.
+    version: int | None = None
+    current: bool | None = None
+    model_revision: str | None = None
+    settings: dict[str, Any] | None = None  # the engine/render settings that made it (jobs.fingerprint)
+    settings_hash: str | None = None
     error: ErrorInfo | None = None

@@ -11,47 +11,27 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
+from psycopg.types.json import Jsonb
 from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from jobs import control, leases, presets, uris
+from jobs import control, leases, lines, metrics, presets, uris
 from jobs import repository as repo
 from jobs.config import Settings
 from jobs.db import session_factory
 from jobs.dispatch import CeleryDispatcher, Dispatcher
 from jobs.errors import Conflict, InvalidInput, NotFound, TransportError, VlmqError
-from jobs.models import Item, Job, Result
-from jobs.schemas import Counts, ErrorInfo, JobCreate, JobOut, ResultLine, Usage
+from jobs.fingerprint import output_settings
+from jobs.models import Item, Job
+from jobs.prompt_limits import check_prompt_text
+from jobs.schemas import Counts, JobCreate, JobOut, ResultLine
 from jobs.status import JOB_ACTIVE, ItemStatus, JobStatus
 from jobs.storage import BlobStore, S3BlobStore, job_output_key
+from jobs.work import PreparedUnit, PrepWork, UnitWork, prep_work
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PrepWork:
-    item_id: uuid.UUID
-    job_id: uuid.UUID
-    uri: str
-    longest_side: int
-    priority: str = "normal"
-
-
-@dataclass(frozen=True)
-class UnitWork:
-    id: uuid.UUID
-    job_id: uuid.UUID
-    custom_id: str
-    page: int
-    media_key: str
-    prompt: str
-    prompt_version: str
-    max_new_tokens: int
-    temperature: float
-    parent_id: uuid.UUID | None = None
 
 
 def request_hash(req: JobCreate) -> str:
@@ -108,8 +88,10 @@ class JobService:
         limit = self.settings.limits.max_items_per_job
         if len(req.items) > limit:
             raise InvalidInput(f"a job holds at most {limit} items; this one has {len(req.items)}")
+        check_prompt_text(req.prompt, "job prompt")
         policy = uris.UriPolicy.from_settings(self.settings)
         for it in req.items:
+            check_prompt_text(it.prompt, f"item {it.custom_id}")
             policy.check_syntax(it.uri, it.custom_id)
 
     def _prior(self, tenant: str, key: str, digest: str) -> Job | None:
@@ -122,6 +104,14 @@ class JobService:
     def _insert(
         self, tenant: str, req: JobCreate, key: str | None, digest: str
     ) -> tuple[Job, list[uuid.UUID]]:
+        preset = presets.get(req.options.task)
+        # A qa/grounding job with no prompt of its own: every item has one (JobCreate checks), and the
+        # job keeps the bare template.
+        prompt, version = (
+            (preset.prompt, preset.version)
+            if preset.needs_prompt and not req.prompt
+            else presets.resolve(preset.name, req.prompt)
+        )
         with self.sessions() as s, s.begin():
             control.check_tenant(s, self.settings, tenant, len(req.items))
             job = Job(
@@ -130,8 +120,8 @@ class JobService:
                 priority=req.priority,
                 expires_at=leases.lease_until(self.settings.queue.job_expiry_seconds),
                 status=str(JobStatus.QUEUED),
-                prompt=req.prompt or presets.DEFAULT.prompt,
-                prompt_version=presets.prompt_version(req.prompt),
+                prompt=prompt,
+                prompt_version=version,
                 options=req.options.model_dump(exclude_none=True),
                 model_id=self.settings.model_id,
                 idempotency_key=key,
@@ -142,7 +132,16 @@ class JobService:
             s.flush()
             ids = [uuid.uuid4() for _ in req.items]
             sources = [
-                (item_id, job.id, it.custom_id, "source", it.uri, it.prompt, str(ItemStatus.QUEUED))
+                (
+                    item_id,
+                    job.id,
+                    it.custom_id,
+                    "source",
+                    it.uri,
+                    it.prompt,
+                    str(ItemStatus.QUEUED),
+                    Jsonb(it.options.model_dump(exclude_none=True) if it.options else {}),
+                )
                 for item_id, it in zip(ids, req.items, strict=True)
             ]
             repo.copy_sources(s, sources)  # COPY: a 10,000-item job is stored in a fraction of a second
@@ -173,14 +172,15 @@ class JobService:
         )
 
     def results(
-        self, tenant: str | None, job_id: uuid.UUID, status: str | None = None
+        self, tenant: str | None, job_id: uuid.UUID, status: str | None = None, history: bool = False
     ) -> Iterator[ResultLine]:
-        """Every line of the job, or those with ``status`` (e.g. "failed": what a retry would redo)."""
+        """Current results, or those with ``status`` (e.g. "failed": what a retry would redo); with
+        ``history``, every version of every page (oldest first)."""
         self.get(tenant, job_id)  # existence and tenancy
         with self.sessions() as s:
-            rows = repo.result_rows(s, job_id)
+            rows = repo.result_rows(s, job_id, history)
         for src, unit, res in rows:
-            line = _result_line(src, unit, res)
+            line = lines.result_line(src, unit, res, self.store.bucket)
             if status is None or line.status == status:
                 yield line
 
@@ -221,12 +221,15 @@ class JobService:
             job = repo.get_job(s, item.job_id)
             assert job is not None
             repo.move_job(s, job.id, JobStatus.RUNNING, {"started_at": func.now()})
-            side = job.options.get("longest_side", self.settings.limits.render_longest_side)
-            return PrepWork(item.id, item.job_id, item.uri or "", int(side), job.priority)
+            return prep_work(item, job.options, self.settings.limits.render_longest_side, job.priority)
 
-    def finish_prep(self, item_id: uuid.UUID, pages: Sequence[tuple[int, str]]) -> list[list[uuid.UUID]]:
-        """Record the source's pages as ready units; return them in inference batches. A source whose job
-        is no longer active (cancelled, expired meanwhile) is cancelled instead and gets no pages."""
+    def finish_prep(
+        self, item_id: uuid.UUID, units: Sequence[PreparedUnit | tuple[int, str]]
+    ) -> list[list[uuid.UUID]]:
+        """Record the source's units (pages, or (page, media_key) pairs) as ready; return them in
+        inference batches. A source whose job is no longer active (cancelled, expired meanwhile) is
+        cancelled instead and gets no units."""
+        made = [u if isinstance(u, PreparedUnit) else PreparedUnit(*u) for u in units]
         with self.sessions() as s, s.begin():
             source = repo.get_item(s, item_id)
             if source is None:
@@ -235,8 +238,9 @@ class JobService:
             if job is None or JobStatus(job.status) not in JOB_ACTIVE:
                 repo.move_items(s, [item_id], ItemStatus.CANCELLED)
                 return []
-            repo.insert_units(s, source, pages)
-            repo.move_items(s, [item_id], ItemStatus.PREPARED, {"page_count": len(pages)})
+            repo.insert_units(s, source, [u.row() for u in made])
+            pages = sum(len(u.pages) or 1 for u in made)
+            repo.move_items(s, [item_id], ItemStatus.PREPARED, {"page_count": pages})
             ready = repo.unit_ids(s, item_id, ItemStatus.READY)
         size = self.settings.limits.batch_size
         return [ready[i : i + size] for i in range(0, len(ready), size)]
@@ -248,6 +252,7 @@ class JobService:
             )
             for it in moved:
                 repo.add_event(s, it.job_id, "item.error", item_id=it.id, detail=f"{error.code}: {error}")
+        metrics.items_failed(error.code, len(moved))
 
     def give_back(self, item_ids: Sequence[uuid.UUID], error: VlmqError) -> list[uuid.UUID]:
         """After a transient failure: items with attempts left go back to wait (a source to queued, a
@@ -272,23 +277,39 @@ class JobService:
     def claim_units(self, unit_ids: Sequence[uuid.UUID]) -> list[UnitWork]:
         with self.sessions() as s, s.begin():
             units = repo.move_items(s, unit_ids, ItemStatus.RUNNING, self._lease())
-            jobs = {u.job_id: repo.get_job(s, u.job_id) for u in units}
-            return [self._unit_work(u, jobs[u.job_id]) for u in units]
+            return self.unit_work(s, units)
 
-    def _unit_work(self, unit: Item, job: Job | None) -> UnitWork:
+    def unit_work(self, s: Session, units: Sequence[Item]) -> list[UnitWork]:
+        """What the engine needs for each claimed unit, with the result version it will write."""
+        jobs = {u.job_id: repo.get_job(s, u.job_id) for u in units}
+        versions = repo.next_versions(s, [u.id for u in units])
+        return [self._unit_work(u, jobs[u.job_id], versions[u.id]) for u in units]
+
+    def _unit_work(self, unit: Item, job: Job | None, version: int) -> UnitWork:
         assert job is not None
-        opts, model = job.options, self.settings.model
+        opts, out = job.options, output_settings(self.settings, job.options)
+        task = opts.get("task", presets.DEFAULT.name)
+        # An item's own prompt goes through the job's task preset; else the job's resolved prompt.
+        prompt, prompt_version = (
+            presets.resolve(task, unit.prompt) if unit.prompt else (job.prompt, job.prompt_version)
+        )
+        hint = unit.text_key if opts.get("text_hint") else None
         return UnitWork(
             id=unit.id,
             job_id=unit.job_id,
             custom_id=unit.custom_id,
-            page=unit.page or 1,
+            page=unit.page if unit.page is not None else 1,
             media_key=unit.media_key or "",
-            prompt=unit.prompt or job.prompt,
-            prompt_version=presets.prompt_version(unit.prompt) if unit.prompt else job.prompt_version,
-            max_new_tokens=int(opts.get("max_new_tokens", model.max_new_tokens)),
-            temperature=float(opts.get("temperature", model.temperature)),
+            prompt=prompt,
+            prompt_version=prompt_version + (presets.TEXT_HINT_SUFFIX if hint else ""),
+            max_new_tokens=out["max_new_tokens"],
+            temperature=out["temperature"],
             parent_id=unit.parent_id,
+            task=task,
+            text_key=hint,
+            flags=tuple(unit.options.get("flags", ())),
+            version=version,
+            settings=out,
         )
 
     def complete_unit(self, unit: UnitWork, result: dict[str, object]) -> bool:
@@ -297,7 +318,10 @@ class JobService:
             moved = repo.move_items(s, [unit.id], ItemStatus.SUCCEEDED, {"error_code": None})
             if not moved:
                 return False
-            repo.upsert_result(s, {"job_id": unit.job_id, "item_id": unit.id, "version": 1, **result})
+            repo.upsert_result(
+                s, {"job_id": unit.job_id, "item_id": unit.id, "version": unit.version, **result}
+            )
+        metrics.page_stored(result)
         return True
 
     def finalize(self, job_id: uuid.UUID, sources: Sequence[uuid.UUID] | None = None) -> bool:
@@ -314,7 +338,7 @@ class JobService:
         return self.close_job(job_id, end)
 
     def close_job(self, job_id: uuid.UUID, end: JobStatus) -> bool:
-        out_key, err_key = self._write_outputs(job_id)
+        out_key, err_key = self.write_outputs(job_id)
         with self.sessions() as s, s.begin():
             values = {"completed_at": func.now(), "output_key": out_key, "error_key": err_key}
             done = repo.move_job(s, job_id, end, values)
@@ -327,20 +351,16 @@ class JobService:
         ``expired``) and True is returned: their results, if any, are to be thrown away."""
         return control.stop_items(self, item_ids, job_id)
 
-    def _write_outputs(self, job_id: uuid.UUID) -> tuple[str, str]:
+    def write_outputs(self, job_id: uuid.UUID) -> tuple[str, str]:
         """output.jsonl (results) and errors.jsonl (failures); deterministic keys, so rewrites are safe."""
         ok: list[str] = []
         bad: list[str] = []
         for line in self.results(None, job_id):
             (ok if line.status == "succeeded" else bad).append(line.model_dump_json())
         out_key, err_key = job_output_key(job_id, "output.jsonl"), job_output_key(job_id, "errors.jsonl")
-        self.store.put(out_key, _jsonl(ok), "application/x-ndjson")
-        self.store.put(err_key, _jsonl(bad), "application/x-ndjson")
+        self.store.put(out_key, lines.jsonl(ok), "application/x-ndjson")
+        self.store.put(err_key, lines.jsonl(bad), "application/x-ndjson")
         return out_key, err_key
-
-
-def _jsonl(lines: list[str]) -> bytes:
-    return ("\n".join(lines) + ("\n" if lines else "")).encode()
 
 
 def _counts(by_status: dict[str, int]) -> Counts:
@@ -348,32 +368,6 @@ def _counts(by_status: dict[str, int]) -> Counts:
     return Counts(
         total=sum(by_status.values()), completed=by_status.get(ItemStatus.SUCCEEDED, 0), failed=failed
     )
-
-
-_LINE_STATES = ("succeeded", "failed", "cancelled")
-
-
-def _result_line(src: Item, unit: Item | None, res: Result | None) -> ResultLine:
-    owner = unit or src
-    status = owner.status if owner.status in _LINE_STATES else "pending"
-    line = ResultLine.model_validate(
-        {"custom_id": src.custom_id, "page": unit.page if unit else None, "status": status}
-    )
-    if owner.error_code:
-        line.error = ErrorInfo(code=owner.error_code, message=owner.error_message or "")
-    if res is not None:
-        line.answer, line.reasoning, line.boxes = res.answer, res.reasoning, list(res.boxes)
-        line.finish_reason, line.truncated, line.answer_missing = (
-            res.finish_reason,
-            res.truncated,
-            res.answer_missing,
-        )
-        line.flags, line.model_id, line.prompt_version = list(res.flags), res.model_id, res.prompt_version
-        total = res.prompt_tokens + res.completion_tokens
-        line.usage = Usage(
-            prompt_tokens=res.prompt_tokens, completion_tokens=res.completion_tokens, total_tokens=total
-        )
-    return line
 
 
 def build_service(settings: Settings) -> JobService:

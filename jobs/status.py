@@ -10,10 +10,14 @@ Job:     queued -> running -> completed | failed
                                                                         or are cancelled by their worker)
          queued | running | cancelling -> expired                     (past expires_at: open items fail)
 
-Any non-terminal item may be cancelled, and may fail (a waiting item fails when its job expires or its
-lease is lost once too often). ``POST /v1/jobs/{id}/retry`` reopens failed items and a finished job:
-a deliberate step outside this table (jobs.leases.reopen_failed), so no worker path can ever revive a
-failed item.
+Any non-terminal item or job may be cancelled, and an item may fail (a waiting item fails when its job
+expires or its lease is lost once too often). Two deliberate steps reopen failed items, outside these
+tables on purpose so that no ordinary compare-and-set, and no worker path, can revive a failed item:
+
+- ``POST /v1/jobs/{id}/retry`` (jobs.leases.reopen_failed) reopens a job's failed items and the job.
+- Reprocessing (jobs.runs.reopen_failed): a failed unit -> ready, a failed source with no units ->
+  queued, the failed source of a reopened unit -> prepared, its completed job -> running. Succeeded
+  items are never reopened: a recomputed result is a new version beside the current one.
 
 Every transition is one compare-and-set UPDATE in jobs.repository whose WHERE clause is built from
 ``ITEM_TRANSITIONS`` / ``JOB_TRANSITIONS``, so two workers racing on one row cannot both win.

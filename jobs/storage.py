@@ -49,9 +49,32 @@ def upload_key(tenant: str, data: bytes, filename: str) -> str:
     return f"uploads/{tenant}/{sha256_hex(data)}/{safe}"
 
 
-def media_key(source_sha: str, longest_side: int, page: int) -> str:
-    """Content-addressed: the same source rendered the same way lands on the same key."""
-    return f"media/{source_sha}/{longest_side}px/page-{page:05d}.png"
+def _size_tag(size: int | str) -> str:
+    return f"{size}px" if isinstance(size, int) else size
+
+
+def _pages_tag(pages: list[int]) -> str:
+    return "pages-" + hashlib.sha256(",".join(map(str, pages)).encode()).hexdigest()[:12]
+
+
+def media_key(source_sha: str, size: int | str, page: int) -> str:
+    """Content-addressed: the same source rendered the same way lands on the same key.
+
+    ``size`` is the longest side in pixels, or a tag such as ``"150dpi"``.
+    """
+    return f"media/{source_sha}/{_size_tag(size)}/page-{page:05d}.png"
+
+
+def manifest_key(source_sha: str, size: int | str, pages: list[int]) -> str:
+    """The manifest of a unit of several pages (granularity "document"): a JSON list of page images."""
+    return f"media/{source_sha}/{_size_tag(size)}/{_pages_tag(pages)}.json"
+
+
+def text_key(source_sha: str, page: int | list[int]) -> str:
+    """The PDF text layer of a page (or of a unit's pages), beside the rendered images; it does not
+    depend on the render size."""
+    name = f"page-{page:05d}" if isinstance(page, int) else _pages_tag(page)
+    return f"media/{source_sha}/text/{name}.txt"
 
 
 def result_key(job_id: uuid.UUID, item_id: uuid.UUID, version: int) -> str:

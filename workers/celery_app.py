@@ -1,10 +1,11 @@
-"""The one Celery app: Redis broker; queues prep / prep-low (CPU workers), gpu / gpu-low (inference)
-and maintenance (the sweeper), each worker reading its queues in priority order.
+"""The one Celery app: Redis broker; queues prep / prep-low (CPU workers), gpu / gpu-low (inference;
+the low twins carry low-priority jobs and reprocessing) and maintenance (the sweeper), each worker
+reading its queues in priority order; and beat's schedule (workers.beat).
 
 Delivery settings favour "nothing lost": a task is acknowledged after it ran (acks_late) and put back
 when its worker dies (reject_on_worker_lost); each worker takes one message at a time, since a GPU
 batch is long and a prefetched message would wait behind it. No result backend: Postgres owns state.
-Past that, Postgres leases and the sweeper (workers.schedule, jobs.sweeper) recover whatever Redis or a
+Past that, Postgres leases and the sweeper (workers.beat, jobs.sweeper) recover whatever Redis or a
 killed worker loses.
 """
 
@@ -21,7 +22,7 @@ from jobs.dispatch import (
     transport_options,
     worker_queues,
 )
-from workers.schedule import beat_schedule
+from workers.beat import beat_schedule
 
 
 def make_app() -> Celery:
@@ -46,6 +47,7 @@ def make_app() -> Celery:
         beat_schedule_filename=str(settings.state_dir / "celerybeat-schedule"),
         task_serializer="json",
         accept_content=["json"],
+        timezone="UTC",
     )
     if q.visibility_timeout_seconds <= q.task_time_limit_seconds:
         raise ValueError("VLMQ_QUEUE__VISIBILITY_TIMEOUT_SECONDS must be longer than the task time limit")

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
-from functools import lru_cache
+from typing import Literal
 
 from jobs.config import Settings, get_settings
+from jobs.dispatch import CeleryDispatcher
+from jobs.reprocess import Reprocessor
 from jobs.service import JobService, build_service
 from jobs.storage import BlobStore
+
+Lane = Literal["normal", "low"]
 
 
 @dataclass(frozen=True)
@@ -17,8 +22,35 @@ class WorkerContext:
     store: BlobStore
 
 
-@lru_cache(maxsize=1)
-def get_context() -> WorkerContext:
-    settings = get_settings()
-    service = build_service(settings)
-    return WorkerContext(settings, service, service.store)
+_contexts: dict[Lane, WorkerContext] = {}
+_lock = threading.Lock()
+
+
+def get_context(lane: Lane = "normal") -> WorkerContext:
+    """The process's context for a lane, built once. The low lane's sends the work it makes (a re-prepped
+    source's pages) to the low queues.
+
+    Locked: a GPU worker's task threads all start at once, and each building its own (a database pool,
+    an S3 client: ~0.1 s of GIL-bound work each) delayed the first batches by seconds. The worker also
+    builds the normal lane's before taking tasks.
+    """
+    with _lock:
+        if lane not in _contexts:
+            settings = get_settings()
+            service = build_service(settings)
+            if lane == "low":
+                dispatcher = CeleryDispatcher(settings, low=True)
+                service = JobService(service.sessions, service.store, dispatcher, settings)
+            _contexts[lane] = WorkerContext(settings, service, service.store)
+        return _contexts[lane]
+
+
+def get_reprocessor() -> Reprocessor:
+    ctx = get_context("low")
+    return Reprocessor(ctx.service, CeleryDispatcher(ctx.settings, low=True))
+
+
+def reset() -> None:
+    """Forget the built contexts (tests that change settings between cases)."""
+    with _lock:
+        _contexts.clear()

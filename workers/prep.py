@@ -1,23 +1,44 @@
-"""Prep: fetch a source from S3, turn it into model-ready page images, store them, enqueue inference."""
+"""Prep: fetch a source from S3, turn it into model-ready page images, store them, enqueue inference.
+
+``render_source`` picks the renderer from the bytes (``workers.media.sniff``), never from the name:
+a PDF is rendered page by page, an image becomes its page(s), an office file is converted to PDF
+first; a video becomes one unit, its frames sampled as GLM-4.1V expects (``workers.media.video``).
+A new kind of input is one more entry in ``RENDERERS`` (and a rule in sniff).
+"""
 
 from __future__ import annotations
 
 import logging
 import uuid
-
-from PIL import Image
+from collections.abc import Callable
 
 from jobs.db import as_vlmq_error
-from jobs.errors import CorruptMedia, PermanentError, RetryableError
-from jobs.storage import media_key, sha256_hex
+from jobs.errors import PermanentError, RetryableError
+from jobs.storage import manifest_key, media_key, sha256_hex, text_key
 from jobs.uris import read_source
+from jobs.work import PreparedUnit, PrepWork
 from workers.context import WorkerContext
-from workers.media.images import decode_image, encode_png
-from workers.media.pdf import RenderedPage, render_pdf
+from workers.media import clip, manifest, sniff
+from workers.media.images import image_pages
+from workers.media.office import convert_to_pdf
+from workers.media.page import RenderedPage, RenderOptions
+from workers.media.pdf import render_pdf
+from workers.media.video import Sampling, is_video, named_video, sample_video
 
 log = logging.getLogger(__name__)
 
-_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"II*\x00", b"MM\x00*", b"RIFF")
+
+def _office(data: bytes, fmt: str, opts: RenderOptions) -> list[RenderedPage]:
+    pdf = convert_to_pdf(data, fmt, soffice=opts.soffice, timeout=opts.office_timeout_s)
+    return render_pdf(pdf, opts)
+
+
+Renderer = Callable[[bytes, str, RenderOptions], list[RenderedPage]]
+RENDERERS: dict[str, Renderer] = {
+    "pdf": lambda data, _, opts: render_pdf(data, opts),
+    "image": lambda data, _, opts: image_pages(data, opts),
+    "office": _office,
+}
 
 
 def prepare(ctx: WorkerContext, item_id: uuid.UUID) -> None:
@@ -30,7 +51,7 @@ def prepare(ctx: WorkerContext, item_id: uuid.UUID) -> None:
         log.info("item %s not queued (duplicate message or done); skipping", item_id)
         return
     try:
-        pages = _render(ctx, work.uri, work.longest_side)
+        units = _prepare(ctx, work)
     except PermanentError as e:
         ctx.service.fail_items([item_id], e)
         ctx.service.finalize(work.job_id, [item_id])
@@ -41,30 +62,69 @@ def prepare(ctx: WorkerContext, item_id: uuid.UUID) -> None:
             raise (err if isinstance(err, RetryableError) else RetryableError(str(err))) from e
         ctx.service.finalize(work.job_id, [item_id])  # attempts spent: the item failed, the job may be done
         return
-    for batch in ctx.service.finish_prep(item_id, pages):
+    for batch in ctx.service.finish_prep(item_id, units):
         ctx.service.dispatcher.infer(batch, work.priority)
     ctx.service.finalize(work.job_id, [item_id])
 
 
-def _render(ctx: WorkerContext, uri: str, longest_side: int) -> list[tuple[int, str]]:
-    limits = ctx.settings.limits
-    data = read_source(ctx.store, ctx.settings, uri, max_bytes=limits.max_source_bytes)
-    sha = sha256_hex(data)
-    pages = render_source(data, longest_side=longest_side, max_pages=limits.max_pdf_pages)
-    return [(p.page, ctx.store.put(media_key(sha, longest_side, p.page), p.png, "image/png")) for p in pages]
+def render_options(ctx: WorkerContext, work: PrepWork) -> RenderOptions:
+    limits, media = ctx.settings.limits, ctx.settings.media
+    return RenderOptions(
+        longest_side=work.longest_side,
+        dpi=work.dpi,
+        pages=work.pages,
+        password=work.password,
+        max_pages=limits.max_pdf_pages,
+        take=media.document_pages if work.granularity == "document" else None,
+        max_pixels=media.max_image_pixels,
+        max_render_side=media.max_render_side,
+        name=work.uri.rsplit("/", 1)[-1],
+        soffice=media.soffice,
+        office_timeout_s=media.office_timeout_s,
+    )
 
 
-def render_source(data: bytes, *, longest_side: int, max_pages: int) -> list[RenderedPage]:
-    """A PDF becomes its pages; an image becomes one page, scaled down to the longest side."""
-    if data[:1024].lstrip().startswith(b"%PDF") or b"%PDF-" in data[:1024]:
-        return render_pdf(data, longest_side=longest_side, max_pages=max_pages)
-    if data.startswith(_IMAGE_MAGIC):
-        return [_image_page(decode_image(data), longest_side)]
-    raise CorruptMedia("not a PDF or a supported image (PNG, JPEG, GIF, TIFF, WebP)")
+def _prepare(ctx: WorkerContext, work: PrepWork) -> list[PreparedUnit]:
+    data = read_source(ctx.store, ctx.settings, work.uri, max_bytes=ctx.settings.limits.max_source_bytes)
+    sha, opts = sha256_hex(data), render_options(ctx, work)
+    if is_video(data) or named_video(work.uri):  # a video is one unit: its sampled clip
+        return [PreparedUnit(1, _store_clip(ctx, data, sha, opts.name), None, ())]
+    pages = render_source(data, opts)
+    units = [_store_page(ctx, sha, opts, p) for p in pages]
+    return [_document(ctx, sha, opts, pages, units)] if work.granularity == "document" else units
 
 
-def _image_page(img: Image.Image, longest_side: int) -> RenderedPage:
-    scale = longest_side / max(img.size)
-    if scale < 1:  # never upscale: it adds vision tokens and no information
-        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))))
-    return RenderedPage(page=1, png=encode_png(img), width=img.width, height=img.height)
+def render_source(data: bytes, opts: RenderOptions) -> list[RenderedPage]:
+    """The pages of any supported file, or the specific error that says why not."""
+    family, fmt = sniff.family(data, opts.name)
+    return RENDERERS[family](data, fmt, opts)
+
+
+def _store_page(ctx: WorkerContext, sha: str, opts: RenderOptions, p: RenderedPage) -> PreparedUnit:
+    key = ctx.store.put(media_key(sha, opts.size_tag, p.page), p.png, "image/png")
+    text = (
+        ctx.store.put(text_key(sha, p.page), p.text.encode(), "text/plain; charset=utf-8") if p.text else None
+    )
+    return PreparedUnit(p.page, key, text, p.flags)
+
+
+def _document(
+    ctx: WorkerContext, sha: str, opts: RenderOptions, pages: list[RenderedPage], units: list[PreparedUnit]
+) -> PreparedUnit:
+    """One unit showing every page (``opts.take`` at most were rendered): a manifest of their images."""
+    numbers = [p.page for p in pages]
+    sizes = [[p.width, p.height] for p in pages]
+    key = manifest.write_manifest(
+        ctx.store, manifest_key(sha, opts.size_tag, numbers), [u.media_key for u in units],
+        pages=numbers, sizes=sizes,
+    )  # fmt: skip
+    text = "\n\n".join(f"--- page {p.page} ---\n{p.text}" for p in pages if p.text)
+    tkey = ctx.store.put(text_key(sha, numbers), text.encode(), "text/plain; charset=utf-8") if text else None
+    flags = tuple(dict.fromkeys(f for u in units for f in u.flags))  # every page's, once, in order
+    return PreparedUnit(0, key, tkey, flags, tuple(numbers))
+
+
+def _store_clip(ctx: WorkerContext, data: bytes, sha: str, name: str) -> str:
+    sampling = Sampling.from_limits(ctx.settings.limits)
+    sampled = sample_video(data, sampling, name=name)
+    return ctx.store.put(clip.clip_key(sha, sampling.variant), clip.pack(sampled), clip.CONTENT_TYPE)

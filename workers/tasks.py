@@ -9,11 +9,11 @@ from celery import Task
 
 from jobs import sweeper
 from jobs.db import DB_UNAVAILABLE
-from jobs.dispatch import FAN_OUT_TASK, INFER_TASK, PREP_TASK, SWEEP_TASK
+from jobs.dispatch import FAN_OUT_TASK, INFER_TASK, PREP_TASK, REFRESH_TASK, REPROCESS_TASK, SWEEP_TASK
 from jobs.errors import RetryableError
 from workers import infer, prep
 from workers.celery_app import app
-from workers.context import get_context
+from workers.context import Lane, get_context, get_reprocessor
 from workers.heartbeat import Heartbeat
 from workers.inference.factory import get_engine
 
@@ -28,8 +28,8 @@ def _backoff(retries: int) -> int:
 
 
 @app.task(name=PREP_TASK, bind=True, max_retries=None)
-def prep_source(self: Task, item_id: str) -> None:
-    ctx = get_context()
+def prep_source(self: Task, item_id: str, lane: Lane = "normal") -> None:
+    ctx = get_context(lane)
     try:
         with Heartbeat(ctx.service, [uuid.UUID(item_id)], ctx.settings.queue.heartbeat_seconds):
             prep.prepare(ctx, uuid.UUID(item_id))
@@ -56,5 +56,21 @@ def fan_out_prep(item_ids: list[str], priority: str) -> None:
 
 @app.task(name=SWEEP_TASK)
 def sweep() -> None:
-    """Run by beat (workers.schedule); see jobs.sweeper. A failed sweep is simply the next one's work."""
+    """Run by beat (workers.beat); see jobs.sweeper. A failed sweep is simply the next one's work."""
     sweeper.sweep(get_context().service)
+
+
+@app.task(name=REFRESH_TASK, bind=True, max_retries=None)
+def refresh_units(self: Task, run_id: str, unit_ids: list[str]) -> None:
+    """Recompute succeeded pages for a reprocessing run (their entries' attempts are capped in Postgres)."""
+    lane = get_reprocessor().lane(uuid.UUID(run_id))
+    try:
+        infer.run(get_context("low"), get_engine(), lane, [uuid.UUID(u) for u in unit_ids])
+    except RETRIED as e:
+        raise self.retry(exc=e, countdown=_backoff(self.request.retries)) from e
+
+
+@app.task(name=REPROCESS_TASK)
+def reprocess_scheduled() -> None:
+    """Celery beat's reprocess entry. Safe to run twice for one slot: the second finds the run made."""
+    get_reprocessor().scheduled()

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
 
+from api.cli.reprocess import register as register_reprocess
 from jobs.config import get_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="vlmq: batch GLM-4.1V jobs.")
@@ -29,6 +31,11 @@ def _log_servers(role: str) -> None:
     s = get_settings()
     log = logging.getLogger("vlmq")
     log.info("%s: database %s, redis %s, s3 %s", role, s.db.url, s.redis.url, s.s3.endpoint_url or "AWS")
+
+
+class Format(StrEnum):
+    jsonl = "jsonl"
+    md = "md"
 
 
 def _logging(level: str) -> None:
@@ -70,6 +77,9 @@ def worker(
         str, typer.Option(help="Comma-separated: prep (CPU; also prep-low, maintenance), gpu (also gpu-low)")
     ] = "prep,gpu",
     concurrency: Annotated[int, typer.Option(help="Prep processes (the gpu queue runs in one process)")] = 2,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus metrics here (default: VLMQ_METRICS__WORKER_PORT)")
+    ] = None,
     log_level: str = "info",
 ) -> None:
     """Run a Celery worker. A worker with the gpu queue loads its engine once, before taking tasks.
@@ -77,9 +87,12 @@ def worker(
     Each queue brings its low-priority sibling (read after it), and prep brings the sweeper's
     maintenance queue (read first)."""
     _logging(log_level)
+    _worker_metrics(metrics_port)
     from jobs.dispatch import worker_queues
     from workers.celery_app import app as celery_app
 
+    # Each lane's low-priority twin (low jobs, reprocessing) after the named queues: taken only when
+    # they are empty; prep also reads the sweeper's maintenance queue, first.
     names = worker_queues([q.strip() for q in queues.split(",") if q.strip()])
     _log_servers("worker")
     args = ["worker", f"--queues={','.join(names)}", f"--loglevel={log_level}", "--without-gossip"]
@@ -88,6 +101,18 @@ def worker(
     else:
         args += ["--pool=prefork", f"--concurrency={concurrency}"]
     celery_app.worker_main(args)
+
+
+def _worker_metrics(port: int | None) -> None:
+    """The exporter (see workers.metrics), set up before anything imports prometheus_client."""
+    from workers.metrics import serve, use_multiprocess_dir
+
+    metrics = get_settings().metrics
+    port = port if port is not None else metrics.worker_port
+    if port:
+        use_multiprocess_dir(metrics.multiproc_dir)
+        serve(port, metrics.worker_host, metrics.busy_window_s)
+        err.print(f"vlmq worker: metrics on :{port}/metrics")
 
 
 def _engine_pool() -> list[str]:
@@ -102,16 +127,33 @@ def _engine_pool() -> list[str]:
 
     t0 = time.monotonic()
     engine = get_engine()
-    err.print(f"{ENGINE_READY} {engine.name} ({engine.model_id}) ready in {time.monotonic() - t0:.1f} s")
+    load_s = time.monotonic() - t0
+    err.print(f"{ENGINE_READY} {engine.name} ({engine.model_id}) ready in {load_s:.1f} s")
+    from workers.context import get_context
+
+    get_context()  # database pool and S3 client, before the task threads start
+    _write_ready_file(engine.name, engine.model_id, load_s)
     if engine.name == "vllm":
         return ["--pool=threads", f"--concurrency={get_settings().model.batches_in_flight}"]
     return ["--pool=solo"]
 
 
+def _write_ready_file(engine: str, model_id: str, load_s: float) -> None:
+    """The engine's start time, for healthchecks and dashboards (VLMQ_MODEL__READY_FILE)."""
+    import os
+    import time
+
+    path = get_settings().model.ready_file
+    if path:
+        facts = {"engine": engine, "model_id": model_id, "load_seconds": round(load_s, 1),
+                 "ready_at": time.time(), "pid": os.getpid()}  # fmt: skip
+        Path(path).write_text(json.dumps(facts) + "\n")
+
+
 @app.command()
 def beat(log_level: str = "info") -> None:
     """Run Celery beat, the scheduler for periodic tasks (run exactly one): the sweeper (see
-    RELIABILITY.md) and whatever else workers.schedule lists."""
+    RELIABILITY.md) and the reprocess entry (workers.beat)."""
     _logging(log_level)
     _log_servers("beat")
     from workers.celery_app import app as celery_app
@@ -130,19 +172,40 @@ def db_upgrade(revision: str = "head") -> None:
     console.print(f"database at revision {revision}")
 
 
+Task = Literal["caption", "ocr", "qa", "grounding"]
+
+
 @app.command()
 def submit(
-    files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, help="PDFs or images")],
-    prompt: Annotated[str | None, typer.Option(help="Prompt (default: the caption preset)")] = None,
+    files: Annotated[
+        list[Path], typer.Argument(exists=True, dir_okay=False, help="PDFs, images or office files")
+    ],
+    prompt: Annotated[str | None, typer.Option(help="Prompt; for qa/grounding the question")] = None,
+    task: Annotated[Task | None, typer.Option(help="Preset (default caption)")] = None,
+    pages: Annotated[str | None, typer.Option(help='Page ranges, e.g. "1-3,7"')] = None,
+    password: Annotated[str | None, typer.Option(help="Password of encrypted PDFs")] = None,
+    longest_side: Annotated[int | None, typer.Option(help="Render size in pixels")] = None,
+    dpi: Annotated[int | None, typer.Option(help="Render PDFs at this DPI instead")] = None,
+    granularity: Annotated[
+        Literal["page", "document"] | None,
+        typer.Option(help="page: a result per page; document: first pages of a file in one prompt"),
+    ] = None,
+    text_hint: Annotated[bool, typer.Option(help="Add the PDF text layer to the prompt")] = False,
     max_new_tokens: Annotated[int | None, typer.Option(help="Output token limit per page")] = None,
+    temperature: Annotated[float | None, typer.Option(help="0 = greedy")] = None,
     wait: Annotated[bool, typer.Option(help="Follow progress until the job is done")] = False,
     idempotency_key: Annotated[str | None, typer.Option(help="Retry-safe submission key")] = None,
 ) -> None:
-    """Upload files as one job."""
+    """Upload files as one job (options: README "Inputs and options")."""
     from api.cli.client import Client
     from api.cli.progress import follow
 
-    opts = {"max_new_tokens": max_new_tokens} if max_new_tokens else {}
+    given = {
+        "task": task, "pages": pages, "password": password, "longest_side": longest_side, "dpi": dpi,
+        "granularity": granularity, "text_hint": text_hint or None,
+        "max_new_tokens": max_new_tokens, "temperature": temperature,
+    }  # fmt: skip
+    opts = {k: v for k, v in given.items() if v is not None}
     with Client.from_settings(get_settings()) as client:
         job = client.submit_files(list(files), prompt=prompt, options=opts, idempotency_key=idempotency_key)
         console.print(f"job [bold]{job['id']}[/] {job['status']} ({job['request_counts']['total']} items)")
@@ -178,22 +241,46 @@ def retry(job_id: str) -> None:
         console.print_json(json.dumps(client.retry(job_id)))
 
 
+def watch(
+    job_id: str,
+    interval: Annotated[float, typer.Option(help="Seconds between status reads")] = 1.0,
+    timeout: Annotated[float | None, typer.Option(help="Give up after this many seconds")] = None,
+) -> None:
+    """Follow a job with live progress bars (documents and pages: done, failed, rate, ETA)."""
+    from api.cli.client import Client
+    from api.cli.progress import follow
+
+    console.print(f"job [bold]{job_id}[/]")
+    with Client.from_settings(get_settings()) as client:
+        _exit_for(follow(client, job_id, console, timeout=timeout, poll=interval))
+
+
 @app.command()
 def results(
     job_id: str,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write JSONL here")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of stdout")
+    ] = None,
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="jsonl: one line per page; md: Markdown")] = (
+        Format.jsonl
+    ),
+    history: Annotated[bool, typer.Option(help="Every result version, not only the current one")] = False,
 ) -> None:
-    """Print (or write) a job's results as JSONL."""
+    """Print (or write) a job's results as JSONL or Markdown."""
     from api.cli.client import Client
+    from api.cli.render import to_markdown
 
     with Client.from_settings(get_settings()) as client:
-        lines = [json.dumps(r, ensure_ascii=False) for r in client.results(job_id)]
-    if output:
-        output.write_text("\n".join(lines) + "\n")
-        console.print(f"{len(lines)} lines written to {output}")
+        rows = list(client.results(job_id, history=history))
+    if fmt is Format.md:
+        text = to_markdown(job_id, rows)
     else:
-        for line in lines:
-            sys.stdout.write(line + "\n")
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    if output:
+        output.write_text(text)
+        err.print(f"{len(rows)} results written to {output}")
+    else:
+        sys.stdout.write(text)
 
 
 @app.command()
@@ -224,6 +311,9 @@ def dev_tiny_model(
     from api.cli.demo import ensure_model
 
     ensure_model(path, console, teach=teach_sample)
+
+
+register_reprocess(app)
 
 
 def _exit_for(job: dict[str, object]) -> None:

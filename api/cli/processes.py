@@ -6,7 +6,7 @@ Used by ``vlmq demo``, the end-to-end and GPU tests, and the GPU benchmark.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from api.cli.devstack import ManagedProcess, wait_until
@@ -15,9 +15,17 @@ VLMQ = [sys.executable, "-m", "api.cli"]
 
 
 def start_vlmq(
-    env: dict[str, str], logs: Path, port: int, prep_concurrency: int = 1, log_level: str = "warning"
+    env: dict[str, str],
+    logs: Path,
+    port: int,
+    prep_concurrency: int = 1,
+    log_level: str = "warning",
+    metrics_ports: Mapping[str, int] | None = None,
 ) -> dict[str, ManagedProcess]:
-    """`vlmq api`, a prep worker and an inference worker as separate processes, as a user runs them."""
+    """`vlmq api`, a prep worker and an inference worker as separate processes, as a user runs them.
+
+    ``metrics_ports`` gives a worker (by name: worker-prep, worker-gpu) its Prometheus exporter port.
+    """
     env = {**env, "VLMQ_API__PORT": str(port), "PYTHONUNBUFFERED": "1"}
     level = ["--log-level", log_level]
     specs = {
@@ -25,6 +33,8 @@ def start_vlmq(
         "worker-prep": [*VLMQ, "worker", "--queues", "prep", "--concurrency", str(prep_concurrency), *level],
         "worker-gpu": [*VLMQ, "worker", "--queues", "gpu", *level],
     }
+    for name, metrics_port in (metrics_ports or {}).items():
+        specs[name] += ["--metrics-port", str(metrics_port)]
     return {name: ManagedProcess(name, cmd, logs / f"{name}.log", env=env) for name, cmd in specs.items()}
 
 

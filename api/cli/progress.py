@@ -1,45 +1,96 @@
-"""Live progress for a job: pages done and failed, rate, time left."""
+"""Live progress for a job (``vlmq submit --wait``, ``vlmq watch``): documents and pages done and
+failed, the rate and the time left, as rich progress bars fed by the job's status."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from api.cli.client import Client
+from api.cli.client import TERMINAL, Client
 
 
-def follow(client: Client, job_id: str, console: Console, timeout: float | None = None) -> dict[str, Any]:
-    """Show a progress bar over the job's pages until the job is terminal; return the final status."""
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("pages  [red]{task.fields[failed]} failed[/]  {task.fields[state]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task(f"job {str(job_id)[:8]}", total=None, failed=0, state="queued")
+@dataclass(frozen=True)
+class Pace:
+    rate: float | None  # done per second since the job started; None before anything is done
+    eta_s: float | None  # seconds left at that rate; None when unknown
 
-        def update(job: dict[str, Any]) -> None:
-            pages = job["page_counts"]
-            done = pages["completed"] + pages["failed"]
-            # Until prep has split the documents the page total is unknown: show an open bar.
-            bar.update(
+    def rate_text(self) -> str:
+        return "-/s" if self.rate is None else f"{self.rate:.2f}/s"
+
+    def eta_text(self) -> str:
+        if self.eta_s is None:
+            return "-:--:--"
+        s = round(self.eta_s)
+        return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def pace(counts: dict[str, int], job: dict[str, Any], now: datetime | None = None) -> Pace:
+    """Rate over the job's running time (up to its end, when it has ended) and the time left at it."""
+    started = _time(job.get("started_at"))
+    end = _time(job.get("completed_at")) or now or datetime.now(UTC)
+    done = counts["completed"] + counts["failed"]
+    if started is None or done == 0:
+        return Pace(None, None)
+    elapsed = max((end - started).total_seconds(), 1e-3)
+    rate = done / elapsed
+    left = max(counts["total"] - done, 0)
+    return Pace(rate, 0.0 if job["status"] in TERMINAL else left / rate)
+
+
+class JobProgress:
+    """Two bars: the submitted documents (request_counts) and their pages (page_counts)."""
+
+    def __init__(self, console: Console, job_id: str) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]{task.description:>9}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("[red]{task.fields[failed]} failed[/]"),
+            TextColumn("{task.fields[rate]}"),
+            TextColumn("ETA {task.fields[eta]}"),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[state]}"),
+            console=console,
+            transient=False,
+        )
+        fields: dict[str, Any] = {"failed": 0, "rate": "-/s", "eta": "-:--:--", "state": "queued"}
+        self.console, self.job_id = console, job_id
+        self.docs: TaskID = self.progress.add_task("documents", total=None, **fields)
+        self.pages: TaskID = self.progress.add_task("pages", total=None, **fields)
+
+    def __enter__(self) -> JobProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def update(self, job: dict[str, Any]) -> None:
+        for task, counts in ((self.docs, job["request_counts"]), (self.pages, job["page_counts"])):
+            p = pace(counts, job)
+            # Until prep has split the documents the page total is unknown: an open bar.
+            self.progress.update(
                 task,
-                total=pages["total"] or None,
-                completed=done,
-                failed=pages["failed"],
+                total=counts["total"] or None,
+                completed=counts["completed"] + counts["failed"],
+                failed=counts["failed"],
+                rate=p.rate_text(),
+                eta=p.eta_text(),
                 state=job["status"],
             )
 
-        return client.wait(job_id, on_update=update, timeout=timeout)
+
+def follow(
+    client: Client, job_id: str, console: Console, timeout: float | None = None, poll: float = 0.5
+) -> dict[str, Any]:
+    """Show the bars until the job is terminal; return its final status."""
+    with JobProgress(console, job_id) as bars:
+        return client.wait(job_id, on_update=bars.update, poll=poll, timeout=timeout)

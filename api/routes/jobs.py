@@ -100,10 +100,12 @@ async def get_results(
     service: ServiceDep,
     tenant: TenantDep,
     status: Annotated[ResultStatus | None, Query(description="only lines with this status")] = None,
+    history: bool = False,
 ) -> StreamingResponse:
     """JSONL: one line per page result, and one per failed item or page (with its error, e.g. the
-    failures a retry would re-queue: ``?status=failed``)."""
-    lines = await run_in_threadpool(lambda: list(service.results(tenant, job_id, status)))
+    failures a retry would re-queue: ``?status=failed``). ``history=true``: one line per result
+    version (``version``, ``current``), oldest first per page."""
+    lines = await run_in_threadpool(lambda: list(service.results(tenant, job_id, status, history)))
 
     def body() -> Iterator[bytes]:
         for line in lines:

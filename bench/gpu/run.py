@@ -1,6 +1,7 @@
 """Run one GPU benchmark and append its figures as a JSON line: `python -m bench.gpu.run WHAT --out F`.
 
-WHAT: raw (engine alone), system (REST to stored results), fixed / continuous (varying output lengths).
+WHAT: raw (vLLM's offline LLM alone), engine (vlmq's VllmEngine alone: the GPU worker's engine without
+Celery, S3 or Postgres), system (REST to stored results), fixed / continuous (varying output lengths).
 Run them in one lease on one model so the ratios compare like with like; bench/gpu/report.py turns the
 lines into BENCHMARKS.md.
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["raw", "system", "fixed", "continuous"])
+    ap.add_argument("what", choices=["raw", "engine", "system", "fixed", "continuous"])
     ap.add_argument("--model", required=True)
     ap.add_argument("--quantization", default=None)
     ap.add_argument("--pages", type=int, default=256)
@@ -27,6 +28,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--slots", type=int, default=64, help="fixed/continuous: sequences at once")
     ap.add_argument("--threads", type=int, default=32, help="continuous: task threads feeding")
+    ap.add_argument("--profile", type=Path, default=None, help="system: py-spy raw profile of the worker")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
     t0 = time.time()
@@ -38,8 +40,20 @@ def main() -> None:
         from bench.gpu.system import run_system
 
         res = run_system(
-            a.model, a.pages, a.per_doc, a.max_tokens, a.side, a.quantization, a.in_flight, a.batch
+            a.model,
+            a.pages,
+            a.per_doc,
+            a.max_tokens,
+            a.side,
+            a.quantization,
+            a.in_flight,
+            a.batch,
+            profile=a.profile,
         )
+    elif a.what == "engine":
+        from bench.gpu.feed import run_engine
+
+        res = run_engine(a.model, a.pages, a.per_doc, a.max_tokens, a.side, a.quantization)
     elif a.what == "fixed":
         from bench.gpu.feed import run_fixed
 

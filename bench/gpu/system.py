@@ -4,6 +4,8 @@ the prep workers and the vLLM GPU worker, until every result is stored."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -13,6 +15,7 @@ from api.cli import ENGINE_READY
 from api.cli.client import Client
 from api.cli.devstack import DevStack, free_port
 from api.cli.processes import start_vlmq, wait_for_log, wait_healthy
+from bench.gpu.timeline import timeline
 from bench.pages import documents
 from jobs.config import Settings
 from migrations import upgrade
@@ -34,7 +37,7 @@ def _env(
 
 def run_system(
     model: str, pages: int, per_doc: int, max_tokens: int, side: int, quantization: str | None,
-    in_flight: int = 32, batch: int = 8, prep_procs: int = 8,
+    in_flight: int = 32, batch: int = 8, prep_procs: int = 8, profile: Path | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     state = Path(tempfile.mkdtemp(prefix="vlmq-bench-"))
     docs = documents(pages, per_doc)
@@ -49,10 +52,28 @@ def run_system(
             wait_for_log(procs["worker-gpu"], ENGINE_READY, 900)
             worker_start_s = time.monotonic() - t_start
             wait_for_log(procs["worker-gpu"], "celery@", 60)  # Celery consuming
-            return {**_measure(port, docs), "worker_start_s": round(worker_start_s, 1)}
+            spy = _profile(procs["worker-gpu"].proc.pid, profile)
+            res = _measure(port, docs)
+            if spy is not None:
+                spy.wait(timeout=120)
+            return {
+                **res,
+                "worker_start_s": round(worker_start_s, 1),
+                "timeline": timeline(env["VLMQ_DB__URL"], res.pop("job_id"), res.pop("t0_epoch")),
+            }
         finally:
             for p in reversed(list(procs.values())):
                 p.stop()
+
+
+def _profile(pid: int, out: Path | None) -> subprocess.Popen[bytes] | None:
+    """py-spy samples the GPU worker (its Python threads: task threads and the engine's event loop)."""
+    spy = shutil.which("py-spy")
+    if out is None or spy is None:
+        return None
+    cmd = [spy, "record", "--pid", str(pid), "--duration", "60", "--rate", "50", "--format", "raw",
+           "--nonblocking", "--threads", "--output", str(out)]  # fmt: skip
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
 
 
 def _measure(port: int, docs: list[bytes]) -> dict[str, Any]:
@@ -64,7 +85,7 @@ def _measure(port: int, docs: list[bytes]) -> dict[str, Any]:
         for i, data in enumerate(docs):
             paths.append(Path(d) / f"doc-{i:03d}.pdf")
             paths[-1].write_bytes(data)
-        t0 = time.monotonic()
+        t0, t0_epoch = time.monotonic(), time.time()
         job = client.submit_files(paths)
         job = client.wait(job["id"], poll=0.2, timeout=1800)
         wall = time.monotonic() - t0
@@ -72,7 +93,8 @@ def _measure(port: int, docs: list[bytes]) -> dict[str, Any]:
     ok = [x for x in lines if x["status"] == "succeeded"]
     out_tok = sum(x["usage"]["completion_tokens"] for x in ok)
     return {
-        "what": "system", "status": job["status"], "pages": len(ok), "failed": len(lines) - len(ok),
+        "what": "system", "job_id": job["id"], "t0_epoch": t0_epoch,
+        "status": job["status"], "pages": len(ok), "failed": len(lines) - len(ok),
         "wall_s": round(wall, 2), "pages_per_s": round(len(ok) / wall, 3), "output_tokens": out_tok,
         "output_tok_per_s": round(out_tok / wall, 1),
         "prompt_tokens_per_page": ok[0]["usage"]["prompt_tokens"] if ok else None,

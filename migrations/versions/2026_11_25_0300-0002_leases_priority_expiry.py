@@ -1,7 +1,7 @@
 """leases, priority and expiry: jobs.priority, jobs.expires_at, the sweeper's indexes on items
 
 Revision ID: 0002
-Revises: 0001
+Revises: 0003
 Create Date: 2026-11-25 03:00:00+00:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0002"
-down_revision: str | None = "0001"
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,4 +1,10 @@
-"""End-to-end: the API and Celery workers as separate processes, started the way a user starts them."""
+"""End-to-end: the API and Celery workers as separate processes, started the way a user starts them.
+
+One system serves every e2e test (starting it costs about 10 s) and stops after the last of them:
+package scope, since its workers would otherwise take the messages of the integration tests that run
+after. Every test makes its own jobs and asserts only on those. Both workers run their Prometheus
+exporter, each on a port of its own.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +14,15 @@ from pathlib import Path
 
 import pytest
 
+from api.cli.devstack import free_port
 from tests.fixtures.models import PAGE_SIDE
 from tests.system import running_system as start_system
 
 
-@pytest.fixture(scope="module")
-def e2e_env(service_env: dict[str, str], taught_model_dir: Path) -> dict[str, str]:
+@pytest.fixture(scope="session")
+def e2e_env(
+    service_env: dict[str, str], taught_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
     return {
         **os.environ,
         **service_env,
@@ -22,10 +31,21 @@ def e2e_env(service_env: dict[str, str], taught_model_dir: Path) -> dict[str, st
         "VLMQ_MODEL__MAX_NEW_TOKENS": "64",
         "VLMQ_LIMITS__RENDER_LONGEST_SIDE": str(PAGE_SIDE),
         "VLMQ_LIMITS__BATCH_SIZE": "2",
+        "VLMQ_LIMITS__MAX_PDF_PAGES": "20",  # test_documents' too_many_pages.pdf has 30
+        "VLMQ_MODEL__READY_FILE": str(tmp_path_factory.mktemp("worker") / "engine-ready.json"),
     }
 
 
-@pytest.fixture(scope="module")
-def running_system(e2e_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with start_system(e2e_env, tmp_path_factory.mktemp("e2e-logs")) as (base, _):
+@pytest.fixture(scope="session")
+def metrics_ports() -> dict[str, int]:
+    """The workers' exporter ports, by process name."""
+    return {"worker-prep": free_port(), "worker-gpu": free_port()}
+
+
+@pytest.fixture(scope="package")
+def running_system(
+    e2e_env: dict[str, str], metrics_ports: dict[str, int], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    logs = tmp_path_factory.mktemp("e2e-logs")
+    with start_system(e2e_env, logs, metrics_ports=metrics_ports) as (base, _):
         yield base

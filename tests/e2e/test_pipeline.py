@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -76,6 +77,13 @@ def test_pdf_job_end_to_end(running_system: str, e2e_env: dict[str, str]) -> Non
 
     _check_rows(e2e_env["VLMQ_DB__URL"], job["id"])
     _check_objects(e2e_env, job["id"])
+
+
+def test_inference_worker_says_when_its_engine_is_ready(running_system: str, e2e_env: dict[str, str]) -> None:
+    """The worker writes its engine's load time once the engine is up (healthchecks, dashboards)."""
+    ready = json.loads(Path(e2e_env["VLMQ_MODEL__READY_FILE"]).read_text())
+    assert ready["engine"] == "transformers" and ready["model_id"] == "tiny-glm4v-taught"
+    assert 0 < ready["load_seconds"] < 300 and ready["ready_at"] <= time.time()
 
 
 def _check_rows(db_url: str, job_id: str) -> None:

@@ -35,6 +35,8 @@ def test_every_service_is_there() -> None:
         "api",
         "worker-cpu",
         "worker-gpu",
+        "worker-gpu-1",
+        "worker-gpu-tp2",
         "beat",
         "flower",
     }
@@ -52,7 +54,8 @@ def test_images_and_commands() -> None:
 def test_gpu_worker_reserves_a_gpu_and_runs_vllm() -> None:
     gpu = _services()["worker-gpu"]
     (device,) = gpu["deploy"]["resources"]["reservations"]["devices"]
-    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"] and device["count"] == 1
+    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+    assert device["device_ids"] == ["${VLMQ_GPU:-0}"]
     env = gpu["environment"]
     assert env["VLMQ_MODEL__ENGINE"] == "vllm" and env["VLMQ_MODEL__PATH"]
     assert "awq" in env["VLMQ_MODEL__QUANTIZATION"] and "1" in str(env["VLMQ_MODEL__TENSOR_PARALLEL_SIZE"])
@@ -60,6 +63,25 @@ def test_gpu_worker_reserves_a_gpu_and_runs_vllm() -> None:
     assert gpu["build"]["dockerfile"] == "docker/Dockerfile.gpu"
     mounts = {v["target"] if isinstance(v, dict) else v.split(":")[1] for v in gpu["volumes"]}
     assert {env["VLMQ_MODEL__COMPILE_CACHE_DIR"], env["VLMQ_MODEL__PATH"]} <= mounts
+
+
+def _gpus(svc: dict[str, Any]) -> list[str]:
+    (device,) = svc["deploy"]["resources"]["reservations"]["devices"]
+    ids: list[str] = device["device_ids"]
+    return ids
+
+
+def test_data_parallel_and_tensor_parallel_workers_take_their_own_gpus() -> None:
+    s = _services()
+    # One engine per GPU (data parallel): the optional second worker names another GPU, same settings.
+    assert _gpus(s["worker-gpu-1"]) == ["1"] and s["worker-gpu-1"]["profiles"] == ["dp2"]
+    assert s["worker-gpu-1"]["environment"] == s["worker-gpu"]["environment"]
+    # One engine over two GPUs: as many GPUs as tensor-parallel ranks.
+    tp2 = s["worker-gpu-tp2"]
+    assert tp2["profiles"] == ["tp2"] and _gpus(tp2) == ["0", "1"]
+    assert tp2["environment"]["VLMQ_MODEL__TENSOR_PARALLEL_SIZE"] == "2"
+    assert tp2["environment"]["NCCL_NVLS_ENABLE"] == "0"
+    assert tp2["command"] == s["worker-gpu"]["command"]
 
 
 def test_every_process_reaches_the_same_services() -> None:

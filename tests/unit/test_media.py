@@ -1,84 +1,87 @@
-"""PDF and image preparation: sizes, rotation, and one specific error per kind of bad file."""
+"""render_source: the renderer is picked from the bytes, and every fixture of the corpus gives its pages
+or its own error code (the end-to-end test sends the same corpus through the API and workers)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-import pymupdf
 import pytest
-from PIL import Image
 
-from jobs.errors import CorruptMedia, EmptyDocument, EncryptedDocument, TooManyPages
-from tests.fixtures.make_fixtures import encrypted_pdf, text_pdf
-from workers.media.images import decode_image, encode_png
-from workers.media.pdf import pdf_page_count, render_pdf
+from jobs.errors import ConverterMissing, CorruptMedia, UnsupportedMedia, VlmqError
+from tests.fixtures import office
+from tests.fixtures.make_fixtures import EXPECTED, OFFICE_PAGES, PAGES, card, text_pdf
+from workers.media.images import encode_png
+from workers.media.office import converter_path
+from workers.media.page import RenderedPage, RenderOptions
+from workers.media.sniff import family, sniff
 from workers.prep import render_source
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+OPTS = RenderOptions(longest_side=448, max_pages=20)
+HAS_SOFFICE = converter_path("soffice") is not None
 
 
-def test_pages_are_scaled_to_the_longest_side() -> None:
-    pages = render_pdf(text_pdf(3), longest_side=1288, max_pages=10)
-    assert [p.page for p in pages] == [1, 2, 3]
-    assert all(max(p.width, p.height) == 1288 for p in pages)
-    assert decode_image(pages[0].png).size == (pages[0].width, pages[0].height)
+def _render(name: str, **kw: Any) -> list[RenderedPage]:
+    return render_source((FIXTURES / name).read_bytes(), replace(OPTS, name=name, **kw))
 
 
-def test_page_rotation_is_honoured() -> None:
-    doc = pymupdf.open(stream=text_pdf(1), filetype="pdf")
-    doc[0].set_rotation(90)
-    (page,) = render_pdf(doc.tobytes(), longest_side=500, max_pages=10)
-    doc.close()
-    assert (page.width, page.height) == (500, 354)  # portrait A4 turned landscape
+@pytest.mark.parametrize(("name", "code"), sorted(EXPECTED.items()))
+def test_each_bad_fixture_fails_with_its_own_code(name: str, code: str) -> None:
+    with pytest.raises(VlmqError) as info:
+        _render(name)
+    assert info.value.code == code
+
+
+@pytest.mark.parametrize(("name", "pages"), sorted(PAGES.items()))
+def test_each_odd_but_good_fixture_renders(name: str, pages: int) -> None:
+    assert len(_render(name)) == pages
+
+
+@pytest.mark.skipif(not HAS_SOFFICE, reason="LibreOffice (soffice) is not installed on this machine")
+@pytest.mark.parametrize(("name", "pages"), sorted(OFFICE_PAGES.items()))
+def test_office_fixtures_convert_with_libreoffice(name: str, pages: int) -> None:
+    assert len(_render(name)) == pages
+
+
+@pytest.mark.parametrize("name", sorted(OFFICE_PAGES))
+def test_office_files_without_a_converter_name_it(name: str) -> None:
+    with pytest.raises(ConverterMissing, match="'no-such-soffice' is not installed on this worker"):
+        _render(name, soffice="no-such-soffice")
 
 
 @pytest.mark.parametrize(
-    ("fixture", "error", "needle"),
+    ("data", "fmt"),
     [
-        ("corrupt-truncated.pdf", CorruptMedia, "not a readable PDF"),
-        ("not-a-pdf.pdf", CorruptMedia, "not a readable PDF"),
-        ("encrypted-no-password.pdf", EncryptedDocument, "no password was given"),
+        (text_pdf(1), "pdf"),
+        (b"junk before the header %PDF-1.4 ...", "pdf"),
+        (encode_png(card("red", "x")), "png"),
+        (b"RIFF\x10\x00\x00\x00WEBPVP8 ", "webp"),
+        (b"RIFF\x10\x00\x00\x00AVI LIST", None),  # RIFF but a video: not ours
+        (office.docx(["a"]), "docx"),
+        (office.pptx(["a"]), "pptx"),
+        (office.odp(["a"]), "odp"),
+        (office.xlsx(), "xlsx"),
+        (
+            b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 64 + "PowerPoint Document".encode("utf-16-le"),
+            "ppt",
+        ),
+        (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 64 + "WordDocument".encode("utf-16-le"), "doc"),
+        (b"PK\x03\x04 cut short", None),
+        (b"hello", None),
     ],
 )
-def test_bad_pdfs_raise_specific_errors(fixture: str, error: type[Exception], needle: str) -> None:
-    with pytest.raises(error, match=needle):
-        render_pdf((FIXTURES / fixture).read_bytes(), max_pages=10)
+def test_formats_are_told_by_content(data: bytes, fmt: str | None) -> None:
+    assert sniff(data) == fmt
 
 
-def test_password_unlocks_and_a_wrong_one_is_named() -> None:
-    data = encrypted_pdf("secret")
-    assert len(render_pdf(data, max_pages=10, password="secret")) == 1
-    with pytest.raises(EncryptedDocument, match="password given is wrong"):
-        render_pdf(data, max_pages=10, password="nope")
-
-
-def test_page_limit_is_checked_before_rendering() -> None:
-    with pytest.raises(TooManyPages, match="has 4 pages; the limit is 3"):
-        render_pdf(text_pdf(4), max_pages=3)
-    assert pdf_page_count(text_pdf(4)) == 4
-
-
-def test_zero_page_pdf() -> None:
-    # pymupdf will not write a page-less PDF, so this one is written by hand.
-    data = (
-        b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n"
-        b"2 0 obj<</Type/Pages/Kids[]/Count 0>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n"
-    )
-    with pytest.raises(EmptyDocument, match="no pages"):
-        render_pdf(data, max_pages=10)
-
-
-def test_images_become_one_page_scaled_down_never_up() -> None:
-    big = encode_png(Image.new("RGB", (3000, 1500), "white"))
-    small = encode_png(Image.new("RGB", (300, 200), "white"))
-    (page,) = render_source(big, longest_side=1288, max_pages=10)
-    assert (page.width, page.height) == (1288, 644)
-    (page,) = render_source(small, longest_side=1288, max_pages=10)
-    assert (page.width, page.height) == (300, 200)
-
-
-def test_unknown_bytes_and_corrupt_images() -> None:
-    with pytest.raises(CorruptMedia, match="not a PDF or a supported image"):
-        render_source(b"hello", longest_side=100, max_pages=1)
-    with pytest.raises(CorruptMedia, match="cannot be decoded"):
-        render_source((FIXTURES / "corrupt-image.png").read_bytes(), longest_side=100, max_pages=1)
+def test_names_only_word_the_error_and_never_choose_the_renderer() -> None:
+    png = encode_png(card("red", "x"))
+    assert family(png, "photo.pdf") == ("image", "png")  # a PNG named .pdf is still a PNG
+    with pytest.raises(CorruptMedia, match=r"named \.jpeg but is not a readable JPEG"):
+        family(b"hello", "photo.JPG")
+    with pytest.raises(UnsupportedMedia, match="not a PDF, an image"):
+        family(b"hello", "notes")
+    with pytest.raises(CorruptMedia, match="empty"):
+        family(b"", "x.pdf")

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pymupdf
 import pytest
+from PIL import Image, ImageSequence
 
 import workers.media.pdf as pdf
-from jobs.errors import CorruptMedia, EmptyDocument, EncryptedDocument, MediaError, TooManyPages
+from jobs.errors import (
+    CorruptMedia,
+    EmptyDocument,
+    EncryptedDocument,
+    MediaError,
+    PagesOutOfRange,
+    TooManyPages,
+)
 from jobs.samples import sample_pdf_bytes
 from jobs.samples.make_sample import build as build_sample
-from tests.fixtures.make_fixtures import PASSWORD, text_pdf
-from tests.fixtures.make_fixtures import build as build_fixtures
+from tests.fixtures.make_fixtures import PASSWORD, codec_files, exact_files, text_pdf
 from workers.media.images import decode_image
 from workers.media.pdf import pdf_page_count, render_pdf
 
@@ -60,10 +68,10 @@ def test_rotated_content_is_turned_not_squeezed() -> None:
 @pytest.mark.parametrize(
     ("fixture", "error", "needle"),
     [
-        ("corrupt-truncated.pdf", CorruptMedia, "it is truncated"),
-        ("not-a-pdf.pdf", CorruptMedia, "no %PDF- header; the file starts with b'This is a text"),
-        ("encrypted-no-password.pdf", EncryptedDocument, "encrypted and no password was given"),
-        ("zero-pages.pdf", EmptyDocument, "the PDF has no pages"),
+        ("truncated.pdf", CorruptMedia, "it is truncated"),
+        ("text_named.pdf", CorruptMedia, "no %PDF- header; the file starts with b'This is a text"),
+        ("encrypted.pdf", EncryptedDocument, "encrypted and no password was given"),
+        ("zero_pages.pdf", EmptyDocument, "the PDF has no pages"),
     ],
 )
 def test_each_bad_fixture_raises_its_own_error(fixture: str, error: type[MediaError], needle: str) -> None:
@@ -95,7 +103,7 @@ def test_a_repairable_pdf_still_renders() -> None:
 
 
 def test_the_right_password_unlocks_and_a_wrong_one_is_named() -> None:
-    data = (FIXTURES / "encrypted-no-password.pdf").read_bytes()
+    data = (FIXTURES / "encrypted.pdf").read_bytes()
     (page,) = render_pdf(data, longest_side=300, max_pages=1, password=PASSWORD)
     assert (page.width, page.height) == (212, 300)
     assert pdf_page_count(data, password=PASSWORD) == 1
@@ -118,9 +126,57 @@ def test_page_count() -> None:
 
 
 def test_committed_files_match_their_generators() -> None:
-    # The generators are deterministic: regenerating changes no committed byte.
+    # The generators are deterministic: regenerating changes no committed byte (codec-made images:
+    # no pixel, since an encoder update may change their bytes).
     assert build_sample() == sample_pdf_bytes()
     assert len(sample_pdf_bytes()) < 30_000
-    for name, data in build_fixtures().items():
+    for name, data in exact_files().items():
         assert (FIXTURES / name).read_bytes() == data, name
-        assert len(data) < 2_000, name
+    for name, data in codec_files().items():
+        assert _pixels((FIXTURES / name).read_bytes()) == _pixels(data), name
+    assert {p.name for p in FIXTURES.iterdir() if p.suffix not in (".py", "")} >= set(exact_files())
+    assert all(p.stat().st_size < 200_000 for p in FIXTURES.iterdir()), "fixtures stay tiny"
+
+
+def _pixels(data: bytes) -> list[bytes]:
+    with Image.open(io.BytesIO(data)) as img:
+        return [frame.convert("RGB").tobytes() for frame in ImageSequence.Iterator(img)]
+
+
+def test_page_ranges_pick_pages_and_the_limit_counts_the_picked_ones() -> None:
+    data = text_pdf(30)
+    assert [p.page for p in render_pdf(data, longest_side=100, max_pages=5, pages="2-3,29-")] == [
+        2,
+        3,
+        29,
+        30,
+    ]
+    assert [p.text for p in render_pdf(data, longest_side=100, max_pages=5, pages="7")] == ["fixture page 7"]
+    with pytest.raises(TooManyPages, match="6 of the PDF's 30 pages are selected; the limit is 5"):
+        render_pdf(data, max_pages=5, pages="1-6")
+    with pytest.raises(PagesOutOfRange, match="the document has 30 pages"):
+        render_pdf(data, max_pages=50, pages="29-31")
+
+
+def test_document_mode_takes_the_first_pages_and_flags_the_cut() -> None:
+    pages = render_pdf(text_pdf(30), longest_side=100, max_pages=5, take=3)
+    assert [(p.page, p.flags) for p in pages] == [(n, ("document_pages_cut",)) for n in (1, 2, 3)]
+    assert all(p.flags == () for p in render_pdf(text_pdf(3), longest_side=100, max_pages=5, take=3))
+
+
+def test_dpi_renders_at_physical_size_and_is_capped() -> None:
+    (page,) = render_pdf(text_pdf(1), dpi=72, max_pages=1)  # A4 at 72 dpi: 595 x 842 points
+    assert (page.width, page.height, page.flags) == (595, 842, ())
+    (page,) = render_pdf(text_pdf(1), dpi=144, max_pages=1)
+    assert (page.width, page.height) == (1190, 1684)
+    (page,) = render_pdf(text_pdf(1), dpi=600, max_pages=1, max_render_side=2000)
+    assert (max(page.width, page.height), page.flags) == (2000, ("scaled_to_limit",))
+
+
+def test_the_text_layer_comes_with_each_page() -> None:
+    assert [p.text for p in render_pdf(text_pdf(2, "memo"), longest_side=100, max_pages=5)] == [
+        "memo page 1",
+        "memo page 2",
+    ]
+    (rotated,) = render_pdf((FIXTURES / "rotated_90.pdf").read_bytes(), longest_side=100, max_pages=1)
+    assert (rotated.width, rotated.height, rotated.text) == (100, 71, "rotated page 1")

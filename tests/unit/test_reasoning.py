@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from jobs.reasoning import BOX_CLOSE, BOX_OPEN, TAGS, split_output
+from jobs.reasoning import BOX_CLOSE, BOX_OPEN, TAGS, regions, split_output
 
 GOOD = (
     "<think>Got it, let's look at this page. The heading reads 'Q3 results'. Below it there is a table "
@@ -180,3 +180,35 @@ def test_any_input_parses_without_tags_left_over() -> None:
             assert not any(tag in part for tag in (*TAGS, BOX_OPEN, BOX_CLOSE))
         assert p.answer_missing == (p.answer == "") and (not p.truncated or p.answer_missing)
         assert p.truncated == ("truncated" in p.flags) and p.malformed == ("malformed_tags" in p.flags)
+
+
+# -- grounding: box text to coordinates -------------------------------------------------------------
+
+
+def test_a_glm_box_maps_from_0_1000_to_the_page_pixels() -> None:
+    (box,) = split_output(
+        "<think>The button is low on the left.</think><answer>It is at "
+        "<|begin_of_box|>[[94,598,177,991]]<|end_of_box|>.</answer>"
+    ).boxes
+    (region,) = regions(box, (911, 1288))
+    assert region.normalized == (94, 598, 177, 991)
+    # x = 94 / 1000 * 911 = 85.6 -> 86; y = 598 / 1000 * 1288 = 770.2 -> 770 ...
+    assert region.box == (86, 770, 161, 1276)
+
+
+def test_several_boxes_floats_spaces_and_swapped_corners() -> None:
+    found = regions("[[10, 20, 30, 40], [ 500.5,500,250,100 ]]", (1000, 2000))
+    assert [r.box for r in found] == [(10, 40, 30, 80), (250, 200, 500, 1000)]
+    assert found[1].normalized == (500.5, 500, 250, 100)  # as written; the pixels are ordered
+
+
+def test_coordinates_outside_0_1000_are_clamped_to_the_image() -> None:
+    (r,) = regions("[[-5,0,1200,1000]]", (200, 100))
+    assert r.box == (0, 0, 200, 100)
+
+
+def test_boxes_without_coordinates_give_no_regions_and_unknown_image_gives_no_pixels() -> None:
+    assert regions("42", (100, 100)) == []
+    assert regions("[[1,2,3]]", (100, 100)) == []  # three numbers: not a box
+    (r,) = regions("[[100,100,200,200]]", None)
+    assert (r.normalized, r.box) == ((100, 100, 200, 200), None)

@@ -19,6 +19,9 @@ from typing import Literal, Protocol
 
 from PIL import Image
 
+from jobs.prompt_limits import check_media
+from workers.media.clip import VideoClip
+
 FinishReason = Literal["stop", "length"]
 
 
@@ -29,6 +32,11 @@ class GenerationRequest:
     images: Sequence[Image.Image] = field(default_factory=tuple)
     max_new_tokens: int = 1024
     temperature: float = 0.0
+    video: VideoClip | None = None  # sampled frames + timestamps; never with images (see __post_init__)
+
+    def __post_init__(self) -> None:
+        # GLM-4.1V's limits, which the API already enforces on requests (jobs.prompt_limits).
+        check_media(len(self.images), 0 if self.video is None else 1)
 
 
 @dataclass(frozen=True)

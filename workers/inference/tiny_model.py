@@ -21,7 +21,11 @@ import torch
 from PIL import Image
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
+from workers.media.clip import VideoClip
+
 log = logging.getLogger(__name__)
+
+Media = Image.Image | VideoClip  # what one taught prompt shows the model
 
 SPECIAL_START = 151329
 SPECIAL_TOKENS = [  # ids 151329.. in this order, as in GLM-4.1V-9B-Thinking
@@ -145,14 +149,15 @@ def build_tiny_model(out_dir: Path, seed: int = 0) -> Path:
     return out_dir
 
 
-def _tokenize(processor: Any, image: Image.Image, prompt: str, target: str) -> tuple[dict[str, Any], int]:
-    """The chat-templated prompt with the target and its stop token appended; and the target's length."""
-    from workers.inference.prompts import build_messages
+def _tokenize(processor: Any, media: Media, prompt: str, target: str) -> tuple[dict[str, Any], int]:
+    """The chat-templated prompt with the target and its stop token appended; and the target's length.
+    The prompt is built by the engine's own ``processor_inputs``: taught and served prompts are one."""
+    from workers.inference.transformers_engine import processor_inputs
 
-    inputs = processor.apply_chat_template(
-        build_messages(prompt, [image]), add_generation_prompt=True, tokenize=True, return_dict=True,
-        return_tensors="pt",
-    )  # fmt: skip
+    if isinstance(media, Image.Image):
+        inputs = processor_inputs(processor, prompt, [media])
+    else:
+        inputs = processor_inputs(processor, prompt, [], video=media)
     target_ids = processor.tokenizer(target + "<|endoftext|>", return_tensors="pt").input_ids
     # The answer's tokens are text: type 0 in the per-token modality ids that M-RoPE positions use.
     inputs["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(target_ids)], 1)
@@ -171,12 +176,18 @@ def _frozen_inputs(model: Any, inputs: dict[str, Any]) -> dict[str, torch.Tensor
     core = model.model
     ids = inputs["input_ids"]
     embeds = core.get_input_embeddings()(ids)
-    image = core.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"], return_dict=True)
-    features = torch.cat(image.pooler_output).to(embeds.dtype)
+    if "pixel_values_videos" in inputs:  # a video's frames sit on <|image|> tokens too
+        vision = core.get_video_features(
+            inputs["pixel_values_videos"], inputs["video_grid_thw"], return_dict=True
+        )
+    else:
+        vision = core.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"], return_dict=True)
+    features = torch.cat(vision.pooler_output).to(embeds.dtype)
     mask, _ = core.get_placeholder_mask(ids, embeds, image_features=features)
     positions, _ = core.get_rope_index(
-        ids, inputs["mm_token_type_ids"], inputs["image_grid_thw"], attention_mask=inputs["attention_mask"]
-    )
+        ids, inputs["mm_token_type_ids"], inputs.get("image_grid_thw"), inputs.get("video_grid_thw"),
+        attention_mask=inputs["attention_mask"],
+    )  # fmt: skip
     return {
         "inputs_embeds": embeds.masked_scatter(mask, features),
         "position_ids": positions,
@@ -246,13 +257,13 @@ def _fit(model: Any, batches: list[Any], max_steps: int, lr: float) -> dict[str,
 
 def teach(
     model_dir: Path,
-    examples: Sequence[tuple[Image.Image, str, str]],
+    examples: Sequence[tuple[Media, str, str]],
     steps: int = 60,
     lr: float = 2e-3,
     seed: int = 0,
 ) -> dict[str, float]:
-    """Fine-tune in place so each (image, prompt) yields exactly its target text. Returns figures:
-    steps taken, seconds, final loss, and the margin (at least ``MIN_MARGIN`` once learnt).
+    """Fine-tune in place so each (image or video clip, prompt) yields exactly its target text.
+    Returns figures: steps taken, seconds, final loss, and the margin (at least ``MIN_MARGIN`` once learnt).
 
     ``steps`` is a cap over all examples together (one example per step, in turn): teaching stops as
     soon as every answer is learnt, after about 20-30 steps per example. Give 60 per example (the
@@ -267,8 +278,8 @@ def teach(
         model_dir, local_files_only=True, dtype=torch.float32
     ).train()
     batches = []
-    for image, prompt, target in examples:
-        inputs, n = _tokenize(processor, image, prompt, target)
+    for media, prompt, target in examples:
+        inputs, n = _tokenize(processor, media, prompt, target)
         batches.append((_frozen_inputs(model, inputs), inputs["input_ids"][:, -n:]))
     t0 = time.monotonic()
     figures = _fit(model, batches, steps, lr)

@@ -13,9 +13,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from PIL import Image
 
 from workers.inference.engine import FinishReason, GenerationOutput, GenerationRequest, strip_stop
 from workers.inference.prompts import build_messages
+from workers.media.clip import VideoClip
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +28,30 @@ def _cpu_threads() -> int:
     if os.environ.get("OMP_NUM_THREADS"):
         return torch.get_num_threads()
     return max(1, len(os.sched_getaffinity(0)))
+
+
+def processor_inputs(
+    processor: Any, prompt: str, images: Sequence[Image.Image], video: VideoClip | None = None
+) -> Any:
+    """Model inputs for one prompt, built by the checkpoint's own processor and chat template.
+
+    A video goes through the processor with its frames already sampled (``do_sample_frames=False``)
+    and its metadata, from which the processor writes each pair of frames as
+    ``<|begin_of_image|><|image|>...<|end_of_image|>`` followed by its timestamp in whole seconds,
+    inside ``<|begin_of_video|>...<|end_of_video|>``. The tiny model's teaching uses this too.
+    """
+    if video is None:
+        return processor.apply_chat_template(
+            build_messages(prompt, images), add_generation_prompt=True, tokenize=True, return_dict=True,
+            return_tensors="pt",
+        )  # fmt: skip
+    text = processor.apply_chat_template(
+        build_messages(prompt, 0, video=True), add_generation_prompt=True, tokenize=False
+    )
+    return processor(
+        text=[text], videos=[video.frames], video_metadata=[video.metadata()], do_sample_frames=False,
+        return_tensors="pt",
+    )  # fmt: skip
 
 
 class TransformersEngine:
@@ -53,11 +79,7 @@ class TransformersEngine:
         return [self._one(r) for r in requests]
 
     def _inputs(self, req: GenerationRequest) -> Any:
-        messages = build_messages(req.prompt, req.images)
-        inputs = self.processor.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
-        )
-        return inputs.to(self.device)
+        return processor_inputs(self.processor, req.prompt, req.images, req.video).to(self.device)
 
     @torch.inference_mode()
     def _one(self, req: GenerationRequest) -> GenerationOutput:

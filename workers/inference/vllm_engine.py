@@ -24,8 +24,16 @@ from jobs.config import Settings
 from workers.inference.budget import PassResult, generate_with_budget
 from workers.inference.engine import FinishReason, GenerationOutput, GenerationRequest, strip_stop
 from workers.inference.prompts import build_messages
+from workers.inference.video_inputs import vllm_video_input
 
 log = logging.getLogger(__name__)
+
+
+def _media(req: GenerationRequest) -> dict[str, Any] | None:
+    """``multi_modal_data``: the page images, or the video clip (frames prep sampled + timestamps)."""
+    if req.video is not None:
+        return {"video": vllm_video_input(req.video)}
+    return {"image": list(req.images)} if req.images else None
 
 
 def engine_args(settings: Settings) -> Any:
@@ -42,6 +50,11 @@ def engine_args(settings: Settings) -> Any:
         max_num_seqs=m.max_num_seqs,
         limit_mm_per_prompt={"image": m.images_per_prompt, "video": 1},
         enable_prefix_caching=True,  # the thinking-budget resume re-sends prompt + output
+        # Image preprocessing (resize, normalize, patchify: torch ops that release the GIL) runs in a
+        # pool of renderer threads instead of on the engine's event loop, one image after another.
+        # vLLM's processed-input cache is not thread-safe, and pages are never seen twice anyway.
+        renderer_num_workers=max(1, m.renderer_workers),
+        **({"mm_processor_cache_gb": 0} if m.renderer_workers > 1 else {}),
         seed=0,
         disable_log_stats=True,
     )
@@ -62,7 +75,9 @@ class VllmEngine:
         self.model_id = settings.model_id
         self.thinking_budget = m.thinking_budget
         self.ignore_eos = m.ignore_eos
+        self._renderer_workers = m.renderer_workers
         self._processor = AutoProcessor.from_pretrained(m.path, local_files_only=True)
+        self._tokenizer = self._processor.tokenizer
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="vllm-loop", daemon=True)
         self._thread.start()
@@ -87,7 +102,7 @@ class VllmEngine:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     def prompt_text(self, req: GenerationRequest) -> str:
-        messages = build_messages(req.prompt, len(req.images))
+        messages = build_messages(req.prompt, len(req.images), video=req.video is not None)
         text: str = self._processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return text
 
@@ -102,7 +117,7 @@ class VllmEngine:
         from vllm.sampling_params import RequestOutputKind
 
         prompt = self.prompt_text(req)
-        mm = {"image": list(req.images)} if req.images else None
+        mm = _media(req)
         prompt_tokens = 0
 
         async def run(text: str, max_tokens: int) -> PassResult:
@@ -110,23 +125,24 @@ class VllmEngine:
             sp = SamplingParams(
                 max_tokens=max_tokens,
                 temperature=req.temperature,
-                skip_special_tokens=False,  # keep <think>/<answer> whatever the tokenizer calls special
+                # No incremental detokenizing: vLLM's front end would decode every sequence at every
+                # step in this process, competing for the GIL with the task threads; one decode at the
+                # end gives the same text (no stop strings are used, only stop token ids).
+                detokenize=False,
                 ignore_eos=self.ignore_eos,
                 output_kind=RequestOutputKind.FINAL_ONLY,
             )
-            inputs: dict[str, Any] = {"prompt": text}
-            if mm:
-                inputs["multi_modal_data"] = mm
             final = None
             async for out in self._llm.generate(
-                inputs, sp, request_id=f"{req.request_id}-{uuid.uuid4().hex[:8]}"
+                await self._render(text, mm), sp, request_id=f"{req.request_id}-{uuid.uuid4().hex[:8]}"
             ):
                 final = out
             assert final is not None
             prompt_tokens = prompt_tokens or len(final.prompt_token_ids or [])
             o = final.outputs[0]
             finish: FinishReason = "length" if o.finish_reason == "length" else "stop"
-            return PassResult(strip_stop(o.text), len(o.token_ids), finish)
+            text = self._tokenizer.decode(o.token_ids, skip_special_tokens=False)
+            return PassResult(strip_stop(text), len(o.token_ids), finish)
 
         res = await generate_with_budget(run, prompt, req.max_new_tokens, self.thinking_budget)
         return GenerationOutput(
@@ -137,6 +153,17 @@ class VllmEngine:
             finish_reason=res.finish_reason,
             flags=res.flags,
         )
+
+    async def _render(self, text: str, mm: dict[str, Any] | None) -> Any:
+        """Prompt + media -> the engine's processed input, on vLLM's renderer thread pool (the same
+        path ``LLM.generate`` takes), so that many requests are preprocessed at once."""
+        inputs: dict[str, Any] = {"prompt": text}
+        if mm:
+            inputs["multi_modal_data"] = mm
+        if self._renderer_workers <= 1:
+            return inputs  # AsyncLLM preprocesses it on its event loop
+        (processed,) = await self._llm.renderer.render_cmpl_async([inputs])
+        return processed
 
     def shutdown(self) -> None:
         self._llm.shutdown()

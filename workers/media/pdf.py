@@ -2,30 +2,29 @@
 
 Each bad file gets the error that says what is wrong with it (all permanent: retrying cannot help):
 not a PDF or unparseable or cut short -> CorruptMedia; encrypted and no (right) password ->
-EncryptedDocument; no pages -> EmptyDocument; more pages than allowed -> TooManyPages, raised before
-any page is rendered.
+EncryptedDocument; no pages -> EmptyDocument; more pages (selected) than allowed -> TooManyPages and
+a page range beyond the last page -> PagesOutOfRange, both raised before any page is rendered.
+
+Each page is rendered after its own /Rotate (a landscape page stays landscape), to a longest side or at
+a DPI (capped at ``max_render_side``, flag ``scaled_to_limit``), and its text layer is extracted.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import replace
+from typing import Any
 
 import pymupdf
 
-from jobs.errors import CorruptMedia, EmptyDocument, EncryptedDocument, TooManyPages
+from jobs.errors import CorruptMedia, EmptyDocument, EncryptedDocument
+from workers.media.page import RenderedPage, RenderOptions, choose_pages
+
+__all__ = ["RenderedPage", "open_pdf", "pdf_page_count", "render_pdf"]
 
 # Readers accept junk before the header and after %%EOF, within this many bytes (Acrobat's rule).
 _SLACK = 1024
 # pymupdf raises RuntimeError subclasses; a few MuPDF errors come through its bindings' own base class.
 _MUPDF_ERRORS = (RuntimeError, ValueError, pymupdf.mupdf.FzErrorBase)
-
-
-@dataclass(frozen=True)
-class RenderedPage:
-    page: int  # 1-based
-    png: bytes
-    width: int
-    height: int
 
 
 def open_pdf(data: bytes, password: str | None = None) -> pymupdf.Document:
@@ -70,26 +69,34 @@ def pdf_page_count(data: bytes, password: str | None = None) -> int:
         doc.close()
 
 
-def render_pdf(
-    data: bytes, *, longest_side: int = 1288, max_pages: int, password: str | None = None
-) -> list[RenderedPage]:
-    """Every page as PNG, scaled so its longest side (after the page's own rotation) is ``longest_side``."""
-    doc = open_pdf(data, password)
+def render_pdf(data: bytes, opts: RenderOptions | None = None, **kw: Any) -> list[RenderedPage]:
+    """The selected pages as PNG (with their text layers); ``kw`` overrides fields of ``opts``."""
+    opts = replace(opts or RenderOptions(), **kw)
+    doc = open_pdf(data, opts.password)
     try:
-        if doc.page_count > max_pages:
-            raise TooManyPages(f"the PDF has {doc.page_count} pages; the limit is {max_pages}")
-        return [_render(doc[i], i + 1, longest_side) for i in range(doc.page_count)]
+        numbers, flags = choose_pages(opts, doc.page_count, "PDF")
+        return [_render(doc[n - 1], n, opts, flags) for n in numbers]
     finally:
         doc.close()
 
 
-def _render(page: pymupdf.Page, number: int, longest_side: int) -> RenderedPage:
-    rect = page.rect  # already rotated: pymupdf applies /Rotate to the page rectangle
-    scale = longest_side / max(rect.width, rect.height)
+def _scale(rect: pymupdf.Rect, opts: RenderOptions) -> tuple[float, tuple[str, ...]]:
+    longest = max(rect.width, rect.height)  # already rotated: pymupdf applies /Rotate to the rectangle
+    if opts.dpi is None:
+        return opts.longest_side / longest, ()
+    scale = opts.dpi / 72  # PDF space is 72 units per inch
+    if longest * scale > opts.max_render_side:
+        return opts.max_render_side / longest, ("scaled_to_limit",)
+    return scale, ()
+
+
+def _render(page: pymupdf.Page, number: int, opts: RenderOptions, flags: tuple[str, ...]) -> RenderedPage:
+    scale, more = _scale(page.rect, opts)
     try:
         # RGB without alpha: a third less to rasterise and encode than RGBA, and what the model takes.
         pix = page.get_pixmap(matrix=pymupdf.Matrix(scale, scale), alpha=False, colorspace=pymupdf.csRGB)
         png = pix.tobytes("png")  # MuPDF's own encoder: as fast as Pillow's fastest level, smaller
+        text = page.get_text("text").strip()
     except _MUPDF_ERRORS as e:
         raise CorruptMedia(f"page {number} cannot be rendered: {e}") from e
-    return RenderedPage(page=number, png=png, width=pix.width, height=pix.height)
+    return RenderedPage(number, png, pix.width, pix.height, text, (*flags, *more))

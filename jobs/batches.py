@@ -1,0 +1,308 @@
+"""Use cases of the OpenAI-compatible API: files (upload, read) and batches (create, read, list, cancel).
+
+A batch is one vlmq job. Its states follow the job's:
+
+    validating -> in_progress -> finalizing -> completed | failed | expired | cancelled
+                  in_progress -> cancelling -> finalizing -> cancelled
+    validating -> failed                        (the input file is broken: ``errors``)
+
+Validation runs in the create call (the file is read, every line checked, inline images stored in S3,
+the job submitted), so ``validating`` is seen only by a concurrent reader. Finalizing happens on the
+first read after the job has ended: one reader wins the compare-and-set, writes the output and error
+files (deterministic ids and keys, so a takeover after a crash rewrites the same ones), and completes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import func
+
+from jobs import batch_repository as brepo
+from jobs import openai_batch as ob
+from jobs.errors import Conflict, InvalidInput, NotFound, PermanentError, VlmqError
+from jobs.models import Batch, File
+from jobs.schemas import ItemIn, JobCreate, JobOptions, JobOut
+from jobs.service import JobService
+from jobs.status import JobStatus
+from jobs.storage import upload_key
+
+INPUT_PURPOSE = "batch"
+OUTPUT_PURPOSE = "batch_output"
+FINALIZE_TAKEOVER = timedelta(minutes=5)  # a finalizing batch untouched this long lost its process
+_FINAL_FOR_JOB: dict[str, str] = {
+    JobStatus.COMPLETED: "completed",
+    JobStatus.FAILED: "failed",
+    JobStatus.CANCELLED: "cancelled",
+    JobStatus.EXPIRED: "expired",  # past its expiry (queue.job_expiry_seconds): unfinished items failed
+}  # a CANCELLING job is not final: its batch stays "cancelling" until the job is CANCELLED
+_EXTS = {"image/png": "png", "image/jpeg": "jpg", "image/gif": "gif", "image/webp": "webp"}
+
+
+def _ts(dt: datetime | None) -> int | None:
+    return int(dt.timestamp()) if dt else None
+
+
+class BatchService:
+    def __init__(self, jobs: JobService) -> None:
+        self.jobs = jobs
+        self.sessions, self.store, self.settings = jobs.sessions, jobs.store, jobs.settings
+
+    # -- files ---------------------------------------------------------------------------------------
+
+    def upload(self, tenant: str, filename: str, purpose: str, data: bytes) -> dict[str, Any]:
+        if purpose != INPUT_PURPOSE:
+            raise InvalidInput(f"purpose must be {INPUT_PURPOSE!r}: this server runs batch files only")
+        return self._save_file(tenant, f"file-{secrets.token_hex(12)}", filename, purpose, data)
+
+    def _save_file(
+        self, tenant: str, file_id: str, filename: str, purpose: str, data: bytes
+    ) -> dict[str, Any]:
+        key = f"files/{tenant}/{file_id}"
+        self.store.put(key, data, "application/jsonl")
+        values = {"id": file_id, "tenant": tenant, "purpose": purpose, "filename": filename[:255]}
+        with self.sessions() as s, s.begin():
+            brepo.insert_file(s, {**values, "bytes": len(data), "key": key})
+        return self.file(tenant, file_id)
+
+    def _file_row(self, tenant: str, file_id: str) -> File:
+        with self.sessions() as s:
+            row = brepo.get_file(s, tenant, file_id)
+        if row is None:
+            raise NotFound(f"file {file_id} not found")
+        return row
+
+    def file(self, tenant: str, file_id: str) -> dict[str, Any]:
+        f = self._file_row(tenant, file_id)
+        return {
+            "id": f.id,
+            "object": "file",
+            "bytes": f.bytes,
+            "created_at": _ts(f.created_at),
+            "filename": f.filename,
+            "purpose": f.purpose,
+            "status": "processed",
+            "expires_at": None,
+            "status_details": None,
+        }
+
+    def file_content(self, tenant: str, file_id: str) -> bytes:
+        return self.store.get(self._file_row(tenant, file_id).key)
+
+    # -- batches -------------------------------------------------------------------------------------
+
+    def create(
+        self, tenant: str, input_file_id: str, endpoint: str, window: str, metadata: dict[str, str] | None
+    ) -> dict[str, Any]:
+        if endpoint != ob.ENDPOINT:
+            raise InvalidInput(f"endpoint must be {ob.ENDPOINT}; vlmq runs chat completions only")
+        if window != ob.COMPLETION_WINDOW:
+            raise InvalidInput(f"completion_window must be {ob.COMPLETION_WINDOW!r}")
+        f = self._file_row(tenant, input_file_id)
+        if f.purpose != INPUT_PURPOSE:
+            raise InvalidInput(f"file {input_file_id} has purpose {f.purpose!r}, not {INPUT_PURPOSE!r}")
+        batch_id = f"batch_{secrets.token_hex(12)}"
+        with self.sessions() as s, s.begin():
+            s.add(
+                Batch(
+                    id=batch_id,
+                    tenant=tenant,
+                    input_file_id=f.id,
+                    endpoint=endpoint,
+                    completion_window=window,
+                    status="validating",
+                    meta=metadata,
+                    expires_at=datetime.now(UTC) + timedelta(hours=24),
+                )
+            )
+        try:
+            self._validate_and_submit(tenant, batch_id, self.store.get(f.key))
+        except Exception as e:
+            # Never leave a batch validating: it fails with the reason; a transient cause is raised too.
+            err = e if isinstance(e, VlmqError) else VlmqError(f"{type(e).__name__}: {e}")
+            values = {"errors": [{"code": err.code, "message": str(err)}], "failed_at": func.now()}
+            self._move(batch_id, ("validating",), "failed", values)
+            if not isinstance(e, PermanentError):
+                raise
+        return self.get(tenant, batch_id)
+
+    def _validate_and_submit(self, tenant: str, batch_id: str, data: bytes) -> None:
+        limits = self.settings.limits
+        parsed = ob.parse_file(
+            data, max_image_bytes=limits.max_upload_bytes, max_requests=limits.max_items_per_job
+        )
+        if parsed.fatal:
+            errs = [e.batch_error() for e in parsed.fatal]
+            self._move(batch_id, ("validating",), "failed", {"errors": errs, "failed_at": func.now()})
+            return
+        items, rejected = self._items(tenant, parsed)
+        job_id = self._submit(tenant, batch_id, items, parsed) if items else None
+        rejected_key = None
+        if rejected:
+            rejected_key = f"batches/{batch_id}/rejected.jsonl"
+            self.store.put(rejected_key, ob.jsonl(self._rejected_lines(batch_id, rejected)))
+        total = len(parsed.requests) + len(parsed.rejected)
+        values = {"job_id": job_id, "total": total, "rejected": len(rejected), "rejected_key": rejected_key}
+        self._move(batch_id, ("validating",), "in_progress", {**values, "in_progress_at": func.now()})
+
+    def _items(self, tenant: str, parsed: ob.ParsedFile) -> tuple[list[ItemIn], list[ob.LineError]]:
+        """One item per valid request; a request whose image cannot be used is rejected alone."""
+        items: list[ItemIn] = []
+        rejected = list(parsed.rejected)
+        temperature = next((r.temperature for r in parsed.requests if r.temperature is not None), None)
+        for r in parsed.requests:
+            try:
+                if r.temperature is not None and r.temperature != temperature:
+                    raise InvalidInput(
+                        f"temperature {r.temperature} differs from the batch's {temperature}: "
+                        "a batch runs as one job with one temperature"
+                    )
+                items.append(ItemIn(custom_id=r.custom_id, uri=self._image_uri(tenant, r), prompt=r.prompt))
+            except (InvalidInput, ValidationError) as e:
+                message = e.errors()[0]["msg"] if isinstance(e, ValidationError) else str(e)
+                rejected.append(ob.LineError("invalid_request", message, r.line, None, r.custom_id))
+        return items, rejected
+
+    def _image_uri(self, tenant: str, r: ob.ParsedRequest) -> str:
+        if r.image_data is None:
+            uri = r.image_uri or ""
+            if uri.startswith("s3://") and uri[5:].partition("/")[0] != self.store.bucket:
+                raise InvalidInput(f"image_url {uri}: only the bucket {self.store.bucket!r} is allowed")
+            return uri
+        name = f"{r.custom_id.replace('/', '_')}.{_EXTS.get(r.image_type or '', 'bin')}"
+        key = upload_key(tenant, r.image_data, name)
+        self.store.put(key, r.image_data, r.image_type or "application/octet-stream")
+        return f"s3://{self.store.bucket}/{key}"
+
+    def _submit(self, tenant: str, batch_id: str, items: list[ItemIn], parsed: ob.ParsedFile) -> uuid.UUID:
+        wanted = [r.max_tokens for r in parsed.requests if r.max_tokens]
+        temps = [r.temperature for r in parsed.requests if r.temperature is not None]
+        # One job, one token limit: the largest any line asked for (a line asking less may get more).
+        options = JobOptions(
+            max_new_tokens=max(wanted) if wanted else None, temperature=temps[0] if temps else None
+        )
+        job, _ = self.jobs.submit(tenant, JobCreate(items=items, options=options), f"openai:{batch_id}")
+        return job.id
+
+    @staticmethod
+    def _rejected_lines(batch_id: str, rejected: Iterable[ob.LineError]) -> list[dict[str, Any]]:
+        return [ob.error_line(batch_id, e.custom_id or "", e.code, e.message, e.param) for e in rejected]
+
+    def _move(self, batch_id: str, sources: tuple[str, ...], target: str, values: dict[str, Any]) -> bool:
+        with self.sessions() as s, s.begin():
+            return brepo.move_batch(s, batch_id, sources, target, values)
+
+    def _row(self, tenant: str | None, batch_id: str) -> Batch:
+        with self.sessions() as s:
+            b = brepo.get_batch(s, tenant, batch_id)
+        if b is None:
+            raise NotFound(f"batch {batch_id} not found")
+        return b
+
+    def get(self, tenant: str, batch_id: str) -> dict[str, Any]:
+        b = self._row(tenant, batch_id)
+        job = self._refresh(b)
+        return self._render(self._row(tenant, batch_id), job)
+
+    def list(self, tenant: str, after: str | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
+        with self.sessions() as s:
+            rows = brepo.list_batches(s, tenant, after, limit + 1)
+        page = [self.get(tenant, b.id) for b in rows[:limit]]
+        return page, len(rows) > limit
+
+    def cancel(self, tenant: str, batch_id: str) -> dict[str, Any]:
+        """Idempotent: a batch already cancelling or cancelled is returned as it is."""
+        self._refresh(self._row(tenant, batch_id))  # a job that has just ended finalizes first
+        b = self._row(tenant, batch_id)
+        if b.status in ("cancelling", "cancelled"):
+            return self.get(tenant, batch_id)
+        if b.status != "in_progress":
+            raise Conflict(f"batch {batch_id} is {b.status}; only a batch in progress can be cancelled")
+        moved = self._move(batch_id, ("in_progress",), "cancelling", {"cancelling_at": func.now()})
+        if moved and b.job_id is not None:
+            # The job may have ended meanwhile (a PermanentError): the read below finalizes it as cancelled.
+            with contextlib.suppress(PermanentError):
+                self.jobs.cancel(tenant, b.job_id)
+        return self.get(tenant, batch_id)
+
+    # -- state from the job, and finalizing ----------------------------------------------------------
+
+    def _refresh(self, b: Batch) -> JobOut | None:
+        """Follow the job; the first reader after its end finalizes. Returns the job (None: no job)."""
+        job = self.jobs.get(None, b.job_id) if b.job_id else None
+        if b.status not in ("in_progress", "cancelling", "finalizing"):
+            return job
+        done = job is None or job.status in _FINAL_FOR_JOB
+        if not done:
+            return job
+        if self._move(b.id, ("in_progress", "cancelling"), "finalizing", {"finalizing_at": func.now()}):
+            self._finalize(b, job)
+        else:
+            with self.sessions() as s, s.begin():
+                takeover = brepo.stale_finalizing(s, b.id, datetime.now(UTC) - FINALIZE_TAKEOVER)
+            if takeover:
+                self._finalize(b, job)
+        return job
+
+    def _finalize(self, b: Batch, job: JobOut | None) -> None:
+        final = _FINAL_FOR_JOB.get(job.status, "completed") if job else "completed"
+        if b.cancelling_at is not None or b.status == "cancelling":
+            final = "cancelled"
+        not_run = "batch_expired" if final == "expired" else "batch_cancelled"
+        created = _ts(b.created_at) or 0
+        results = self.jobs.results(None, b.job_id) if b.job_id else iter(())
+        ok, bad = ob.output_lines(b.id, results, created, not_run)
+        rejected = self.store.get(b.rejected_key) if b.rejected_key else b""
+        out_id, err_id = _derived_id(b.id, "output"), _derived_id(b.id, "errors")
+        self._save_file(b.tenant, out_id, f"{b.id}_output.jsonl", OUTPUT_PURPOSE, ob.jsonl(ok))
+        self._save_file(b.tenant, err_id, f"{b.id}_error.jsonl", OUTPUT_PURPOSE, rejected + ob.jsonl(bad))
+        values = {"output_file_id": out_id, "error_file_id": err_id, f"{final}_at": func.now()}
+        if final == "failed" and job is not None:
+            values["errors"] = [
+                {"code": "job_failed", "message": job.error or "the job failed", "param": None}
+            ]
+        self._move(b.id, ("finalizing",), final, values)
+
+    def _render(self, b: Batch, job: JobOut | None) -> dict[str, Any]:
+        completed = job.request_counts.completed if job else 0
+        failed = (job.request_counts.failed if job else 0) + b.rejected
+        errors = {"object": "list", "data": b.errors} if b.errors else None
+        return {
+            "id": b.id,
+            "object": "batch",
+            "endpoint": b.endpoint,
+            "model": job.model_id if job else None,
+            "errors": errors,
+            "input_file_id": b.input_file_id,
+            "completion_window": b.completion_window,
+            "status": b.status,
+            "output_file_id": b.output_file_id,
+            "error_file_id": b.error_file_id,
+            "request_counts": {"total": b.total, "completed": completed, "failed": failed},
+            "metadata": b.meta,
+            **{f"{k}_at": _ts(getattr(b, f"{k}_at")) for k in _STAMPS},
+        }
+
+
+_STAMPS = (
+    "created",
+    "in_progress",
+    "expires",
+    "finalizing",
+    "completed",
+    "failed",
+    "expired",
+    "cancelling",
+    "cancelled",
+)
+
+
+def _derived_id(batch_id: str, kind: str) -> str:
+    """The output and error files' ids follow from the batch's, so a rewrite lands on the same rows."""
+    return f"file-{ob.request_id(batch_id, kind)}"

@@ -1,0 +1,88 @@
+"""Read models for the results page: a tenant's jobs with their progress, a job's pages with their
+image, answer, reasoning or error. Reads only; tenancy is checked on every call."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from jobs import batch_repository as brepo
+from jobs import repository as repo
+from jobs.errors import NotFound
+from jobs.schemas import JobOut
+from jobs.service import JobService
+from jobs.status import ItemStatus
+
+
+@dataclass(frozen=True)
+class JobRow:
+    id: uuid.UUID
+    status: str
+    created_at: datetime
+    pages_total: int
+    pages_done: int
+    pages_failed: int
+
+    @property
+    def percent(self) -> int:
+        return round(100 * self.pages_done / self.pages_total) if self.pages_total else 0
+
+
+@dataclass(frozen=True)
+class PageRow:
+    custom_id: str
+    page: int | None
+    status: str
+    unit_id: uuid.UUID | None  # set when the page has a rendered image
+    answer: str | None
+    reasoning: str | None
+    flags: list[str]
+    error_code: str | None
+    error_message: str | None
+
+
+def jobs(service: JobService, tenant: str, limit: int, offset: int) -> list[JobRow]:
+    with service.sessions() as s:
+        rows = brepo.list_jobs(s, tenant, limit, offset)
+    out = []
+    for job, counts in rows:
+        failed = counts.get(ItemStatus.FAILED, 0) + counts.get(ItemStatus.CANCELLED, 0)
+        done = counts.get(ItemStatus.SUCCEEDED, 0) + failed
+        out.append(JobRow(job.id, job.status, job.created_at, sum(counts.values()), done, failed))
+    return out
+
+
+def pages(
+    service: JobService, tenant: str, job_id: uuid.UUID, limit: int, offset: int
+) -> tuple[JobOut, list[PageRow], int]:
+    """(the job, one page of its rows, how many rows it has in all)."""
+    job = service.get(tenant, job_id)  # NotFound for another tenant's job
+    with service.sessions() as s:
+        rows = repo.result_rows(s, job_id)
+    out = []
+    for src, unit, res in rows[offset : offset + limit]:
+        owner = unit or src
+        out.append(
+            PageRow(
+                custom_id=src.custom_id,
+                page=unit.page if unit else None,
+                status=owner.status,
+                unit_id=unit.id if unit is not None and unit.media_key else None,
+                answer=res.answer if res else None,
+                reasoning=res.reasoning if res else None,
+                flags=list(res.flags) if res else [],
+                error_code=owner.error_code,
+                error_message=owner.error_message,
+            )
+        )
+    return job, out, len(rows)
+
+
+def page_image(service: JobService, tenant: str, job_id: uuid.UUID, unit_id: uuid.UUID) -> bytes:
+    service.get(tenant, job_id)
+    with service.sessions() as s:
+        unit = brepo.unit_in_job(s, job_id, unit_id)
+    if unit is None or not unit.media_key:
+        raise NotFound(f"page {unit_id} not found in job {job_id}")
+    return service.store.get(unit.media_key)

@@ -1,0 +1,34 @@
+"""Prometheus counters fed by the use cases, where a compare-and-set is won, so a redelivered message
+never counts twice. Any process may feed them: the API serves its own registry at /metrics, a worker
+serves every one of its processes' samples through prometheus_client's multiprocess mode (see
+workers.metrics). Rates (pages/s, tokens/s) come from PromQL ``rate()`` over these counters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from prometheus_client import Counter
+
+PAGES = Counter("vlmq_pages", "Pages (units) that got a stored result")
+OUTPUT_TOKENS = Counter("vlmq_output_tokens", "Tokens generated for stored results (reasoning and answer)")
+PROMPT_TOKENS = Counter("vlmq_prompt_tokens", "Prompt tokens (text and vision) of stored results")
+FAILURES = Counter("vlmq_item_failures", "Items (sources or pages) that failed, by error code", ["reason"])
+ENGINE_BUSY_SECONDS = Counter(
+    "vlmq_engine_busy_seconds", "Wall time with at least one request in the engine; rate() = busy fraction"
+)
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) else 0
+
+
+def page_stored(result: Mapping[str, object]) -> None:
+    PAGES.inc()
+    OUTPUT_TOKENS.inc(_int(result.get("completion_tokens")))
+    PROMPT_TOKENS.inc(_int(result.get("prompt_tokens")))
+
+
+def items_failed(reason: str, n: int) -> None:
+    if n:
+        FAILURES.labels(reason=reason).inc(n)

@@ -1,0 +1,228 @@
+"""All SQL of reprocessing runs (jobs.reprocess): the run lock, entries, reopening failed items, and the
+refresh entries' compare-and-set moves (pending -> running -> changed | unchanged | failed).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, case, exists, func, literal, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.orm import Session
+
+from jobs import repository as repo
+from jobs.models import Item, Job, ReprocessEntry, ReprocessRun, Result
+from jobs.selection import OPEN_STATES, Target
+from jobs.status import ITEM_TERMINAL, ItemStatus, JobStatus
+
+# pg_advisory_xact_lock key: every run is selected and inserted under it, one at a time.
+RUN_LOCK = 0x766C6D71_72657072  # "vlmqrepr"
+
+E = ReprocessEntry
+
+
+def lock(s: Session) -> None:
+    """Serialise run creation across processes and hosts; released at commit or rollback."""
+    s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": RUN_LOCK})
+
+
+def run_by_key(s: Session, key: str) -> ReprocessRun | None:
+    return s.scalar(select(ReprocessRun).where(ReprocessRun.dedupe_key == key))
+
+
+def insert_entries(s: Session, run_id: uuid.UUID, candidates: Select[Any]) -> int:
+    """INSERT ... SELECT the candidates as pending entries; an item open in another run is skipped."""
+    c = candidates.subquery()
+    source = select(
+        literal(run_id, E.run_id.type), c.c.item_id, c.c.job_id, c.c.mode, c.c.reason, c.c.from_version,
+        literal("pending"),
+    )  # fmt: skip
+    cols = ["run_id", "item_id", "job_id", "mode", "reason", "from_version", "state"]
+    stmt = pg_insert(E).from_select(cols, source).on_conflict_do_nothing().returning(E.item_id)
+    return len(s.scalars(stmt).all())
+
+
+def reopen_failed(s: Session, run_id: uuid.UUID) -> None:
+    """Put the run's failed items back into the normal pipeline: a page to ready, a source with no pages
+    to queued (prep again), the source of a reopened page to prepared (it settles again), the job to
+    running (it finalizes again, rewriting its output files). Attempts start from zero."""
+    retry = select(E.item_id).where(E.run_id == run_id, E.mode == "retry")
+    failed = str(ItemStatus.FAILED)
+    to = case((Item.parent_id.is_(None), str(ItemStatus.QUEUED)), else_=str(ItemStatus.READY))
+    reopened = s.execute(
+        update(Item)
+        .where(Item.id.in_(retry), Item.status == failed)
+        .values(
+            status=to,
+            attempts=0,
+            error_code=None,
+            error_message=None,
+            lease_until=None,
+            updated_at=func.now(),
+        )
+        .returning(Item.id, Item.job_id, Item.parent_id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    parents = {p for _, _, p in reopened if p is not None}
+    s.execute(
+        update(Item)
+        .where(Item.id.in_(parents), Item.status == failed)
+        .values(status=str(ItemStatus.PREPARED), error_code=None, error_message=None, updated_at=func.now())
+        .execution_options(synchronize_session=False)
+    )
+    for job_id in {j for _, j, _ in reopened}:
+        _reopen_job(s, job_id, run_id)
+    for item_id, job_id, _ in reopened:
+        repo.add_event(
+            s, job_id, "item.reopened", item_id=item_id, from_status=failed, detail=f"run {run_id}"
+        )
+
+
+def _reopen_job(s: Session, job_id: uuid.UUID, run_id: uuid.UUID) -> None:
+    moved = s.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == str(JobStatus.COMPLETED))
+        .values(status=str(JobStatus.RUNNING), completed_at=None, updated_at=func.now())
+        .execution_options(synchronize_session=False)
+    )
+    if moved.rowcount:  # type: ignore[attr-defined]
+        repo.add_event(s, job_id, "job.reopened", to_status=str(JobStatus.RUNNING), detail=f"run {run_id}")
+
+
+def upgrade_prompts(s: Session, run_id: uuid.UUID, target: Target, prompts: dict[str, str]) -> None:
+    """Jobs of the run on an older version of a preset move to its current text and version, so the
+    recomputed results use it. Their old results keep the version they were made with."""
+    jobs = select(E.job_id).where(E.run_id == run_id)
+    for name, version in target.preset_versions:
+        moved = s.execute(
+            update(Job)
+            .where(
+                Job.id.in_(jobs),
+                Job.prompt_version.startswith(f"{name}-", autoescape=True),
+                Job.prompt_version != version,
+            )
+            .values(prompt=prompts[name], prompt_version=version, updated_at=func.now())
+            .returning(Job.id)
+            .execution_options(synchronize_session=False)
+        )
+        for job_id in moved.scalars():
+            repo.add_event(s, job_id, "job.prompt_upgraded", detail=f"{version} (run {run_id})")
+
+
+def work(s: Session, run_id: uuid.UUID) -> list[tuple[uuid.UUID, str, bool]]:
+    """(item_id, mode, is_source) of the run's open entries, in page order: what to send."""
+    q = (
+        select(E.item_id, E.mode, Item.parent_id.is_(None))
+        .join(Item, Item.id == E.item_id)
+        .where(E.run_id == run_id, E.state.in_(OPEN_STATES))
+        .order_by(E.job_id, Item.parent_id, Item.page)
+    )
+    return [(i, m, bool(src)) for i, m, src in s.execute(q)]
+
+
+def claim(s: Session, run_id: uuid.UUID, item_ids: Sequence[uuid.UUID]) -> list[Item]:
+    """Compare-and-set pending -> running on refresh entries whose page is still succeeded."""
+    still = exists().where(Item.id == E.item_id, Item.status == str(ItemStatus.SUCCEEDED))
+    claimed = s.scalars(
+        update(E)
+        .where(E.run_id == run_id, E.item_id.in_(item_ids), E.mode == "refresh", E.state == "pending", still)
+        .values(state="running", attempts=E.attempts + 1, updated_at=func.now())
+        .returning(E.item_id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    return list(s.scalars(select(Item).where(Item.id.in_(claimed)).order_by(Item.page))) if claimed else []
+
+
+def current_answer(s: Session, item_id: uuid.UUID) -> str | None:
+    return s.scalar(select(Result.answer).where(Result.item_id == item_id, Result.is_current))
+
+
+def move(
+    s: Session, run_id: uuid.UUID, item_ids: Sequence[uuid.UUID], frm: str, to: str, **values: Any
+) -> list[uuid.UUID]:
+    """Compare-and-set on entries: those of ``item_ids`` in state ``frm`` go to ``to``."""
+    if not item_ids:
+        return []
+    stmt = (
+        update(E)
+        .where(E.run_id == run_id, E.item_id.in_(item_ids), E.state == frm)
+        .values(state=to, updated_at=func.now(), **values)
+        .returning(E.item_id)
+        .execution_options(synchronize_session=False)
+    )
+    return list(s.scalars(stmt))
+
+
+def attempts(s: Session, run_id: uuid.UUID, item_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+    q = select(E.item_id, E.attempts).where(E.run_id == run_id, E.item_id.in_(item_ids))
+    return {i: int(n) for i, n in s.execute(q)}
+
+
+def settle_retries(s: Session, run_id: uuid.UUID) -> None:
+    """Retry entries whose item reached a terminal state close: succeeded -> changed, else failed."""
+    terminal = [str(x) for x in ITEM_TERMINAL]
+    ok = Item.status == str(ItemStatus.SUCCEEDED)
+    s.execute(
+        update(E)
+        .where(E.run_id == run_id, E.mode == "retry", E.state == "pending")
+        .where(E.item_id == Item.id, Item.status.in_(terminal))
+        .values(
+            state=case((ok, "changed"), else_="failed"),
+            error_code=case((ok, None), else_=Item.error_code),
+            error_message=case((ok, None), else_=Item.error_message),
+            updated_at=func.now(),
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+def open_refreshes(s: Session, run_id: uuid.UUID, job_id: uuid.UUID) -> int:
+    """The run's refreshes of this job not yet done (its retries are the job finalizer's business)."""
+    q = select(func.count()).where(
+        E.run_id == run_id, E.job_id == job_id, E.mode == "refresh", E.state.in_(OPEN_STATES)
+    )
+    return int(s.scalar(q) or 0)
+
+
+def counts(s: Session, run_id: uuid.UUID) -> tuple[dict[str, int], dict[str, int]]:
+    """Entries by state, and by reason."""
+    by_state = s.execute(select(E.state, func.count()).where(E.run_id == run_id).group_by(E.state))
+    by_reason = s.execute(select(E.reason, func.count()).where(E.run_id == run_id).group_by(E.reason))
+    return {k: int(n) for k, n in by_state}, {k: int(n) for k, n in by_reason}
+
+
+def complete_run(s: Session, run_id: uuid.UUID, report: dict[str, Any]) -> bool:
+    """running -> completed once no entry is open; the winner stores the final report."""
+    open_entry = exists().where(E.run_id == run_id, E.state.in_(OPEN_STATES))
+    stmt = (
+        update(ReprocessRun)
+        .where(ReprocessRun.id == run_id, ReprocessRun.status == "running", ~open_entry)
+        .values(status="completed", completed_at=func.now(), report=report)
+        .returning(ReprocessRun.id)
+        .execution_options(synchronize_session=False)
+    )
+    return s.scalar(stmt) is not None
+
+
+def open_runs(s: Session) -> list[uuid.UUID]:
+    return list(s.scalars(select(ReprocessRun.id).where(ReprocessRun.status == "running")))
+
+
+def stale_refreshes(s: Session, cutoff: datetime) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """Refresh entries that have not moved since ``cutoff`` (lost message or worker) go back to pending;
+    returns (run_id, item_id) to send again. A duplicate message is harmless: claims are compare-and-set."""
+    stmt = (
+        update(E)
+        .where(E.mode == "refresh", E.state.in_(OPEN_STATES), E.updated_at < cutoff)
+        .values(state="pending", updated_at=func.now())
+        .returning(E.run_id, E.item_id)
+        .execution_options(synchronize_session=False)
+    )
+    return [(r, i) for r, i in s.execute(stmt)]
+
+
+def recent_runs(s: Session, limit: int) -> list[ReprocessRun]:
+    return list(s.scalars(select(ReprocessRun).order_by(ReprocessRun.created_at.desc()).limit(limit)))

@@ -1,0 +1,96 @@
+"""Videos end to end: `vlmq submit` (multipart upload) and a JSON job over HTTP, to separately running
+API and workers with the tiny model taught one video. The good clip gets its exact taught answer
+(reasoning and answer apart); every bad video fails alone with its own code; the jobs complete."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+
+from tests.e2e.test_pipeline import KEY, s3_keys, wait_done
+from tests.fixtures.video_model import VIDEO_PROMPT, taught_video_model
+from tests.fixtures.videos import BAD, GOOD, TOO_LARGE_LIMIT
+
+pytestmark = pytest.mark.slow
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+@pytest.fixture(scope="module")
+def e2e_env(service_env: dict[str, str]) -> dict[str, str]:
+    """This module's system runs the video-taught model (conftest's runs the page-taught one)."""
+    return {
+        **os.environ,
+        **service_env,
+        "VLMQ_MODEL__PATH": str(taught_video_model()),
+        "VLMQ_MODEL__MODEL_ID": "tiny-glm4v-video",
+        "VLMQ_MODEL__MAX_NEW_TOKENS": "96",
+        "VLMQ_LIMITS__MAX_VIDEO_BYTES": str(TOO_LARGE_LIMIT),  # too-large.mp4 is over it, the rest under
+    }
+
+
+def results(base: str, job_id: str) -> dict[str, list[dict[str, Any]]]:
+    text = httpx.get(f"{base}/v1/jobs/{job_id}/results", headers=KEY, timeout=30).text
+    by_item: dict[str, list[dict[str, Any]]] = {}
+    for line in map(json.loads, text.splitlines()):
+        by_item.setdefault(line["custom_id"], []).append(line)
+    return by_item
+
+
+def check_taught_answer(lines: list[dict[str, Any]]) -> None:
+    (line,) = lines  # a video is one unit: one result line
+    assert (line["status"], line["page"], line["error"]) == ("succeeded", 1, None), line
+    assert (line["reasoning"], line["answer"]) == ("A square moves.", "Left to right")
+    assert line["finish_reason"] == "stop" and line["model_id"] == "tiny-glm4v-video"
+    # 3 pairs of frames, each <|begin_of_image|>, 24 <|image|>, <|end_of_image|> and a timestamp.
+    assert line["usage"]["prompt_tokens"] > 3 * 27
+
+
+def test_vlmq_submit_videos_good_and_bad(running_system: str, e2e_env: dict[str, str]) -> None:
+    files = [str(FIXTURES / name) for name in [GOOD, *sorted(BAD)]]
+    env = {**e2e_env, "VLMQ_API__BASE_URL": running_system}
+    cmd = [sys.executable, "-m", "api.cli", "submit", *files, "--prompt", VIDEO_PROMPT]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=True).stdout
+    job_id = out.split("job ", 1)[1].split()[0]
+    job = wait_done(running_system, job_id)
+
+    assert job["status"] == "completed"
+    assert job["request_counts"] == {"total": 1 + len(BAD), "completed": 1, "failed": len(BAD)}
+    assert job["page_counts"] == {"total": 1, "completed": 1, "failed": 0}
+    lines = results(running_system, job_id)
+    check_taught_answer(lines[GOOD])
+    for name, code in BAD.items():
+        (line,) = lines[name]
+        assert (line["status"], line["error"]["code"]) == ("failed", code), line
+        assert name in line["error"]["message"]
+    # The clip prep stored for the GPU worker: content-addressed, one object per sampling.
+    assert [
+        k for k in s3_keys(e2e_env, "media/") if k.endswith("/video-2fps-300s-600f-6144t-1288px/clip.zip")
+    ]
+
+
+def test_json_job_with_an_s3_video(running_system: str, e2e_env: dict[str, str]) -> None:
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=e2e_env["VLMQ_S3__ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    bucket, key = e2e_env["VLMQ_S3__BUCKET"], f"inputs/{uuid.uuid4().hex}/holiday.mp4"
+    s3.put_object(Bucket=bucket, Key=key, Body=(FIXTURES / GOOD).read_bytes())
+    body = {"items": [{"custom_id": "holiday", "uri": f"s3://{bucket}/{key}", "prompt": VIDEO_PROMPT}]}
+    r = httpx.post(f"{running_system}/v1/jobs", json=body, headers=KEY, timeout=30)
+    assert r.status_code == 202, r.text
+    job = wait_done(running_system, r.json()["id"])
+    assert job["status"] == "completed"
+    check_taught_answer(results(running_system, job["id"])["holiday"])

@@ -1,0 +1,65 @@
+"""Progress arithmetic and rendering of `vlmq watch`, and the Markdown results, on given statuses."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from rich.console import Console
+
+from api.cli.progress import JobProgress, pace
+from api.cli.render import to_markdown
+
+T0 = "2026-01-01T00:00:00Z"
+
+
+def _job(status: str, pages: dict[str, int], completed_at: str | None = None) -> dict[str, object]:
+    docs = {"total": 1, "completed": int(status == "completed"), "failed": 0}
+    return {
+        "status": status,
+        "started_at": T0,
+        "completed_at": completed_at,
+        "request_counts": docs,
+        "page_counts": pages,
+    }
+
+
+def test_pace_rate_and_time_left() -> None:
+    now = datetime(2026, 1, 1, 0, 0, 10, tzinfo=UTC)
+    p = pace({"total": 10, "completed": 3, "failed": 2}, _job("running", {}), now)
+    assert (p.rate, p.eta_s) == (0.5, 10.0)
+    assert (p.rate_text(), p.eta_text()) == ("0.50/s", "0:00:10")
+    none_done = pace({"total": 10, "completed": 0, "failed": 0}, _job("running", {}), now)
+    assert (none_done.rate_text(), none_done.eta_text()) == ("-/s", "-:--:--")
+
+
+def test_pace_of_a_finished_job_stops_at_its_end() -> None:
+    job = _job("completed", {}, completed_at="2026-01-01T00:00:04Z")
+    p = pace({"total": 8, "completed": 7, "failed": 1}, job, datetime(2030, 1, 1, tzinfo=UTC))
+    assert (p.rate, p.eta_s) == (2.0, 0.0)
+
+
+def test_bars_show_done_failed_and_state() -> None:
+    console = Console(record=True, width=150, force_terminal=False)
+    with JobProgress(console, "job-1") as bars:
+        bars.update(_job("running", {"total": 0, "completed": 0, "failed": 0}))
+        bars.update(_job("completed", {"total": 4, "completed": 3, "failed": 1}, "2026-01-01T00:00:02Z"))
+    text = console.export_text()
+    pages = next(line for line in text.splitlines() if "pages" in line)
+    assert "4/4" in pages and "1 failed" in pages and "2.00/s" in pages and "completed" in pages
+
+
+def test_markdown_folds_reasoning_and_shows_errors() -> None:
+    rows = [
+        {"custom_id": "a.pdf", "page": 1, "status": "succeeded", "answer": "Hi", "reasoning": "Because."},
+        {
+            "custom_id": "a.pdf",
+            "page": 2,
+            "status": "failed",
+            "error": {"code": "engine_error", "message": "x"},
+        },
+        {"custom_id": "b.png", "page": None, "status": "pending"},
+    ]
+    md = to_markdown("J", rows)
+    assert md.startswith("# Job J\n\n## a.pdf\n\n### Page 1\n\nHi\n\n<details><summary>Reasoning</summary>")
+    assert "### Page 2\n\n> **Error `engine_error`**: x" in md
+    assert "## b.png\n\n### Document\n\n_pending_" in md
