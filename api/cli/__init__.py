@@ -241,6 +241,7 @@ def retry(job_id: str) -> None:
         console.print_json(json.dumps(client.retry(job_id)))
 
 
+@app.command()
 def watch(
     job_id: str,
     interval: Annotated[float, typer.Option(help="Seconds between status reads")] = 1.0,
