@@ -109,7 +109,7 @@ def db_upgrade(revision: str = "head") -> None:
 
 @app.command()
 def submit(
-    files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, help="PDFs or images")],
+    files: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, help="PDFs, images or videos")],
     prompt: Annotated[str | None, typer.Option(help="Prompt (default: the caption preset)")] = None,
     max_new_tokens: Annotated[int | None, typer.Option(help="Output token limit per page")] = None,
     wait: Annotated[bool, typer.Option(help="Follow progress until the job is done")] = False,
