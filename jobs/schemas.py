@@ -26,7 +26,7 @@ class ItemIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     custom_id: str = Field(pattern=CUSTOM_ID_PATTERN)
-    uri: str = Field(min_length=6, max_length=2048, description="s3://bucket/key of a PDF, an image or a video")
+    uri: str = Field(min_length=6, max_length=2048, description="s3://bucket/key of a PDF, image or video")
     prompt: str | None = Field(default=None, max_length=20_000)
 
     @field_validator("uri")
