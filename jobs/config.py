@@ -94,7 +94,7 @@ class LimitSettings(BaseModel):
     # Vision tokens one video may take in the prompt: frames are stored at the size that fits, so the
     # processor never resizes them. GLM's processor allows 30,000; keep this plus the thinking budget
     # and max_new_tokens under model.max_model_len (16,384 by default).
-    video_max_tokens: int = Field(default=6144, ge=64)
+    video_max_tokens: int = Field(default=6144, ge=64, le=30000)
     video_longest_side: int = Field(default=1288, ge=28, le=4096)  # per frame, whatever the budget
 
 

@@ -13,17 +13,16 @@ VlmqError                     error
 │   │   ├── EmptyVideo            empty_video: zero bytes, or a container with no frames
 │   │   ├── VideoTooLong          video_too_long: over limits.max_video_seconds
 │   │   ├── UnsupportedMedia      unsupported_media
+│   │   │   ├── UnsupportedCodec      unsupported_codec: a video stream no decoder here reads
+│   │   │   └── NoVideoStream         no_video_stream: a container with audio or data only
 │   │   ├── PagesOutOfRange       pages_out_of_range
 │   │   ├── ExtremeAspectRatio    extreme_aspect_ratio
 │   │   ├── ConversionFailed      conversion_failed
 │   │   │   └── ConversionTimeout     conversion_timeout
 │   │   └── SourceTooLarge        source_too_large
-│   │       └── ImageTooLarge         image_too_large
-│   ├── ConverterMissing      converter_missing
-│   │   │   ├── UnsupportedCodec      unsupported_codec: a video stream no decoder here reads
-│   │   │   └── NoVideoStream         no_video_stream: a container with audio or data only
-│   │   └── SourceTooLarge        source_too_large
+│   │       ├── ImageTooLarge         image_too_large
 │   │       └── VideoTooLarge         video_too_large: over limits.max_video_bytes
+│   ├── ConverterMissing      converter_missing
 │   ├── NotFound              not_found
 │   ├── Conflict              conflict
 │   ├── Unauthorized          unauthorized

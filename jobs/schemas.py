@@ -61,7 +61,7 @@ class ItemIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     custom_id: str = Field(pattern=CUSTOM_ID_PATTERN)
-    uri: str = Field(min_length=6, max_length=2048, description="s3://bucket/key of a PDF or an image")
+    uri: str = Field(min_length=6, max_length=2048, description="s3://bucket/key of a PDF, image or video")
     prompt: str | None = Field(default=None, max_length=20_000)
     options: ItemOptions | None = None
 

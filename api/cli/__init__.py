@@ -156,7 +156,7 @@ Task = Literal["caption", "ocr", "qa", "grounding"]
 @app.command()
 def submit(
     files: Annotated[
-        list[Path], typer.Argument(exists=True, dir_okay=False, help="PDFs, images or office files")
+        list[Path], typer.Argument(exists=True, dir_okay=False, help="PDFs, images, office files or videos")
     ],
     prompt: Annotated[str | None, typer.Option(help="Prompt; for qa/grounding the question")] = None,
     task: Annotated[Task | None, typer.Option(help="Preset (default caption)")] = None,
