@@ -139,8 +139,12 @@ def _search_scale(
     wg = w.abs().view(-1, group_size)
     w_mean = (wg / (wg.amax(dim=1, keepdim=True) + 1e-6)).view(w.shape).mean(0)
     block = layer.get_submodule(group.inspect) if group.inspect else linears[0]
-    # Attention needs each sample's positions and mask; the MLP and lone linears see tokens only.
-    kwargs = [x.kwargs for x in inputs] if group.inspect == "self_attn" else [{} for _ in inputs]
+    # Attention needs each sample's positions and mask; the MLP and lone linears see tokens one by
+    # one, so all samples go through them as one sequence (one large matmul, not one per page).
+    if group.inspect == "self_attn":
+        kwargs = [x.kwargs for x in inputs]
+    else:
+        xs, kwargs = [torch.cat([x.reshape(-1, x.shape[-1]) for x in xs])], [{}]
     reference = _run(block, xs, kwargs)
     originals = [lin.weight.detach().clone() for lin in linears]
     best, best_err = torch.ones_like(x_mean), float("inf")
