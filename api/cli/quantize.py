@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from jobs.config import Settings
-from jobs.errors import NotFound
+from jobs.errors import VlmqError
 
 
 def run_quantize(
@@ -40,7 +40,7 @@ def run_quantize(
         console.print(f"calibration: {len(pages)} pages from {calibration}")
         with _bars(console) as bars:
             report = quantize_checkpoint(src, dst, pages, device=device, progress=bars)
-    except (QuantizeError, NotFound) as e:
+    except VlmqError as e:  # refusals, an unknown job, S3 or Postgres out of reach
         err.print(f"[red]vlmq quantize:[/] {e}")
         return 2
     _summary(console, report)
@@ -49,6 +49,7 @@ def run_quantize(
 
 def _pages(settings: Settings, calibration: str, samples: int, prompt: str | None) -> list[Any]:
     from workers.quantization.calibration import pages_from_folder, pages_from_job
+    from workers.quantization.checks import QuantizeError
 
     job_id = _job_id(calibration)
     if job_id is None:
@@ -57,6 +58,11 @@ def _pages(settings: Settings, calibration: str, samples: int, prompt: str | Non
             Path(calibration), samples, longest_side=limits.render_longest_side,
             max_pdf_pages=limits.max_pdf_pages, prompt=prompt,
         )  # fmt: skip
+    if not settings.db.url:
+        raise QuantizeError(
+            f"{calibration} is read as a vlmq job id, which needs the job database: set VLMQ_DB__URL "
+            "(and the VLMQ_S3__* settings), or give a folder of pages"
+        )
     from jobs.service import build_service
 
     return pages_from_job(build_service(settings), job_id, samples)

@@ -225,3 +225,19 @@ def test_calibration_from_a_job_refuses_unknown_and_unprepared_jobs(settings: Se
         pages_from_job(service, uuid.uuid4(), 4)
     with pytest.raises(QuantizeError, match="no prepared page"):
         pages_from_job(service, _job_with_pages(settings, 0), 4)
+
+
+def test_a_job_id_without_a_database_is_refused(
+    taught_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jobs.config import get_settings
+
+    monkeypatch.chdir(tmp_path)  # no .env or dev stack file to find a database in
+    monkeypatch.delenv("VLMQ_DB__URL", raising=False)
+    get_settings.cache_clear()
+    try:
+        result = _cli(str(taught_model_dir), str(tmp_path / "out"), "-c", str(uuid.uuid4()))
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 2, result.output
+    assert "needs the job database" in " ".join(result.output.split())
