@@ -83,6 +83,14 @@ class UnitWork:
     settings: Mapping[str, Any] = field(default_factory=dict)  # jobs.fingerprint.output_settings
 
 
+@dataclass(frozen=True)
+class PageMedia:
+    custom_id: str
+    page: int
+    media_key: str
+    prompt: str
+
+
 def request_hash(req: JobCreate) -> str:
     return hashlib.sha256(req.model_dump_json().encode()).hexdigest()
 
@@ -203,6 +211,16 @@ class JobService:
             rows = repo.result_rows(s, job_id, history)
         for src, unit, res in rows:
             yield _result_line(src, unit, res, self.store.bucket)
+
+    def page_media(self, job_id: uuid.UUID, limit: int) -> list[PageMedia]:
+        """A job's first ``limit`` prepared pages and their prompts (calibration for `vlmq quantize`)."""
+        with self.sessions() as s:
+            job = repo.get_job(s, job_id)
+            if job is None:
+                raise NotFound(f"job {job_id} not found")
+            units = repo.units_with_media(s, job_id, limit)
+            prompt = job.prompt
+            return [PageMedia(u.custom_id, u.page or 0, u.media_key or "", u.prompt or prompt) for u in units]
 
     # -- worker side ---------------------------------------------------------------------------
 
