@@ -69,7 +69,7 @@ class ModelSettings(BaseModel):
     renderer_workers: int = 8
     # Inference tasks a GPU worker runs at once (threads sharing one engine): keeps the engine fed.
     # Ignored by the transformers engine, which runs one at a time.
-    batches_in_flight: int = 8
+    batches_in_flight: int = 32
     # Written (JSON: engine, model, load seconds) once the engine is up and before tasks are taken.
     ready_file: str | None = None
     ignore_eos: bool = False  # benchmarks only: every request produces exactly max_new_tokens

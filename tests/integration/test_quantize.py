@@ -59,7 +59,7 @@ def calibration_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for i, img in enumerate(taught_pages()[:2], start=1):
         (folder / f"page-{i}.png").write_bytes(encode_png(img))
     (folder / "pages.pdf").write_bytes(taught_pdf())
-    shutil.copy(FIXTURES / "corrupt-image.png", folder / "a-corrupt.png")
+    shutil.copy(FIXTURES / "corrupt_image.png", folder / "a-corrupt.png")
     (folder / "notes.txt").write_text("not a page")
     return folder
 
