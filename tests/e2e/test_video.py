@@ -13,11 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 
-from tests.e2e.test_pipeline import KEY, s3_keys, wait_done
+from tests.e2e.test_pipeline import KEY, s3_client, s3_keys, wait_done
 from tests.fixtures.video_model import VIDEO_PROMPT, taught_video_model
 from tests.fixtures.videos import BAD, GOOD, TOO_LARGE_LIMIT
 from tests.system import running_system as start_system
@@ -89,13 +88,7 @@ def test_vlmq_submit_videos_good_and_bad(video_system: str, video_env: dict[str,
 
 
 def test_json_job_with_an_s3_video(video_system: str, video_env: dict[str, str]) -> None:
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=video_env["VLMQ_S3__ENDPOINT_URL"],
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    s3 = s3_client(video_env)
     bucket, key = video_env["VLMQ_S3__BUCKET"], f"inputs/{uuid.uuid4().hex}/holiday.mp4"
     s3.put_object(Bucket=bucket, Key=key, Body=(FIXTURES / GOOD).read_bytes())
     body = {"items": [{"custom_id": "holiday", "uri": f"s3://{bucket}/{key}", "prompt": VIDEO_PROMPT}]}
