@@ -7,7 +7,7 @@ EXTRAS ?= api,worker,dev,quantize
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)-$(subst $(comma),_,$(EXTRAS))
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast lint format typecheck gpu-test clean
+.PHONY: setup demo test test-fast chaos lint format typecheck gpu-test clean
 
 $(STAMP): pyproject.toml
 	@echo ">> creating $(VENV) and installing vlmq[$(EXTRAS)] (torch included: first time takes a few minutes)"
@@ -24,6 +24,10 @@ demo: setup
 
 test: setup lint typecheck
 	$(BIN)/python -m pytest -m "not gpu" $(PYTEST_ARGS)
+
+# Every chaos test, the long ones too (S3 down 30 s, the 10,000-item job); figures in RELIABILITY.md.
+chaos: setup
+	VLMQ_CHAOS_ALL=1 $(BIN)/python -m pytest tests/chaos -m chaos -s $(PYTEST_ARGS)
 
 test-fast: setup
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI
 
 from api import errors
@@ -21,6 +23,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics.state_registry(app.state.service, settings)
     app.state.api_keys, app.state.dev_key = load_keys(settings)
     errors.install(app)
+    logging.getLogger("vlmq").info(
+        "api: database %s, redis %s, s3 %s", settings.db.url, settings.redis.url, settings.s3.endpoint_url
+    )
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(jobs.router)

@@ -19,7 +19,7 @@ import secrets
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol, cast
+from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import func
@@ -36,17 +36,13 @@ from jobs.storage import upload_key
 INPUT_PURPOSE = "batch"
 OUTPUT_PURPOSE = "batch_output"
 FINALIZE_TAKEOVER = timedelta(minutes=5)  # a finalizing batch untouched this long lost its process
-_FINAL_FOR_JOB = {
+_FINAL_FOR_JOB: dict[str, str] = {
     JobStatus.COMPLETED: "completed",
     JobStatus.FAILED: "failed",
     JobStatus.CANCELLED: "cancelled",
-    "expired": "expired",  # the reliability work's expiry, when a job carries it
-}
+    JobStatus.EXPIRED: "expired",  # past its expiry (queue.job_expiry_seconds): unfinished items failed
+}  # a CANCELLING job is not final: its batch stays "cancelling" until the job is CANCELLED
 _EXTS = {"image/png": "png", "image/jpeg": "jpg", "image/gif": "gif", "image/webp": "webp"}
-
-
-class _Cancels(Protocol):
-    def cancel(self, tenant: str, job_id: uuid.UUID) -> JobOut: ...
 
 
 def _ts(dt: datetime | None) -> int | None:
@@ -231,9 +227,8 @@ class BatchService:
         moved = self._move(batch_id, ("in_progress",), "cancelling", {"cancelling_at": func.now()})
         if moved and b.job_id is not None:
             # The job may have ended meanwhile (a PermanentError): the read below finalizes it as cancelled.
-            # JobService.cancel comes with the reliability work (issue 5); typed here by its signature.
             with contextlib.suppress(PermanentError):
-                cast(_Cancels, self.jobs).cancel(tenant, b.job_id)
+                self.jobs.cancel(tenant, b.job_id)
         return self.get(tenant, batch_id)
 
     # -- state from the job, and finalizing ----------------------------------------------------------

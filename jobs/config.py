@@ -44,7 +44,8 @@ class S3Settings(BaseModel):
 
 
 class ModelSettings(BaseModel):
-    engine: Literal["transformers", "vllm"] = "transformers"
+    # "fake": a fixed-latency test/benchmark engine with canned output (workers/inference/fake_engine.py).
+    engine: Literal["transformers", "vllm", "fake"] = "transformers"
     path: str = str(STATE_DIR / "models" / "tiny-glm4v")  # real users: GLM-4.1V-9B-Thinking(-AWQ)
     model_id: str | None = None  # name stored on results; defaults to the path's last part
     # The checkpoint's revision (a commit or tag), stored on results; bump it when the weights change
@@ -73,6 +74,10 @@ class ModelSettings(BaseModel):
     # Written (JSON: engine, model, load seconds) once the engine is up and before tasks are taken.
     ready_file: str | None = None
     ignore_eos: bool = False  # benchmarks only: every request produces exactly max_new_tokens
+    # Bad output (answer missing, malformed tags) is generated again at each of these temperatures in
+    # turn until one is well-formed; the result then carries the flag "temperature_fallback:<t>".
+    retry_temperatures: list[float] = Field(default_factory=lambda: [0.6, 1.0])
+    fake_latency_seconds: float = 0.05  # the "fake" engine: seconds per batch
 
 
 class LimitSettings(BaseModel):
@@ -83,6 +88,13 @@ class LimitSettings(BaseModel):
     render_longest_side: int = 1288
     batch_size: int = 8  # pages per inference task
     max_attempts: int = 3
+    # Transport failures (S3, the database unreachable) back off and retry up to this many attempts, so
+    # an outage of a few minutes fails nothing; other failures stop at max_attempts.
+    max_transport_attempts: int = 12
+    max_request_bytes: int = 1024 * 1024 * 1024  # a whole upload request, checked while it streams in
+    # Per tenant, over its unfinished jobs: more is refused with 429 until some finish.
+    max_active_jobs_per_tenant: int = 100
+    max_active_items_per_tenant: int = 200_000
     # Videos. Sampling is GLM-4.1V's own (its video processor's defaults): ``video_fps`` frames a second
     # up to ``video_sample_seconds``, spread evenly over longer videos, at most ``video_max_frames``
     # (even: the model takes frames in pairs). Longer than ``max_video_seconds`` is refused.
@@ -96,6 +108,38 @@ class LimitSettings(BaseModel):
     # and max_new_tokens under model.max_model_len (16,384 by default).
     video_max_tokens: int = Field(default=6144, ge=64, le=30000)
     video_longest_side: int = Field(default=1288, ge=28, le=4096)  # per frame, whatever the budget
+
+
+class QueueSettings(BaseModel):
+    """Delivery and recovery (see RELIABILITY.md). Postgres leases make a lost worker's items move
+    again after ``lease_seconds``; the sweeper (Celery beat) re-enqueues what should be moving."""
+
+    lease_seconds: float = 120.0  # an in-flight item's lease; renewed every heartbeat_seconds
+    heartbeat_seconds: float = 20.0
+    # A queued/ready item not touched for this long is enqueued again (its message may be lost). A
+    # duplicate message is harmless (compare-and-set claims), so this only bounds how late.
+    requeue_after_seconds: float = 1800.0
+    sweep_interval_seconds: float = 30.0
+    sweep_batch: int = 10_000  # items re-enqueued per sweep, at most
+    # A job with more sources is enqueued as fan-out messages of this many (a prep worker expands them).
+    fan_out_size: int = 500
+    retry_backoff_max_seconds: int = 60  # a retried task waits 1, 2, 4, ... seconds, at most this
+    # Redis redelivers an unacknowledged message after this; longer than the longest task.
+    visibility_timeout_seconds: int = 4 * 3600
+    task_time_limit_seconds: int = 3600  # hard limit (prefork prep workers); soft limit 60 s before
+    job_expiry_seconds: float = 24 * 3600.0  # unfinished items of an older job fail with code "expired"
+
+
+class InputSettings(BaseModel):
+    """Which input URIs a job may name. s3:// in the allowed buckets (empty: the configured bucket);
+    https:// only when listed in ``allowed_schemes``, and then never to a loopback, link-local or
+    private address (every address the host resolves to, redirects included) unless allowed."""
+
+    allowed_schemes: list[str] = Field(default_factory=lambda: ["s3"])
+    allowed_buckets: list[str] = Field(default_factory=list)
+    allow_private_addresses: bool = False
+    https_timeout_seconds: float = 30.0
+    max_redirects: int = 5
 
 
 class MediaSettings(BaseModel):
@@ -166,6 +210,8 @@ class Settings(BaseSettings):
     s3: S3Settings = Field(default_factory=S3Settings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    queue: QueueSettings = Field(default_factory=QueueSettings)
+    inputs: InputSettings = Field(default_factory=InputSettings)
     media: MediaSettings = Field(default_factory=MediaSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)

@@ -3,7 +3,8 @@
 VlmqError                     error
 ├── PermanentError            permanent_error: bad input or a state retrying cannot fix; never retried
 │   ├── InvalidInput          invalid_input
-│   │   └── PromptMediaLimit      prompt_media_limit: more media in one prompt than GLM-4.1V takes
+│   │   ├── PromptMediaLimit      prompt_media_limit: more media in one prompt than GLM-4.1V takes
+│   │   └── ForbiddenUri          forbidden_uri: scheme, bucket or address not allowed (jobs.uris)
 │   ├── MediaError            media_error
 │   │   ├── CorruptMedia          corrupt_media
 │   │   │   └── CorruptVideo          corrupt_video: unreadable container, truncated, or not a video at all
@@ -26,9 +27,15 @@ VlmqError                     error
 │   ├── NotFound              not_found
 │   ├── Conflict              conflict
 │   ├── Unauthorized          unauthorized
-│   └── InvalidTransition     invalid_transition
+│   ├── TenantLimitExceeded   tenant_limit_exceeded: too many unfinished jobs or items (HTTP 429)
+│   ├── InvalidTransition     invalid_transition
+│   ├── Expired               expired: the job passed its expiry time before this item finished
+│   ├── LeaseExpired          lease_expired: the worker holding the item stopped (killed, lost), too often
+│   └── BadModelOutput        bad_model_output
 └── RetryableError            retryable_error: transient (S3, network, database); tasks retry with backoff
-    ├── StorageUnavailable    storage_unavailable
+    ├── TransportError        transport_error: infrastructure unreachable; up to max_transport_attempts
+    │   ├── StorageUnavailable    storage_unavailable
+    │   └── DatabaseUnavailable   database_unavailable
     └── EngineError           engine_error
 """
 
@@ -136,6 +143,10 @@ class SourceTooLarge(MediaError):
     code = "source_too_large"
 
 
+class ForbiddenUri(InvalidInput):
+    code = "forbidden_uri"
+
+
 class ImageTooLarge(SourceTooLarge):
     """More pixels than VLMQ_MEDIA__MAX_IMAGE_PIXELS: refused from the header, before decoding."""
 
@@ -164,12 +175,36 @@ class Unauthorized(PermanentError):
     code = "unauthorized"
 
 
+class TenantLimitExceeded(PermanentError):
+    code = "tenant_limit_exceeded"
+
+
 class InvalidTransition(PermanentError):
     code = "invalid_transition"
 
 
-class StorageUnavailable(RetryableError):
+class Expired(PermanentError):
+    code = "expired"
+
+
+class LeaseExpired(PermanentError):
+    code = "lease_expired"
+
+
+class BadModelOutput(PermanentError):
+    code = "bad_model_output"
+
+
+class TransportError(RetryableError):
+    code = "transport_error"
+
+
+class StorageUnavailable(TransportError):
     code = "storage_unavailable"
+
+
+class DatabaseUnavailable(TransportError):
+    code = "database_unavailable"
 
 
 class EngineError(RetryableError):

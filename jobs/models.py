@@ -68,6 +68,9 @@ class Job(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_hash: Mapped[str] = mapped_column(String(64), nullable=False)
     total_items: Mapped[int] = mapped_column(Integer, nullable=False)
+    # "normal" | "low": which queues (gpu / gpu-low, prep / prep-low) its messages go to.
+    priority: Mapped[str] = mapped_column(String(8), nullable=False, server_default=text("'normal'"))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # then: expired
     error: Mapped[str | None] = mapped_column(Text)
     output_key: Mapped[str | None] = mapped_column(Text)
     error_key: Mapped[str | None] = mapped_column(Text)
@@ -91,6 +94,10 @@ class Item(Base):
             unique=True,
             postgresql_where=text("parent_id IS NULL"),
         ),
+        # The sweeper's two questions: which waiting items were not touched for a while, and which
+        # in-flight items' leases ran out (only in-flight items hold one, so that index stays small).
+        Index("ix_items_status_updated_at", "status", "updated_at"),
+        Index("ix_items_lease_until", "lease_until", postgresql_where=text("lease_until IS NOT NULL")),
     )
 
     id: Mapped[uuid.UUID] = _uuid_pk()
@@ -113,6 +120,7 @@ class Item(Base):
     page_count: Mapped[int | None] = mapped_column(Integer)
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
+    # Set while a worker holds the item (preparing/running) and renewed by its heartbeat; NULL otherwise.
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()

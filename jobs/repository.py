@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import and_, case, exists, func, select, update
+from sqlalchemy import and_, case, exists, func, select, true, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, aliased
 
@@ -66,14 +66,16 @@ def move_items(
     target: ItemStatus,
     values: dict[str, Any] | None = None,
 ) -> list[Item]:
-    """Compare-and-set: move those of ``item_ids`` whose status allows it; return the rows moved."""
+    """Compare-and-set: move those of ``item_ids`` whose status allows it; return the rows moved.
+
+    A move drops the item's lease unless ``values`` sets one (a claim does)."""
     if not item_ids:
         return []
     sources = [str(x) for x in item_sources_for(target)]
     stmt = (
         update(Item)
         .where(Item.id.in_(item_ids), Item.status.in_(sources))
-        .values(status=str(target), updated_at=func.now(), **(values or {}))
+        .values(status=str(target), updated_at=func.now(), **{"lease_until": None, **(values or {})})
         .returning(Item)
         .execution_options(synchronize_session=False, populate_existing=True)
     )
@@ -149,17 +151,26 @@ def upsert_result(s: Session, values: dict[str, Any]) -> None:
     s.execute(stmt.on_conflict_do_update(index_elements=["item_id", "version"], set_=updatable))
 
 
-def settle_sources(s: Session, job_id: uuid.UUID) -> list[uuid.UUID]:
-    """Prepared sources whose units are all terminal become succeeded, or failed if any unit failed."""
+def settle_sources(s: Session, job_id: uuid.UUID, only: Sequence[uuid.UUID] | None = None) -> list[uuid.UUID]:
+    """Prepared sources whose units are all terminal become succeeded, failed if any unit failed, or
+    cancelled if (no unit failed and) any unit was cancelled. ``only``: just these sources (a worker
+    settles the sources it touched; checking every source of a 10,000-item job after each batch would
+    make a job quadratic)."""
     unit = aliased(Item)
     terminal = [str(x) for x in ITEM_TERMINAL]
     open_units = exists().where(unit.parent_id == Item.id, unit.status.not_in(terminal))
     failed_units = exists().where(unit.parent_id == Item.id, unit.status == str(ItemStatus.FAILED))
+    cancelled_units = exists().where(unit.parent_id == Item.id, unit.status == str(ItemStatus.CANCELLED))
     stmt = (
         update(Item)
         .where(Item.job_id == job_id, Item.status == str(ItemStatus.PREPARED), ~open_units)
+        .where(Item.id.in_(only) if only is not None else true())
         .values(
-            status=case((failed_units, str(ItemStatus.FAILED)), else_=str(ItemStatus.SUCCEEDED)),
+            status=case(
+                (failed_units, str(ItemStatus.FAILED)),
+                (cancelled_units, str(ItemStatus.CANCELLED)),
+                else_=str(ItemStatus.SUCCEEDED),
+            ),
             error_code=case((failed_units, "page_failed"), else_=None),
             error_message=case((failed_units, "one or more pages failed; see the page errors"), else_=None),
             updated_at=func.now(),
@@ -218,3 +229,15 @@ def units_with_media(s: Session, job_id: uuid.UUID, limit: int) -> list[Item]:
 
 def job_is_terminal(job: Job) -> bool:
     return JobStatus(job.status) in JOB_TERMINAL
+
+
+_SOURCE_COLUMNS = ("id", "job_id", "custom_id", "kind", "uri", "prompt", "status", "options")
+
+
+def copy_sources(s: Session, rows: Sequence[tuple[object, ...]]) -> None:
+    """Insert a job's source items with COPY (one round trip, ~20x faster than row inserts for large
+    jobs); ``rows`` hold ``_SOURCE_COLUMNS`` in order, the rest takes the column defaults."""
+    cursor = s.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
+    with cursor.copy(f"COPY items ({', '.join(_SOURCE_COLUMNS)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)

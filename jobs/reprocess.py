@@ -31,8 +31,9 @@ from jobs import repository as repo
 from jobs.errors import NotFound, VlmqError
 from jobs.models import Item, ReprocessRun
 from jobs.selection import Rules, Target, candidates
-from jobs.service import JobService, UnitWork
+from jobs.service import JobService
 from jobs.status import JobStatus
+from jobs.work import UnitWork
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +226,8 @@ class Reprocessor:
 class RefreshLane:
     """workers.infer's lane for a run's refresh entries: claims the entry, not the page; stores the new
     version and moves the current mark in the same transaction as the entry's outcome."""
+
+    leased = False  # the page stays succeeded: the run's entry is the claim, with its own attempts
 
     def __init__(self, rp: Reprocessor, run_id: uuid.UUID) -> None:
         self.rp, self.run_id, self.sessions = rp, run_id, rp.sessions

@@ -61,16 +61,24 @@ class ItemIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     custom_id: str = Field(pattern=CUSTOM_ID_PATTERN)
-    uri: str = Field(min_length=6, max_length=2048, description="s3://bucket/key of a PDF, image or video")
+    uri: str = Field(
+        min_length=6,
+        max_length=2048,
+        description="s3://bucket/key of a PDF, image, office file or video (https:// if the server allows)",
+    )
     prompt: str | None = Field(default=None, max_length=20_000)
     options: ItemOptions | None = None
 
     @field_validator("uri")
     @classmethod
-    def _s3_only(cls, v: str) -> str:
-        # Other schemes (https, file) come with the URI allow-list settings; until then only S3.
-        if not v.startswith("s3://") or "/" not in v[5:] or v.endswith("/"):
-            raise ValueError("uri must be s3://bucket/key")
+    def _known_scheme(cls, v: str) -> str:
+        # Only the form here; which schemes, buckets and hosts are allowed is the server's policy
+        # (settings "inputs", checked in jobs.uris at submission and again at fetch time).
+        if v.startswith("s3://"):
+            if "/" not in v[5:] or v.endswith("/"):
+                raise ValueError("uri must be s3://bucket/key")
+        elif not v.startswith("https://"):
+            raise ValueError("uri must be s3://bucket/key (or https://host/path where allowed)")
         return v
 
 
@@ -80,6 +88,8 @@ class JobCreate(BaseModel):
     items: list[ItemIn] = Field(min_length=1)
     prompt: str | None = Field(default=None, max_length=20_000)
     options: JobOptions = Field(default_factory=JobOptions)
+    # "low" work waits in its own queues (gpu-low, prep-low) behind every "normal" job.
+    priority: Literal["normal", "low"] = "normal"
 
     @field_validator("items")
     @classmethod
@@ -121,6 +131,8 @@ class JobOut(BaseModel):
     started_at: datetime | None
     completed_at: datetime | None
     error: str | None = None
+    priority: str = "normal"
+    expires_at: datetime | None = None
 
 
 class Usage(BaseModel):

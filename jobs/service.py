@@ -10,85 +10,28 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterator, Sequence
 
+from psycopg.types.json import Jsonb
 from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from jobs import metrics, presets
+from jobs import control, leases, lines, metrics, presets, uris
 from jobs import repository as repo
 from jobs.config import Settings
 from jobs.db import session_factory
 from jobs.dispatch import CeleryDispatcher, Dispatcher
-from jobs.errors import Conflict, InvalidInput, NotFound, VlmqError
+from jobs.errors import Conflict, InvalidInput, NotFound, TransportError, VlmqError
 from jobs.fingerprint import output_settings
-from jobs.models import Item, Job, Result
+from jobs.models import Item, Job
 from jobs.prompt_limits import check_prompt_text
-from jobs.schemas import Counts, ErrorInfo, JobCreate, JobOut, Region, ResultLine, Usage
-from jobs.status import ItemStatus, JobStatus
-from jobs.storage import BlobStore, S3BlobStore, job_output_key, split_s3_uri
+from jobs.schemas import Counts, JobCreate, JobOut, ResultLine
+from jobs.status import JOB_ACTIVE, ItemStatus, JobStatus
+from jobs.storage import BlobStore, S3BlobStore, job_output_key
+from jobs.work import PageMedia, PreparedUnit, PrepWork, UnitWork, prep_work
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PrepWork:
-    item_id: uuid.UUID
-    job_id: uuid.UUID
-    uri: str
-    longest_side: int
-    dpi: int | None = None
-    pages: str | None = None  # page ranges, e.g. "1-3,7"
-    password: str | None = field(default=None, repr=False)
-    granularity: str = "page"  # or "document": the first pages in one unit
-
-
-@dataclass(frozen=True)
-class PreparedUnit:
-    """What prep made of a source: one unit of inference."""
-
-    page: int  # 1-based; 0 for a unit of several pages (granularity "document")
-    media_key: str  # the page image, or a manifest (.json) listing several (workers.media.manifest)
-    text_key: str | None = None  # the PDF text layer of its page(s), if any
-    flags: tuple[str, ...] = ()  # what prep did to its media (image_downscaled, ...), kept on the result
-    pages: tuple[int, ...] = ()  # the pages of a unit of several
-
-    def row(self) -> dict[str, Any]:
-        options: dict[str, Any] = {"flags": list(self.flags)} if self.flags else {}
-        if self.pages:
-            options["pages"] = list(self.pages)
-        kind = "document" if self.pages else "page"
-        return {"page": self.page, "media_key": self.media_key, "text_key": self.text_key, "kind": kind,
-                "options": options}  # fmt: skip
-
-
-@dataclass(frozen=True)
-class UnitWork:
-    id: uuid.UUID
-    job_id: uuid.UUID
-    custom_id: str
-    page: int
-    media_key: str
-    prompt: str
-    prompt_version: str
-    max_new_tokens: int
-    temperature: float
-    task: str = presets.DEFAULT.name
-    text_key: str | None = None  # set only when the text_hint option asks for the text in the prompt
-    flags: tuple[str, ...] = ()  # from prep
-    version: int = 1  # the result version this work writes: one past the item's latest
-    settings: Mapping[str, Any] = field(default_factory=dict)  # jobs.fingerprint.output_settings
-
-
-@dataclass(frozen=True)
-class PageMedia:
-    custom_id: str
-    page: int
-    media_key: str
-    prompt: str
 
 
 def request_hash(req: JobCreate) -> str:
@@ -120,20 +63,36 @@ class JobService:
             if prior is None:
                 raise
             return prior, False
-        for item_id in item_ids:
-            self.dispatcher.prep(item_id)
+        self.enqueue(job.priority, sources=item_ids)
         return job, True
+
+    def enqueue(
+        self, priority: str, sources: Sequence[uuid.UUID] = (), units: Sequence[uuid.UUID] = ()
+    ) -> None:
+        """Send the messages for committed rows. A failure here loses nothing (the rows say what should
+        be moving and the sweeper re-enqueues it), so it is logged, not raised to the producer."""
+        size, fan_out = self.settings.limits.batch_size, self.settings.queue.fan_out_size
+        many = getattr(self.dispatcher, "prep_many", None)
+        try:
+            if many is not None and len(sources) > fan_out // 4:
+                many(sources, priority, fan_out)
+                sources = ()
+            for item_id in sources:
+                self.dispatcher.prep(item_id, priority)
+            for i in range(0, len(units), size):
+                self.dispatcher.infer(units[i : i + size], priority)
+        except Exception as e:  # any broker failure: the sweeper is the way back
+            log.warning("enqueue failed (%s: %s); the sweeper will re-enqueue", type(e).__name__, e)
 
     def _validate(self, req: JobCreate) -> None:
         limit = self.settings.limits.max_items_per_job
         if len(req.items) > limit:
             raise InvalidInput(f"a job holds at most {limit} items; this one has {len(req.items)}")
         check_prompt_text(req.prompt, "job prompt")
+        policy = uris.UriPolicy.from_settings(self.settings)
         for it in req.items:
             check_prompt_text(it.prompt, f"item {it.custom_id}")
-            bucket, _ = split_s3_uri(it.uri)
-            if bucket != self.store.bucket:
-                raise InvalidInput(f"item {it.custom_id}: bucket {bucket!r} is not allowed")
+            policy.check_syntax(it.uri, it.custom_id)
 
     def _prior(self, tenant: str, key: str, digest: str) -> Job | None:
         with self.sessions() as s:
@@ -154,9 +113,12 @@ class JobService:
             else presets.resolve(preset.name, req.prompt)
         )
         with self.sessions() as s, s.begin():
+            control.check_tenant(s, self.settings, tenant, len(req.items))
             job = Job(
                 id=uuid.uuid4(),
                 tenant=tenant,
+                priority=req.priority,
+                expires_at=leases.lease_until(self.settings.queue.job_expiry_seconds),
                 status=str(JobStatus.QUEUED),
                 prompt=prompt,
                 prompt_version=version,
@@ -168,22 +130,25 @@ class JobService:
             )
             s.add(job)
             s.flush()
-            items = [
-                Item(
-                    id=uuid.uuid4(),
-                    job_id=job.id,
-                    custom_id=it.custom_id,
-                    kind="source",
-                    uri=it.uri,
-                    prompt=it.prompt,
-                    options=it.options.model_dump(exclude_none=True) if it.options else {},
-                    status=str(ItemStatus.QUEUED),
+            ids = [uuid.uuid4() for _ in req.items]
+            sources = [
+                (
+                    item_id,
+                    job.id,
+                    it.custom_id,
+                    "source",
+                    it.uri,
+                    it.prompt,
+                    str(ItemStatus.QUEUED),
+                    Jsonb(it.options.model_dump(exclude_none=True) if it.options else {}),
                 )
-                for it in req.items
+                for item_id, it in zip(ids, req.items, strict=True)
             ]
-            s.add_all(items)
+            repo.copy_sources(s, sources)  # COPY: a 10,000-item job is stored in a fraction of a second
             repo.add_event(s, job.id, "job.submitted", to_status=str(JobStatus.QUEUED))
-        return job, [it.id for it in items]
+            s.flush()
+            s.refresh(job, ["priority", "expires_at"])
+        return job, ids
 
     def get(self, tenant: str | None, job_id: uuid.UUID) -> JobOut:
         with self.sessions() as s:
@@ -202,15 +167,47 @@ class JobService:
             started_at=job.started_at,
             completed_at=job.completed_at,
             error=job.error,
+            priority=job.priority,
+            expires_at=job.expires_at,
         )
 
-    def results(self, tenant: str | None, job_id: uuid.UUID, history: bool = False) -> Iterator[ResultLine]:
-        """Current results; with ``history``, every version of every page (oldest first)."""
+    def results(
+        self, tenant: str | None, job_id: uuid.UUID, status: str | None = None, history: bool = False
+    ) -> Iterator[ResultLine]:
+        """Current results, or those with ``status`` (e.g. "failed": what a retry would redo); with
+        ``history``, every version of every page (oldest first)."""
         self.get(tenant, job_id)  # existence and tenancy
         with self.sessions() as s:
             rows = repo.result_rows(s, job_id, history)
         for src, unit, res in rows:
-            yield _result_line(src, unit, res, self.store.bucket)
+            line = lines.result_line(src, unit, res, self.store.bucket)
+            if status is None or line.status == status:
+                yield line
+
+    def cancel(self, tenant: str | None, job_id: uuid.UUID) -> JobOut:
+        """Cooperative cancel: the job becomes ``cancelling``, its waiting items ``cancelled`` at once;
+        workers stop the in-flight ones (aborting engine requests), then the job is ``cancelled``.
+        Cancelling a finished job changes nothing (its state is returned); idempotent."""
+        return control.cancel(self, tenant, job_id)
+
+    def retry(self, tenant: str | None, job_id: uuid.UUID) -> JobOut:
+        """Re-queue the job's failed items (only those) and reopen the job; 409 when none failed."""
+        return control.retry(self, tenant, job_id)
+
+    def renew_leases(self, item_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
+        """The heartbeat: extend the in-flight items' leases; {job id: status} of their jobs."""
+        with self.sessions() as s, s.begin():
+            return leases.renew(s, item_ids, self.settings.queue.lease_seconds)
+
+    def job_statuses(self, job_ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
+        with self.sessions() as s:
+            return leases.job_statuses(s, job_ids)
+
+    def _lease(self) -> dict[str, object]:
+        return {
+            "attempts": Item.attempts + 1,
+            "lease_until": leases.lease_until(self.settings.queue.lease_seconds),
+        }
 
     def page_media(self, job_id: uuid.UUID, limit: int) -> list[PageMedia]:
         """A job's first ``limit`` prepared pages and their prompts (calibration for `vlmq quantize`)."""
@@ -227,25 +224,30 @@ class JobService:
     def begin_prep(self, item_id: uuid.UUID) -> PrepWork | None:
         """Claim a queued source. None: someone else has it, or it is already done (duplicate message)."""
         with self.sessions() as s, s.begin():
-            moved = repo.move_items(s, [item_id], ItemStatus.PREPARING, {"attempts": Item.attempts + 1})
+            moved = repo.move_items(s, [item_id], ItemStatus.PREPARING, self._lease())
             if not moved:
                 return None
             item = moved[0]
             job = repo.get_job(s, item.job_id)
             assert job is not None
             repo.move_job(s, job.id, JobStatus.RUNNING, {"started_at": func.now()})
-            return _prep_work(item, job.options, self.settings.limits.render_longest_side)
+            return prep_work(item, job.options, self.settings.limits.render_longest_side, job.priority)
 
     def finish_prep(
         self, item_id: uuid.UUID, units: Sequence[PreparedUnit | tuple[int, str]]
     ) -> list[list[uuid.UUID]]:
         """Record the source's units (pages, or (page, media_key) pairs) as ready; return them in
-        inference batches."""
+        inference batches. A source whose job is no longer active (cancelled, expired meanwhile) is
+        cancelled instead and gets no units."""
         made = [u if isinstance(u, PreparedUnit) else PreparedUnit(*u) for u in units]
         with self.sessions() as s, s.begin():
             source = repo.get_item(s, item_id)
             if source is None:
                 raise NotFound(f"item {item_id} not found")
+            job = repo.get_job(s, source.job_id)
+            if job is None or JobStatus(job.status) not in JOB_ACTIVE:
+                repo.move_items(s, [item_id], ItemStatus.CANCELLED)
+                return []
             repo.insert_units(s, source, [u.row() for u in made])
             pages = sum(len(u.pages) or 1 for u in made)
             repo.move_items(s, [item_id], ItemStatus.PREPARED, {"page_count": pages})
@@ -264,22 +266,27 @@ class JobService:
 
     def give_back(self, item_ids: Sequence[uuid.UUID], error: VlmqError) -> list[uuid.UUID]:
         """After a transient failure: items with attempts left go back to wait (a source to queued, a
-        unit to ready) and are returned; the others fail, keeping ``error`` as their last reason."""
-        limit = self.settings.limits.max_attempts
+        unit to ready) and are returned; the others fail, keeping ``error`` as their last reason.
+        Transport errors (S3 or the database unreachable) have the larger max_transport_attempts."""
+        lim = self.settings.limits
+        limit = lim.max_transport_attempts if isinstance(error, TransportError) else lim.max_attempts
         with self.sessions() as s:
             items = [it for i in item_ids if (it := repo.get_item(s, i)) is not None]
         again = [it.id for it in items if it.attempts < limit]
         spent = [it.id for it in items if it.attempts >= limit]
+        last = {"error_code": error.code, "error_message": str(error)[:4000]}  # shown while it waits
         with self.sessions() as s, s.begin():
             # The state machine picks the way back: running units -> ready, preparing sources -> queued.
-            back = repo.move_items(s, again, ItemStatus.READY) + repo.move_items(s, again, ItemStatus.QUEUED)
+            back = repo.move_items(s, again, ItemStatus.READY, last) + repo.move_items(
+                s, again, ItemStatus.QUEUED, last
+            )
         if spent:
             self.fail_items(spent, error)
         return [it.id for it in back]
 
     def claim_units(self, unit_ids: Sequence[uuid.UUID]) -> list[UnitWork]:
         with self.sessions() as s, s.begin():
-            units = repo.move_items(s, unit_ids, ItemStatus.RUNNING, {"attempts": Item.attempts + 1})
+            units = repo.move_items(s, unit_ids, ItemStatus.RUNNING, self._lease())
             return self.unit_work(s, units)
 
     def unit_work(self, s: Session, units: Sequence[Item]) -> list[UnitWork]:
@@ -307,6 +314,7 @@ class JobService:
             prompt_version=prompt_version + (presets.TEXT_HINT_SUFFIX if hint else ""),
             max_new_tokens=out["max_new_tokens"],
             temperature=out["temperature"],
+            parent_id=unit.parent_id,
             task=task,
             text_key=hint,
             flags=tuple(unit.options.get("flags", ())),
@@ -326,21 +334,32 @@ class JobService:
         metrics.page_stored(result)
         return True
 
-    def finalize(self, job_id: uuid.UUID) -> bool:
-        """Settle sources whose pages are all done; complete the job once every source is terminal."""
+    def finalize(self, job_id: uuid.UUID, sources: Sequence[uuid.UUID] | None = None) -> bool:
+        """Settle sources whose pages are all done (``sources``: only these); once every source is
+        terminal, the job is completed (cancelled, when it was cancelling). Output files are written
+        first, for either end."""
         with self.sessions() as s, s.begin():
-            repo.settle_sources(s, job_id)
+            repo.settle_sources(s, job_id, sources)
             remaining = repo.open_sources(s, job_id)
             job = repo.get_job(s, job_id)
         if job is None or remaining or repo.job_is_terminal(job):
             return False
+        end = JobStatus.CANCELLED if job.status == JobStatus.CANCELLING else JobStatus.COMPLETED
+        return self.close_job(job_id, end)
+
+    def close_job(self, job_id: uuid.UUID, end: JobStatus) -> bool:
         out_key, err_key = self.write_outputs(job_id)
         with self.sessions() as s, s.begin():
             values = {"completed_at": func.now(), "output_key": out_key, "error_key": err_key}
-            done = repo.move_job(s, job_id, JobStatus.COMPLETED, values)
+            done = repo.move_job(s, job_id, end, values)
         if done:
-            log.info("job %s completed", job_id)
+            log.info("job %s %s", job_id, end)
         return done
+
+    def stop_items(self, item_ids: Sequence[uuid.UUID], job_id: uuid.UUID) -> bool:
+        """If the job stopped (cancelling, expired), its given items are cancelled (or failed
+        ``expired``) and True is returned: their results, if any, are to be thrown away."""
+        return control.stop_items(self, item_ids, job_id)
 
     def write_outputs(self, job_id: uuid.UUID) -> tuple[str, str]:
         """output.jsonl (results) and errors.jsonl (failures); deterministic keys, so rewrites are safe."""
@@ -349,13 +368,9 @@ class JobService:
         for line in self.results(None, job_id):
             (ok if line.status == "succeeded" else bad).append(line.model_dump_json())
         out_key, err_key = job_output_key(job_id, "output.jsonl"), job_output_key(job_id, "errors.jsonl")
-        self.store.put(out_key, _jsonl(ok), "application/x-ndjson")
-        self.store.put(err_key, _jsonl(bad), "application/x-ndjson")
+        self.store.put(out_key, lines.jsonl(ok), "application/x-ndjson")
+        self.store.put(err_key, lines.jsonl(bad), "application/x-ndjson")
         return out_key, err_key
-
-
-def _jsonl(lines: list[str]) -> bytes:
-    return ("\n".join(lines) + ("\n" if lines else "")).encode()
 
 
 def _counts(by_status: dict[str, int]) -> Counts:
@@ -363,59 +378,6 @@ def _counts(by_status: dict[str, int]) -> Counts:
     return Counts(
         total=sum(by_status.values()), completed=by_status.get(ItemStatus.SUCCEEDED, 0), failed=failed
     )
-
-
-_LINE_STATES = ("succeeded", "failed", "cancelled")
-
-
-def _prep_work(item: Item, job_options: dict[str, Any], default_side: int) -> PrepWork:
-    opts = {**job_options, **item.options}  # the item's own pages/password win over the job's
-    return PrepWork(
-        item.id,
-        item.job_id,
-        item.uri or "",
-        int(opts.get("longest_side", default_side)),
-        dpi=opts.get("dpi"),
-        pages=opts.get("pages"),
-        password=opts.get("password"),
-        granularity=opts.get("granularity", "page"),
-    )
-
-
-def _result_line(src: Item, unit: Item | None, res: Result | None, bucket: str) -> ResultLine:
-    owner = unit or src
-    status = owner.status if owner.status in _LINE_STATES else "pending"
-    line = ResultLine.model_validate(
-        {"custom_id": src.custom_id, "page": unit.page if unit and unit.page else None, "status": status}
-    )
-    if unit is not None:
-        line.pages = list(unit.options.get("pages", []))
-        line.text_uri = f"s3://{bucket}/{unit.text_key}" if unit.text_key else None
-    if owner.error_code:
-        line.error = ErrorInfo(code=owner.error_code, message=owner.error_message or "")
-    if res is not None:
-        line.answer, line.reasoning = res.answer, res.reasoning
-        line.boxes, line.regions = _boxes(res.boxes)
-        line.finish_reason, line.truncated, line.answer_missing = (
-            res.finish_reason,
-            res.truncated,
-            res.answer_missing,
-        )
-        line.flags, line.model_id, line.prompt_version = list(res.flags), res.model_id, res.prompt_version
-        line.version, line.current, line.model_revision = res.version, res.is_current, res.model_revision
-        line.settings, line.settings_hash = dict(res.settings), res.settings_hash or None
-        total = res.prompt_tokens + res.completion_tokens
-        line.usage = Usage(
-            prompt_tokens=res.prompt_tokens, completion_tokens=res.completion_tokens, total_tokens=total
-        )
-    return line
-
-
-def _boxes(stored: list[Any]) -> tuple[list[str], list[Region]]:
-    """(box texts, regions) from a result's boxes: dicts with regions, or plain strings (older rows)."""
-    texts = [b if isinstance(b, str) else b["text"] for b in stored]
-    regions = [Region.model_validate(r) for b in stored if isinstance(b, dict) for r in b.get("regions", [])]
-    return texts, regions
 
 
 def build_service(settings: Settings) -> JobService:

@@ -6,15 +6,21 @@ thing the model sees). Prep expands a source into units; inference turns units i
 Source:  queued -> preparing -> prepared -> succeeded | failed       (failed also straight from preparing)
 Unit:    ready -> running -> succeeded | failed                       (running -> ready: retry / lease lost)
 Job:     queued -> running -> completed | failed
+         queued | running -> cancelling -> cancelled                  (cooperative: in-flight items finish
+                                                                        or are cancelled by their worker)
+         queued | running | cancelling -> expired                     (past expires_at: open items fail)
 
-Reprocessing (jobs.runs.reopen_failed) is the one way out of a terminal state, outside these tables
-on purpose so no ordinary compare-and-set can take it: a failed unit -> ready, a failed source with no
-units -> queued, the failed source of a reopened unit -> prepared, its completed job -> running.
-Succeeded items are never reopened: a recomputed result is a new version beside the current one.
+Any non-terminal item or job may be cancelled, and an item may fail (a waiting item fails when its job
+expires or its lease is lost once too often). Two deliberate steps reopen failed items, outside these
+tables on purpose so that no ordinary compare-and-set, and no worker path, can revive a failed item:
 
-Any non-terminal item or job may be cancelled. Every transition is one compare-and-set UPDATE in
-jobs.repository whose WHERE clause is built from ``ITEM_TRANSITIONS`` / ``JOB_TRANSITIONS``, so two
-workers racing on one row cannot both win.
+- ``POST /v1/jobs/{id}/retry`` (jobs.leases.reopen_failed) reopens a job's failed items and the job.
+- Reprocessing (jobs.runs.reopen_failed): a failed unit -> ready, a failed source with no units ->
+  queued, the failed source of a reopened unit -> prepared, its completed job -> running. Succeeded
+  items are never reopened: a recomputed result is a new version beside the current one.
+
+Every transition is one compare-and-set UPDATE in jobs.repository whose WHERE clause is built from
+``ITEM_TRANSITIONS`` / ``JOB_TRANSITIONS``, so two workers racing on one row cannot both win.
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ class JobStatus(StrEnum):
     RUNNING = "running"
     COMPLETED = "completed"  # every item terminal; some may have failed (see request_counts)
     FAILED = "failed"  # the job itself could not run (e.g. every source unreadable is still COMPLETED)
+    CANCELLING = "cancelling"  # cancel asked; items still in flight are being stopped
     CANCELLED = "cancelled"
+    EXPIRED = "expired"  # not finished within its expiry window; open items failed with code "expired"
 
 
 class ItemStatus(StrEnum):
@@ -41,16 +49,20 @@ class ItemStatus(StrEnum):
     CANCELLED = "cancelled"
 
 
-JOB_TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+JOB_TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED})
+# A job in one of these may get work: its waiting items are enqueued, its expired leases recovered.
+JOB_ACTIVE = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
+ITEM_WAITING = frozenset({ItemStatus.QUEUED, ItemStatus.READY})  # a message should be on its way
+ITEM_IN_FLIGHT = frozenset({ItemStatus.PREPARING, ItemStatus.RUNNING})  # a worker holds a lease
 ITEM_TERMINAL = frozenset({ItemStatus.SUCCEEDED, ItemStatus.FAILED, ItemStatus.CANCELLED})
 
 ITEM_TRANSITIONS: dict[ItemStatus, frozenset[ItemStatus]] = {
-    ItemStatus.QUEUED: frozenset({ItemStatus.PREPARING, ItemStatus.CANCELLED}),
+    ItemStatus.QUEUED: frozenset({ItemStatus.PREPARING, ItemStatus.FAILED, ItemStatus.CANCELLED}),
     ItemStatus.PREPARING: frozenset(
         {ItemStatus.PREPARED, ItemStatus.FAILED, ItemStatus.QUEUED, ItemStatus.CANCELLED}
     ),
     ItemStatus.PREPARED: frozenset({ItemStatus.SUCCEEDED, ItemStatus.FAILED, ItemStatus.CANCELLED}),
-    ItemStatus.READY: frozenset({ItemStatus.RUNNING, ItemStatus.CANCELLED}),
+    ItemStatus.READY: frozenset({ItemStatus.RUNNING, ItemStatus.FAILED, ItemStatus.CANCELLED}),
     ItemStatus.RUNNING: frozenset(
         {ItemStatus.SUCCEEDED, ItemStatus.FAILED, ItemStatus.READY, ItemStatus.CANCELLED}
     ),
@@ -60,11 +72,17 @@ ITEM_TRANSITIONS: dict[ItemStatus, frozenset[ItemStatus]] = {
 }
 
 JOB_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
-    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELLED}),
-    JobStatus.RUNNING: frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}),
+    JobStatus.QUEUED: frozenset(
+        {JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELLING, JobStatus.CANCELLED, JobStatus.EXPIRED}
+    ),
+    JobStatus.RUNNING: frozenset(
+        {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLING, JobStatus.CANCELLED, JobStatus.EXPIRED}
+    ),
+    JobStatus.CANCELLING: frozenset({JobStatus.CANCELLED, JobStatus.EXPIRED}),
     JobStatus.COMPLETED: frozenset(),
     JobStatus.FAILED: frozenset(),
     JobStatus.CANCELLED: frozenset(),
+    JobStatus.EXPIRED: frozenset(),
 }
 
 

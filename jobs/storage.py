@@ -90,7 +90,7 @@ class S3BlobStore:
         s3 = settings.s3
         secret = s3.secret_access_key.get_secret_value() if s3.secret_access_key else None
         self.bucket = s3.bucket
-        self._allowed = {s3.bucket}
+        self._allowed = set(settings.inputs.allowed_buckets) or {s3.bucket}
         self._client = boto3.client(
             "s3",
             endpoint_url=s3.endpoint_url,

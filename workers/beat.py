@@ -1,4 +1,6 @@
-"""Celery beat's schedule, built from the settings (no side effects: tests read it without a broker)."""
+"""Celery beat's schedule: one dict, ``beat_schedule(settings)``, that ``vlmq beat`` runs (no side
+effects: tests read it without a broker). Add a periodic task with one more entry (task name, schedule
+in seconds or a crontab, options)."""
 
 from __future__ import annotations
 
@@ -7,12 +9,20 @@ from typing import Any
 from celery.schedules import crontab
 
 from jobs.config import Settings
-from jobs.dispatch import GPU_QUEUE, REPROCESS_TASK
+from jobs.dispatch import GPU_QUEUE, MAINTENANCE_QUEUE, REPROCESS_TASK, SWEEP_TASK, queue
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
-    """Periodic tasks, for `vlmq beat` (run exactly one; see README "Reprocessing")."""
-    schedule: dict[str, dict[str, Any]] = {}
+    """Periodic tasks, for `vlmq beat` (run exactly one; see README "Reprocessing", RELIABILITY.md)."""
+    every = settings.queue.sweep_interval_seconds
+    schedule: dict[str, dict[str, Any]] = {
+        "vlmq-sweep": {
+            "task": SWEEP_TASK,
+            "schedule": every,
+            # A sweep not started within one interval is dropped: the next one does the same work.
+            "options": {"queue": queue(MAINTENANCE_QUEUE), "expires": every},
+        },
+    }
     if settings.reprocess.schedule:
         # On the gpu queue: the task selects by the model the inference workers run, and those are
         # the workers that have it configured (VLMQ_MODEL__*).

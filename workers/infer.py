@@ -6,21 +6,25 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from PIL import Image
 
 from jobs import presets
+from jobs.db import as_vlmq_error
 from jobs.errors import EngineError, PermanentError, RetryableError, VlmqError
 from jobs.fingerprint import settings_hash
 from jobs.reasoning import regions, split_output
-from jobs.service import JobService, UnitWork
+from jobs.service import JobService
 from jobs.storage import result_key
+from jobs.work import UnitWork
 from workers.context import WorkerContext
+from workers.heartbeat import Heartbeat
 from workers.inference.busy import ENGINE_METER
 from workers.inference.engine import Engine, GenerationOutput, GenerationRequest
+from workers.inference.ladder import generate_checked
 from workers.media import manifest
 from workers.media.clip import VideoClip, is_clip_key, unpack
 
@@ -29,7 +33,12 @@ log = logging.getLogger(__name__)
 
 class Lane(Protocol):
     """Where units are claimed from and their outcome goes. The job lane (below) moves the unit itself;
-    jobs.reprocess's refresh lane claims a reprocessing entry and leaves the unit's state alone."""
+    jobs.reprocess's refresh lane claims a reprocessing entry and leaves the unit's state alone.
+
+    ``leased``: the claim is the unit's own lease (renewed by a heartbeat) and the unit follows its job's
+    state (cancel, expiry). A refresh lane's units stay succeeded: nothing to renew or to stop."""
+
+    leased: bool
 
     def claim(self, unit_ids: Sequence[uuid.UUID]) -> list[UnitWork]: ...
 
@@ -44,6 +53,8 @@ class Lane(Protocol):
 
 class JobLane:
     """The normal path: units move ready -> running -> succeeded | failed, then their jobs finalize."""
+
+    leased = True
 
     def __init__(self, service: JobService) -> None:
         self.service = service
@@ -61,8 +72,11 @@ class JobLane:
         return self.service.give_back(unit_ids, error)
 
     def settle(self, units: Sequence[UnitWork]) -> None:
+        """Settle the sources of these pages (only those: see repository.settle_sources), and the jobs."""
         for job_id in {u.job_id for u in units}:
-            self.service.finalize(job_id)
+            self.service.finalize(
+                job_id, sorted({u.parent_id for u in units if u.job_id == job_id and u.parent_id})
+            )
 
 
 def infer(ctx: WorkerContext, engine: Engine, unit_ids: Sequence[uuid.UUID]) -> None:
@@ -75,14 +89,28 @@ def run(ctx: WorkerContext, engine: Engine, lane: Lane, unit_ids: Sequence[uuid.
     Whatever fails after the claim (S3, the engine, Postgres, a bug), the units not yet done are given
     back, or fail with the reason once their attempts are spent: none is left running. Raises
     RetryableError only when units were put back to be tried again.
+
+    Cancellation is cooperative (leased lanes): the job's state is checked before the engine call and
+    after it (units of a stopped job are cancelled, their outputs dropped), and while the engine runs
+    the heartbeat aborts the requests of a job that stops.
     """
     units = lane.claim(unit_ids)
     if not units:
         return
     try:
-        _run(ctx, engine, lane, units)
+        if lane.leased:
+            beat = Heartbeat(
+                ctx.service,
+                [u.id for u in units],
+                ctx.settings.queue.heartbeat_seconds,
+                _aborter(engine, units),
+            )
+            with beat:
+                _run(ctx, engine, lane, _going_on(ctx, units), lambda: bool(beat.stopped_jobs))
+        else:
+            _run(ctx, engine, lane, units, lambda: False)
     except Exception as e:
-        err = e if isinstance(e, VlmqError) else EngineError(f"{type(e).__name__}: {e}")
+        err = as_vlmq_error(e, EngineError)
         # give_back is a compare-and-set on running units: the ones already stored stay succeeded.
         back = lane.give_back([u.id for u in units], err)
         lane.settle(units)
@@ -107,13 +135,38 @@ class _Loaded:
         )
 
 
-def _run(ctx: WorkerContext, engine: Engine, lane: Lane, units: list[UnitWork]) -> None:
+def _run(
+    ctx: WorkerContext, engine: Engine, lane: Lane, units: list[UnitWork], stop: Callable[[], bool]
+) -> None:
     loaded = _load_media(ctx, lane, units)
     requests = [x.request() for x in loaded]
     with ENGINE_METER.running(len(requests)):
-        outputs = engine.generate(requests) if requests else []
+        outputs = generate_checked(engine, requests, ctx.settings.model.retry_temperatures, stop)
+    units_done = [x.unit for x in loaded]
+    live = {u.id for u in _going_on(ctx, units_done)} if lane.leased else {u.id for u in units_done}
     for x, out in zip(loaded, outputs, strict=True):
-        lane.complete(x.unit, _store(ctx, engine, x, out))
+        if x.unit.id in live:
+            lane.complete(x.unit, _store(ctx, engine, x, out))
+
+
+def _going_on(ctx: WorkerContext, units: list[UnitWork]) -> list[UnitWork]:
+    """The units whose job is still active; the others are cancelled (or failed ``expired``) here."""
+    by_job: dict[uuid.UUID, list[uuid.UUID]] = {}
+    for u in units:
+        by_job.setdefault(u.job_id, []).append(u.id)
+    stopped = {j for j, ids in by_job.items() if ctx.service.stop_items(ids, j)}
+    return [u for u in units if u.job_id not in stopped]
+
+
+def _aborter(engine: Engine, units: list[UnitWork]) -> Callable[[set[uuid.UUID]], None]:
+    def abort(jobs: set[uuid.UUID]) -> None:
+        cancel = getattr(engine, "abort", None)
+        ids = [str(u.id) for u in units if u.job_id in jobs]
+        if cancel is not None and ids:
+            log.info("aborting %d engine requests of stopped jobs %s", len(ids), sorted(map(str, jobs)))
+            cancel(ids)
+
+    return abort
 
 
 def _load_media(ctx: WorkerContext, lane: Lane, units: list[UnitWork]) -> list[_Loaded]:

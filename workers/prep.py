@@ -12,9 +12,11 @@ import logging
 import uuid
 from collections.abc import Callable
 
-from jobs.errors import PermanentError, RetryableError, VlmqError
-from jobs.service import PreparedUnit, PrepWork
+from jobs.db import as_vlmq_error
+from jobs.errors import PermanentError, RetryableError
 from jobs.storage import manifest_key, media_key, sha256_hex, text_key
+from jobs.uris import read_source
+from jobs.work import PreparedUnit, PrepWork
 from workers.context import WorkerContext
 from workers.media import clip, manifest, sniff
 from workers.media.images import image_pages
@@ -52,14 +54,17 @@ def prepare(ctx: WorkerContext, item_id: uuid.UUID) -> None:
         units = _prepare(ctx, work)
     except PermanentError as e:
         ctx.service.fail_items([item_id], e)
-        ctx.service.finalize(work.job_id)
+        ctx.service.finalize(work.job_id, [item_id])
         return
-    except Exception as e:  # transient or unknown: retried up to max_attempts, then failed with reason
-        _give_back(ctx, item_id, work.job_id, e)
-        raise
+    except Exception as e:  # transient or unknown: retried up to its attempts, then failed with reason
+        err = as_vlmq_error(e, RetryableError)
+        if ctx.service.give_back([item_id], err):
+            raise (err if isinstance(err, RetryableError) else RetryableError(str(err))) from e
+        ctx.service.finalize(work.job_id, [item_id])  # attempts spent: the item failed, the job may be done
+        return
     for batch in ctx.service.finish_prep(item_id, units):
-        ctx.service.dispatcher.infer(batch)
-    ctx.service.finalize(work.job_id)
+        ctx.service.dispatcher.infer(batch, work.priority)
+    ctx.service.finalize(work.job_id, [item_id])
 
 
 def render_options(ctx: WorkerContext, work: PrepWork) -> RenderOptions:
@@ -80,7 +85,7 @@ def render_options(ctx: WorkerContext, work: PrepWork) -> RenderOptions:
 
 
 def _prepare(ctx: WorkerContext, work: PrepWork) -> list[PreparedUnit]:
-    data = ctx.store.read_uri(work.uri, max_bytes=ctx.settings.limits.max_source_bytes)
+    data = read_source(ctx.store, ctx.settings, work.uri, max_bytes=ctx.settings.limits.max_source_bytes)
     sha, opts = sha256_hex(data), render_options(ctx, work)
     if is_video(data) or named_video(work.uri):  # a video is one unit: its sampled clip
         return [PreparedUnit(1, _store_clip(ctx, data, sha, opts.name), None, ())]
@@ -123,9 +128,3 @@ def _store_clip(ctx: WorkerContext, data: bytes, sha: str, name: str) -> str:
     sampling = Sampling.from_limits(ctx.settings.limits)
     sampled = sample_video(data, sampling, name=name)
     return ctx.store.put(clip.clip_key(sha, sampling.variant), clip.pack(sampled), clip.CONTENT_TYPE)
-
-
-def _give_back(ctx: WorkerContext, item_id: uuid.UUID, job_id: uuid.UUID, error: Exception) -> None:
-    err = error if isinstance(error, VlmqError) else RetryableError(f"{type(error).__name__}: {error}")
-    if not ctx.service.give_back([item_id], err):
-        ctx.service.finalize(job_id)  # attempts exhausted: the item failed, the job may be done

@@ -2,27 +2,38 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 from celery import Task
 
-from jobs.dispatch import INFER_TASK, PREP_TASK, REFRESH_TASK, REPROCESS_TASK
+from jobs import sweeper
+from jobs.db import DB_UNAVAILABLE
+from jobs.dispatch import FAN_OUT_TASK, INFER_TASK, PREP_TASK, REFRESH_TASK, REPROCESS_TASK, SWEEP_TASK
 from jobs.errors import RetryableError
 from workers import infer, prep
 from workers.celery_app import app
 from workers.context import Lane, get_context, get_reprocessor
+from workers.heartbeat import Heartbeat
 from workers.inference.factory import get_engine
+
+log = logging.getLogger(__name__)
+# Retried with backoff: what the workers code put back, and a database it could not reach at all (then
+# nothing was put back; the item's lease runs out and the sweeper hands it on, or the retry does).
+RETRIED = (RetryableError, *DB_UNAVAILABLE)
 
 
 def _backoff(retries: int) -> int:
-    return min(60, 2**retries)
+    return int(min(get_context().settings.queue.retry_backoff_max_seconds, 2**retries))
 
 
 @app.task(name=PREP_TASK, bind=True, max_retries=None)
 def prep_source(self: Task, item_id: str, lane: Lane = "normal") -> None:
+    ctx = get_context(lane)
     try:
-        prep.prepare(get_context(lane), uuid.UUID(item_id))
-    except RetryableError as e:
+        with Heartbeat(ctx.service, [uuid.UUID(item_id)], ctx.settings.queue.heartbeat_seconds):
+            prep.prepare(ctx, uuid.UUID(item_id))
+    except RETRIED as e:
         # Attempts are capped in Postgres (items.attempts), not here: the row says when to stop.
         raise self.retry(exc=e, countdown=_backoff(self.request.retries)) from e
 
@@ -31,8 +42,22 @@ def prep_source(self: Task, item_id: str, lane: Lane = "normal") -> None:
 def infer_units(self: Task, unit_ids: list[str]) -> None:
     try:
         infer.infer(get_context(), get_engine(), [uuid.UUID(u) for u in unit_ids])
-    except RetryableError as e:
+    except RETRIED as e:
         raise self.retry(exc=e, countdown=_backoff(self.request.retries)) from e
+
+
+@app.task(name=FAN_OUT_TASK)
+def fan_out_prep(item_ids: list[str], priority: str) -> None:
+    """One prep message per item of a large submission (jobs.dispatch.CeleryDispatcher.prep_many)."""
+    dispatcher = get_context().service.dispatcher
+    for item_id in item_ids:
+        dispatcher.prep(uuid.UUID(item_id), priority)
+
+
+@app.task(name=SWEEP_TASK)
+def sweep() -> None:
+    """Run by beat (workers.beat); see jobs.sweeper. A failed sweep is simply the next one's work."""
+    sweeper.sweep(get_context().service)
 
 
 @app.task(name=REFRESH_TASK, bind=True, max_retries=None)
@@ -41,7 +66,7 @@ def refresh_units(self: Task, run_id: str, unit_ids: list[str]) -> None:
     lane = get_reprocessor().lane(uuid.UUID(run_id))
     try:
         infer.run(get_context("low"), get_engine(), lane, [uuid.UUID(u) for u in unit_ids])
-    except RetryableError as e:
+    except RETRIED as e:
         raise self.retry(exc=e, countdown=_backoff(self.request.retries)) from e
 
 

@@ -26,13 +26,23 @@ ENGINE_READY = "vlmq worker: engine"
 err = Console(stderr=True)
 
 
+def _log_servers(role: str) -> None:
+    """Which servers this process talks to (passwords and keys are masked by jobs.redaction)."""
+    s = get_settings()
+    log = logging.getLogger("vlmq")
+    log.info("%s: database %s, redis %s, s3 %s", role, s.db.url, s.redis.url, s.s3.endpoint_url or "AWS")
+
+
 class Format(StrEnum):
     jsonl = "jsonl"
     md = "md"
 
 
 def _logging(level: str) -> None:
+    from jobs.redaction import install
+
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install(get_settings())  # no secrets in logs
 
 
 @app.command()
@@ -45,6 +55,7 @@ def api(
     import uvicorn
 
     from api.auth import load_keys
+    from jobs.redaction import uvicorn_log_config
 
     settings = get_settings()
     keys, is_dev = load_keys(settings)
@@ -56,27 +67,34 @@ def api(
         host=host or settings.api.host,
         port=port or settings.api.port,
         log_level=log_level,
+        log_config=uvicorn_log_config(settings),
     )
 
 
 @app.command()
 def worker(
-    queues: Annotated[str, typer.Option(help="Comma-separated: prep (CPU), gpu (inference)")] = "prep,gpu",
+    queues: Annotated[
+        str, typer.Option(help="Comma-separated: prep (CPU; also prep-low, maintenance), gpu (also gpu-low)")
+    ] = "prep,gpu",
     concurrency: Annotated[int, typer.Option(help="Prep processes (the gpu queue runs in one process)")] = 2,
     metrics_port: Annotated[
         int | None, typer.Option(help="Serve Prometheus metrics here (default: VLMQ_METRICS__WORKER_PORT)")
     ] = None,
     log_level: str = "info",
 ) -> None:
-    """Run a Celery worker. A worker with the gpu queue loads its engine once, before taking tasks."""
+    """Run a Celery worker. A worker with the gpu queue loads its engine once, before taking tasks.
+
+    Each queue brings its low-priority sibling (read after it), and prep brings the sweeper's
+    maintenance queue (read first)."""
     _logging(log_level)
     _worker_metrics(metrics_port)
-    from jobs.dispatch import LOW_QUEUES
+    from jobs.dispatch import worker_queues
     from workers.celery_app import app as celery_app
 
-    names = [q.strip() for q in queues.split(",") if q.strip()]
-    # Each lane's low-priority twin (reprocessing) after the named queues: taken only when they are empty.
-    names += [low for q, low in LOW_QUEUES.items() if q in names and low not in names]
+    # Each lane's low-priority twin (low jobs, reprocessing) after the named queues: taken only when
+    # they are empty; prep also reads the sweeper's maintenance queue, first.
+    names = worker_queues([q.strip() for q in queues.split(",") if q.strip()])
+    _log_servers("worker")
     args = ["worker", f"--queues={','.join(names)}", f"--loglevel={log_level}", "--without-gossip"]
     if "gpu" in names:
         args += _engine_pool()
@@ -134,9 +152,13 @@ def _write_ready_file(engine: str, model_id: str, load_s: float) -> None:
 
 @app.command()
 def beat(log_level: str = "info") -> None:
-    """Run Celery beat, the scheduler for periodic tasks (run exactly one)."""
+    """Run Celery beat, the scheduler for periodic tasks (run exactly one): the sweeper (see
+    RELIABILITY.md) and the reprocess entry (workers.beat)."""
     _logging(log_level)
+    _log_servers("beat")
     from workers.celery_app import app as celery_app
+
+    get_settings().state_dir.mkdir(parents=True, exist_ok=True)  # beat keeps its schedule state there
 
     celery_app.start(["beat", f"--loglevel={log_level}"])
 
@@ -202,6 +224,23 @@ def status(job_id: str) -> None:
 
 
 @app.command()
+def cancel(job_id: str) -> None:
+    """Cancel a job: waiting items at once, in-flight ones as their workers notice."""
+    from api.cli.client import Client
+
+    with Client.from_settings(get_settings()) as client:
+        console.print_json(json.dumps(client.cancel(job_id)))
+
+
+@app.command()
+def retry(job_id: str) -> None:
+    """Re-queue a job's failed items (only those) and reopen it."""
+    from api.cli.client import Client
+
+    with Client.from_settings(get_settings()) as client:
+        console.print_json(json.dumps(client.retry(job_id)))
+
+
 def watch(
     job_id: str,
     interval: Annotated[float, typer.Option(help="Seconds between status reads")] = 1.0,

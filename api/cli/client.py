@@ -15,7 +15,7 @@ import httpx
 from api.auth import dev_key_path, parse_keys
 from jobs.config import Settings
 
-TERMINAL = {"completed", "failed", "cancelled"}
+TERMINAL = {"completed", "failed", "cancelled", "expired"}
 
 
 class ApiError(RuntimeError):
@@ -91,9 +91,15 @@ class Client:
     def results(self, job_id: str | uuid.UUID, history: bool = False) -> Iterator[dict[str, Any]]:
         params = {"history": "true"} if history else {}
         r = self._ok(self._http.get(f"/v1/jobs/{job_id}/results", params=params))
-        for line in r.text.splitlines():
+        for line in r.text.split("\n"):  # not splitlines(): JSON leaves U+2028 and \x85 unescaped
             if line.strip():
                 yield json.loads(line)
+
+    def cancel(self, job_id: str | uuid.UUID) -> dict[str, Any]:
+        return self._ok(self._http.post(f"/v1/jobs/{job_id}/cancel")).json()
+
+    def retry(self, job_id: str | uuid.UUID) -> dict[str, Any]:
+        return self._ok(self._http.post(f"/v1/jobs/{job_id}/retry")).json()
 
     def health(self) -> dict[str, Any]:
         return self._http.get("/healthz").json()

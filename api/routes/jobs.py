@@ -1,4 +1,4 @@
-"""/v1/jobs: submit (JSON or multipart upload), read status, stream results."""
+"""/v1/jobs: submit (JSON or multipart upload), read status, stream results, cancel, retry."""
 
 from __future__ import annotations
 
@@ -6,14 +6,15 @@ import json
 import re
 import uuid
 from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
+from starlette.types import Message
 
 from api.deps import ServiceDep, SettingsDep, TenantDep
 from jobs.config import Settings
@@ -61,9 +62,11 @@ async def create_job(
 ) -> JobOut:
     """202 with the new job; 200 with the earlier job when the Idempotency-Key was seen before."""
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        req = await _from_upload(request, service, settings, tenant)
+        req = await _from_upload(
+            _capped(request, settings.limits.max_request_bytes), service, settings, tenant
+        )
     else:
-        req = _parse(JobCreate, await _json_body(request))
+        req = _parse(JobCreate, await _json_body(_capped(request, JSON_BODY_LIMIT)))
     job, created = await run_in_threadpool(service.submit, tenant, req, idempotency_key)
     response.status_code = 202 if created else 200
     return await run_in_threadpool(service.get, tenant, job.id)
@@ -74,19 +77,58 @@ async def get_job(job_id: uuid.UUID, service: ServiceDep, tenant: TenantDep) -> 
     return await run_in_threadpool(service.get, tenant, job_id)
 
 
+@router.post("/{job_id}/cancel", response_model=JobOut)
+async def cancel_job(job_id: uuid.UUID, service: ServiceDep, tenant: TenantDep) -> JobOut:
+    """Cancel: the job is ``cancelling`` until its in-flight items stop, then ``cancelled``; waiting
+    items are cancelled at once. A finished job is returned unchanged."""
+    return await run_in_threadpool(service.cancel, tenant, job_id)
+
+
+@router.post("/{job_id}/retry", response_model=JobOut)
+async def retry_job(job_id: uuid.UUID, service: ServiceDep, tenant: TenantDep) -> JobOut:
+    """Re-queue the failed items (only those) and reopen the job; 409 when none failed or it was
+    cancelled."""
+    return await run_in_threadpool(service.retry, tenant, job_id)
+
+
+ResultStatus = Literal["succeeded", "failed", "cancelled", "pending"]
+
+
 @router.get("/{job_id}/results", response_class=StreamingResponse)
 async def get_results(
-    job_id: uuid.UUID, service: ServiceDep, tenant: TenantDep, history: bool = False
+    job_id: uuid.UUID,
+    service: ServiceDep,
+    tenant: TenantDep,
+    status: Annotated[ResultStatus | None, Query(description="only lines with this status")] = None,
+    history: bool = False,
 ) -> StreamingResponse:
-    """JSONL: one line per page result, and one per failed item or page (with its error).
-    ``history=true``: one line per result version (``version``, ``current``), oldest first per page."""
-    lines = await run_in_threadpool(lambda: list(service.results(tenant, job_id, history)))
+    """JSONL: one line per page result, and one per failed item or page (with its error, e.g. the
+    failures a retry would re-queue: ``?status=failed``). ``history=true``: one line per result
+    version (``version``, ``current``), oldest first per page."""
+    lines = await run_in_threadpool(lambda: list(service.results(tenant, job_id, status, history)))
 
     def body() -> Iterator[bytes]:
         for line in lines:
             yield (line.model_dump_json() + "\n").encode()
 
     return StreamingResponse(body(), media_type="application/x-ndjson")
+
+
+def _capped(request: Request, limit: int) -> Request:
+    """The request, its body cut off with 413 as soon as more than ``limit`` bytes came in: a chunked
+    upload (no Content-Length) is refused while it streams, not after it was spooled to disk."""
+    seen = 0
+
+    async def receive() -> Message:
+        nonlocal seen
+        message = await request.receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise SourceTooLarge(f"request body is over the limit of {limit} bytes")
+        return message
+
+    return Request(request.scope, receive)
 
 
 async def _json_body(request: Request) -> bytes:
@@ -107,10 +149,10 @@ def _parse(model: type[JobCreate], raw: bytes | dict[str, Any]) -> JobCreate:
 
 async def _from_upload(request: Request, service: JobService, settings: Settings, tenant: str) -> JobCreate:
     """Store each uploaded file in S3 first (content-addressed), then submit them as s3:// items."""
-    limit = settings.limits.max_upload_bytes
+    limit, whole = settings.limits.max_upload_bytes, settings.limits.max_request_bytes
     declared = int(request.headers.get("content-length") or 0)
-    if declared > limit:  # refuse before Starlette spools the body to disk
-        raise SourceTooLarge(f"upload is {declared} bytes; the limit is {limit}")
+    if declared > whole:  # refuse before Starlette spools the body to disk
+        raise SourceTooLarge(f"upload is {declared} bytes; the limit is {whole}")
     async with request.form(max_files=1000, max_fields=10) as form:
         files = [f for f in form.getlist("file") if isinstance(f, UploadFile)]
         if not files:

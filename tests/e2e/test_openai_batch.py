@@ -179,7 +179,6 @@ def test_list_pages_newest_first_and_tenants_apart(client: OpenAI, running_syste
         client.files.create(file=("x.jsonl", b"{}\n"), purpose="fine-tune")
 
 
-@pytest.mark.xfail(strict=False, reason="needs JobService.cancel from the reliability branch")
 def test_cancel_stops_the_batch(client: OpenAI) -> None:
     notes = _pages()[2]  # a page the model was not taught: it writes all 64 tokens, slowly
     lines = [_line(f"n{i}", _image(_data_uri(notes))) for i in range(4)]

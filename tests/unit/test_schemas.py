@@ -10,10 +10,25 @@ def test_job_create_defaults() -> None:
     assert job.prompt is None and job.options == JobOptions()
 
 
-@pytest.mark.parametrize("uri", ["https://x/y.pdf", "file:///etc/passwd", "s3://bucket-only", "s3://b/dir/"])
-def test_only_s3_object_uris(uri: str) -> None:
+@pytest.mark.parametrize(
+    "uri", ["file:///etc/passwd", "http://x/y.pdf", "ftp://x/y", "s3://bucket-only", "s3://b/dir/"]
+)
+def test_only_s3_object_or_https_uris(uri: str) -> None:
     with pytest.raises(ValidationError, match="s3://bucket/key"):
         ItemIn(custom_id="a", uri=uri)
+
+
+def test_https_passes_the_schema_and_is_left_to_the_server_policy() -> None:
+    # Whether https is allowed at all is a setting (jobs.uris); the schema checks only the form.
+    assert ItemIn(custom_id="a", uri="https://x/y.pdf").uri == "https://x/y.pdf"
+
+
+def test_priority_is_normal_or_low() -> None:
+    items = [{"custom_id": "a", "uri": "s3://b/k"}]
+    assert JobCreate.model_validate({"items": items}).priority == "normal"
+    assert JobCreate.model_validate({"items": items, "priority": "low"}).priority == "low"
+    with pytest.raises(ValidationError, match="priority"):
+        JobCreate.model_validate({"items": items, "priority": "urgent"})
 
 
 def test_duplicate_custom_ids_are_named() -> None:
@@ -24,7 +39,7 @@ def test_duplicate_custom_ids_are_named() -> None:
 
 def test_unknown_fields_are_rejected() -> None:
     with pytest.raises(ValidationError, match="extra"):
-        JobCreate.model_validate({"items": [{"custom_id": "a", "uri": "s3://b/k"}], "priority": 3})
+        JobCreate.model_validate({"items": [{"custom_id": "a", "uri": "s3://b/k"}], "colour": 3})
 
 
 def test_prompt_version_names_the_text() -> None:

@@ -1,7 +1,12 @@
 """The engine seam: what the inference task needs from a model, whatever runs it.
 
 Two implementations: ``transformers_engine.TransformersEngine`` (CPU/dev/CI, tiny model) and
-``vllm_engine.VllmEngine`` (GPU). Unit tests use ``FakeEngine`` from tests.
+``vllm_engine.VllmEngine`` (GPU); plus ``fake_engine.FakeEngine``, a fixed-latency stand-in with canned
+output for tests and benchmarks (``VLMQ_MODEL__ENGINE=fake``), never a model.
+
+An engine may also have ``abort(request_ids)``: stop those requests now (their job was cancelled); the
+batch's ``generate`` then returns early, and its outputs are thrown away. Engines without it finish the
+batch, and the worker throws the outputs away after.
 Engines return the raw decoded text (special tokens such as ``<|endoftext|>`` removed, ``<think>`` and
 ``<answer>`` tags kept); ``jobs.reasoning`` splits it, the same way for every engine.
 """

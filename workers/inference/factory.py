@@ -16,6 +16,10 @@ _lock = threading.Lock()
 
 def load_engine(settings: Settings) -> Engine:
     m = settings.model
+    if m.engine == "fake":  # tests and benchmarks only: fixed latency, canned output
+        from workers.inference.fake_engine import FakeEngine
+
+        return FakeEngine(settings.model_id, m.fake_latency_seconds)
     if m.engine == "vllm":
         from workers.inference.vllm_engine import VllmEngine  # GPU extra only
 

@@ -1,0 +1,199 @@
+"""SQL for recovery and control: leases and their heartbeat, the sweeper's queries, cancellation,
+expiry, retry and per-tenant load. Same rule as jobs.repository: every state change is one
+compare-and-set UPDATE, so a sweeper racing a worker (or two sweepers) cannot move a row twice.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, exists, func, select, update
+from sqlalchemy.orm import Session, aliased
+
+from jobs.models import Item, Job
+from jobs.repository import add_event
+from jobs.status import ITEM_IN_FLIGHT, ITEM_WAITING, JOB_ACTIVE, JOB_TERMINAL, ItemStatus, JobStatus
+
+SWEEP_LOCK = 0x766C6D71  # "vlmq": one sweeper at a time, whatever number of beats were started
+
+
+def _names(states: frozenset[Any]) -> list[str]:
+    return [str(x) for x in states]
+
+
+def lease_until(seconds: float) -> ColumnElement[Any]:
+    return func.now() + timedelta(seconds=seconds)
+
+
+def renew(s: Session, item_ids: Sequence[uuid.UUID], seconds: float) -> dict[uuid.UUID, str]:
+    """Extend the leases of those of ``item_ids`` still in flight; {job id: job status} for their jobs,
+    so the heartbeat learns of a cancelled or expired job while the engine is busy."""
+    if not item_ids:
+        return {}
+    stmt = (
+        update(Item)
+        .where(Item.id.in_(item_ids), Item.status.in_(_names(ITEM_IN_FLIGHT)))
+        .values(lease_until=lease_until(seconds))
+        .returning(Item.job_id)
+        .execution_options(synchronize_session=False)
+    )
+    job_ids = set(s.scalars(stmt))
+    return job_statuses(s, job_ids)
+
+
+def job_statuses(s: Session, job_ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
+    if not job_ids:
+        return {}
+    return {j: st for j, st in s.execute(select(Job.id, Job.status).where(Job.id.in_(job_ids)))}
+
+
+def try_sweep_lock(s: Session) -> bool:
+    """Transaction-scoped advisory lock: a second sweeper skips this round instead of waiting."""
+    return bool(s.scalar(select(func.pg_try_advisory_xact_lock(SWEEP_LOCK))))
+
+
+def lock_tenant(s: Session, tenant: str) -> None:
+    """Serialise one tenant's submissions, so two at once cannot both pass the limit check."""
+    s.execute(select(func.pg_advisory_xact_lock(func.hashtext("vlmq-tenant:" + tenant))))
+
+
+def tenant_load(s: Session, tenant: str) -> tuple[int, int]:
+    """(unfinished jobs, items in them) of ``tenant``."""
+    q = select(func.count(), func.coalesce(func.sum(Job.total_items), 0)).where(
+        Job.tenant == tenant, Job.status.not_in(_names(JOB_TERMINAL))
+    )
+    jobs, items = s.execute(q).one()
+    return int(jobs), int(items)
+
+
+def expired_leases(s: Session, limit: int) -> list[Item]:
+    """In-flight items whose worker stopped renewing their lease (killed, stuck, cut off)."""
+    q = (
+        select(Item)
+        .where(Item.lease_until < func.now(), Item.status.in_(_names(ITEM_IN_FLIGHT)))
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list(s.scalars(q))
+
+
+def touch_waiting(s: Session, older_than: float | None, limit: int) -> list[tuple[uuid.UUID, str, str]]:
+    """Waiting items of active jobs not touched for ``older_than`` seconds (None: all of them), marked
+    touched now; (item id, item status, job priority) for each, to be enqueued again."""
+    q = (
+        select(Item.id)
+        .join(Job, Job.id == Item.job_id)
+        .where(Item.status.in_(_names(ITEM_WAITING)), Job.status.in_(_names(JOB_ACTIVE)))
+        .limit(limit)
+        .with_for_update(of=Item, skip_locked=True)
+    )
+    if older_than is not None:
+        q = q.where(Item.updated_at < func.now() - timedelta(seconds=older_than))
+    stmt = (
+        update(Item)
+        .where(Item.id.in_(q.scalar_subquery()), Item.status.in_(_names(ITEM_WAITING)))
+        .values(updated_at=func.now())
+        .returning(Item.id, Item.status, Item.job_id)
+        .execution_options(synchronize_session=False)
+    )
+    rows = [(item_id, status, job_id) for item_id, status, job_id in s.execute(stmt)]
+    priorities = job_priorities(s, {job_id for _, _, job_id in rows})
+    return [(item_id, status, priorities[job_id]) for item_id, status, job_id in rows]
+
+
+def job_priorities(s: Session, job_ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
+    if not job_ids:
+        return {}
+    return {j: p for j, p in s.execute(select(Job.id, Job.priority).where(Job.id.in_(job_ids)))}
+
+
+def idle_active_jobs(s: Session) -> list[uuid.UUID]:
+    """Active jobs with no item waiting or in flight: all done, yet not finalized (or never started)."""
+    moving = _names(ITEM_WAITING | ITEM_IN_FLIGHT)
+    busy = exists().where(Item.job_id == Job.id, Item.status.in_(moving))
+    return list(s.scalars(select(Job.id).where(Job.status.in_(_names(JOB_ACTIVE)), ~busy)))
+
+
+def jobs_in(s: Session, status: JobStatus) -> list[uuid.UUID]:
+    return list(s.scalars(select(Job.id).where(Job.status == str(status))))
+
+
+def jobs_past_expiry(s: Session) -> list[uuid.UUID]:
+    q = select(Job.id).where(Job.status.not_in(_names(JOB_TERMINAL)), Job.expires_at < func.now())
+    return list(s.scalars(q))
+
+
+def set_status(
+    s: Session, job_id: uuid.UUID, sources: frozenset[ItemStatus], target: ItemStatus, **values: Any
+) -> int:
+    """Move every item of the job in one of ``sources`` to ``target``; the number moved."""
+    stmt = (
+        update(Item)
+        .where(Item.job_id == job_id, Item.status.in_(_names(sources)))
+        .values(status=str(target), updated_at=func.now(), lease_until=None, **values)
+        .returning(Item.id)
+        .execution_options(synchronize_session=False)
+    )
+    n = len(list(s.scalars(stmt)))
+    if n:
+        add_event(s, job_id, "items.bulk", to_status=str(target), detail=f"{n} items")
+    return n
+
+
+def in_flight(s: Session, job_id: uuid.UUID) -> int:
+    q = select(func.count()).where(Item.job_id == job_id, Item.status.in_(_names(ITEM_IN_FLIGHT)))
+    return int(s.scalar(q) or 0)
+
+
+def reopen_failed(s: Session, job_id: uuid.UUID) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
+    """Failed items back to waiting, their attempts and errors cleared: failed pages to ready (their
+    sources back to prepared), sources that failed before having pages to queued. Returns (sources to
+    prepare, pages to infer). The one way out of ``failed``, taken only on a user's retry request."""
+    cleared = {"attempts": 0, "error_code": None, "error_message": None, "updated_at": func.now()}
+    failed = str(ItemStatus.FAILED)
+    units = update(Item).where(Item.job_id == job_id, Item.parent_id.is_not(None), Item.status == failed)
+    unit_rows = list(
+        s.execute(units.values(status=str(ItemStatus.READY), **cleared).returning(Item.id, Item.parent_id))
+    )
+    parents = {p for _, p in unit_rows}
+    if parents:
+        s.execute(
+            update(Item)
+            .where(Item.id.in_(parents), Item.status == failed)
+            .values(status=str(ItemStatus.PREPARED), **cleared)
+        )
+    unit = aliased(Item)
+    bare = (
+        update(Item)
+        .where(Item.job_id == job_id, Item.parent_id.is_(None), Item.status == failed)
+        .where(~exists().where(unit.parent_id == Item.id))
+        .values(status=str(ItemStatus.QUEUED), **cleared)
+        .returning(Item.id)
+    )
+    sources = list(s.scalars(bare))
+    return sources, [u for u, _ in unit_rows]
+
+
+def reopen_job(s: Session, job_id: uuid.UUID, expiry_seconds: float) -> bool:
+    """A finished (not cancelled) job back to running, with a fresh expiry window."""
+    reopenable = _names(frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.EXPIRED}))
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_(reopenable))
+        .values(
+            status=str(JobStatus.RUNNING),
+            completed_at=None,
+            error=None,
+            expires_at=lease_until(expiry_seconds),
+            updated_at=func.now(),
+        )
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
+    )
+    moved = s.scalar(stmt) is not None
+    if moved:
+        add_event(s, job_id, "job.status", to_status=str(JobStatus.RUNNING), detail="retry")
+    return moved

@@ -1,0 +1,147 @@
+"""The sweeper: run by Celery beat every ``queue.sweep_interval_seconds`` (task ``vlmq.sweep``). It makes
+Postgres' idea of what should be moving true again, whatever Redis or a worker lost:
+
+1. jobs past their expiry end ``expired`` (their open items fail with code ``expired``);
+2. cancelling jobs: items that became waiting since are cancelled; the job ends once nothing is in flight;
+3. in-flight items whose lease ran out (worker killed, cut off from Postgres, stuck) go back to waiting
+   with the error ``lease_expired``, or fail with it once their attempts are spent;
+4. waiting items are enqueued again: all of them right after Redis lost its data (a FLUSHALL, a restart
+   without persistence), else those not touched for ``queue.requeue_after_seconds``;
+5. active jobs with nothing waiting or in flight are finalized (a worker died between its last result
+   and the finalize).
+
+Every step is a compare-and-set, and a duplicate message is a no-op, so a sweep racing workers (or
+another sweep) cannot double anything; a session advisory lock still keeps to one sweep at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, select
+
+from jobs import control, leases
+from jobs import repository as repo
+from jobs.errors import LeaseExpired
+from jobs.service import JobService
+from jobs.status import JOB_ACTIVE, ItemStatus, JobStatus
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepReport:
+    skipped: bool = False  # another sweep held the lock
+    expired_jobs: int = 0
+    leases_recovered: int = 0
+    leases_failed: int = 0
+    broker_reset: bool = False
+    requeued: int = 0
+    finalized: list[uuid.UUID] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.expired_jobs or self.leases_recovered or self.leases_failed or self.requeued)
+
+
+def sweep(service: JobService) -> SweepReport:
+    with service.sessions() as lock:
+        if not lock.scalar(select(func.pg_try_advisory_lock(leases.SWEEP_LOCK))):
+            return SweepReport(skipped=True)
+        try:
+            return _sweep(service)
+        finally:
+            lock.scalar(select(func.pg_advisory_unlock(leases.SWEEP_LOCK)))
+
+
+def _sweep(service: JobService) -> SweepReport:
+    report = SweepReport()
+    with service.sessions() as s:
+        expired, cancelling = leases.jobs_past_expiry(s), leases.jobs_in(s, JobStatus.CANCELLING)
+    report.expired_jobs = sum(_safely(control.expire, service, j) for j in expired)
+    touched = set(_recover_leases(service, report))
+    for job_id in cancelling:
+        control.settle_cancelling(service, job_id)
+    _requeue(service, report)
+    with service.sessions() as s:
+        touched |= set(leases.idle_active_jobs(s))
+    report.finalized = [j for j in touched if _safely(JobService.finalize, service, j)]
+    if report.changed or report.finalized:
+        log.info("sweep: %s", report)
+    return report
+
+
+def _safely(step: Callable[[JobService, uuid.UUID], bool], service: JobService, job_id: uuid.UUID) -> bool:
+    """One job's step; a failure (S3 down while writing the output files) is the next sweep's work."""
+    try:
+        return step(service, job_id)
+    except Exception as e:
+        log.warning("sweep: %s of job %s failed (%s: %s)", step.__name__, job_id, type(e).__name__, e)
+        return False
+
+
+def _recover_leases(service: JobService, report: SweepReport) -> set[uuid.UUID]:
+    limit = service.settings.limits.max_attempts
+    err = LeaseExpired("the worker holding this item stopped renewing its lease (killed, lost or stuck)")
+    last = {"error_code": err.code, "error_message": err.message}
+    with service.sessions() as s, s.begin():
+        items = leases.expired_leases(s, service.settings.queue.sweep_batch)
+        states = leases.job_statuses(s, {it.job_id for it in items})
+        live = [it for it in items if states.get(it.job_id) in JOB_ACTIVE]
+        again = [it.id for it in live if it.attempts < limit]
+        spent = [it.id for it in live if it.attempts >= limit]
+        stopped = [it.id for it in items if states.get(it.job_id) not in JOB_ACTIVE]
+        back = repo.move_items(s, again, ItemStatus.READY, last) + repo.move_items(
+            s, again, ItemStatus.QUEUED, last
+        )
+        failed = repo.move_items(s, spent, ItemStatus.FAILED, last)
+        repo.move_items(s, stopped, ItemStatus.CANCELLED)
+    report.leases_recovered, report.leases_failed = len(back), len(failed)
+    if back or failed:
+        log.warning(
+            "sweep: %d expired leases back to waiting, %d failed (%s)", len(back), len(failed), err.code
+        )
+    # Recovered items wait with updated_at = now, so the stale-item pass would skip them: send them now.
+    with service.sessions() as s:
+        priorities = leases.job_priorities(s, {it.job_id for it in back})
+    _send(service, [(it.id, it.status, priorities[it.job_id]) for it in back])
+    return {it.job_id for it in items}
+
+
+def _requeue(service: JobService, report: SweepReport) -> None:
+    reset = _broker_reset(service)
+    report.broker_reset = reset
+    q = service.settings.queue
+    with service.sessions() as s, s.begin():
+        rows = leases.touch_waiting(s, None if reset else q.requeue_after_seconds, q.sweep_batch)
+    report.requeued += len(rows)
+    _send(service, rows)
+    if rows:
+        log.warning("sweep: %d waiting items enqueued again%s", len(rows), " (broker reset)" if reset else "")
+
+
+def _send(service: JobService, rows: list[tuple[uuid.UUID, str, str]]) -> None:
+    """(item id, status, job priority) rows: sources to prep, units to inference in batches."""
+    groups: dict[tuple[str, str], list[uuid.UUID]] = defaultdict(list)
+    for item_id, status, priority in rows:
+        groups[(priority, status)].append(item_id)
+    for (priority, status), ids in groups.items():
+        if status == ItemStatus.QUEUED:
+            service.enqueue(priority, sources=ids)
+        else:
+            service.enqueue(priority, units=ids)
+
+
+def _broker_reset(service: JobService) -> bool:
+    check = getattr(service.dispatcher, "broker_was_reset", None)
+    if check is None:
+        return False
+    try:
+        return bool(check())
+    except Exception as e:  # Redis down: nothing can be enqueued anyway; the next sweep tries again
+        log.warning("sweep: broker check failed (%s: %s)", type(e).__name__, e)
+        return False

@@ -1,0 +1,186 @@
+"""Which input URIs a job may name, and fetching the https ones safely.
+
+Policy (settings ``inputs``): a scheme must be listed in ``allowed_schemes`` (default: s3 only; never
+``file``); an s3:// bucket must be in ``allowed_buckets`` (default: the configured bucket); an https://
+host must not be, or resolve to, a loopback, link-local, private or otherwise non-global address unless
+``allow_private_addresses`` is set. Submission checks the form and literal addresses (cheap, no DNS);
+the fetch resolves the host, checks every address it resolves to, connects to a checked address (so a
+second DNS answer cannot swap in another), and repeats all of it for each redirect.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+from jobs.config import Settings
+from jobs.errors import ForbiddenUri, InvalidInput, SourceTooLarge, StorageUnavailable
+from jobs.storage import BlobStore, split_s3_uri
+
+Resolver = Callable[[str, int], list[str]]
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise InvalidInput(f"cannot resolve host {host!r}: {e}") from e
+    return sorted({str(info[4][0]) for info in infos})
+
+
+@dataclass(frozen=True)
+class UriPolicy:
+    schemes: frozenset[str]
+    buckets: frozenset[str]
+    allow_private: bool = False
+    timeout: float = 30.0
+    max_redirects: int = 5
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> UriPolicy:
+        i = settings.inputs
+        return cls(
+            schemes=frozenset(s.lower() for s in i.allowed_schemes) - {"file"},
+            buckets=frozenset(i.allowed_buckets or [settings.s3.bucket]),
+            allow_private=i.allow_private_addresses,
+            timeout=i.https_timeout_seconds,
+            max_redirects=i.max_redirects,
+        )
+
+    def check_syntax(self, uri: str, custom_id: str = "") -> None:
+        """Scheme, bucket, and (for https) the host's form and any literal address. No DNS."""
+        who = f"item {custom_id}: " if custom_id else ""
+        scheme = uri.partition("://")[0].lower()
+        if scheme not in self.schemes:
+            allowed = ", ".join(f"{s}://" for s in sorted(self.schemes))
+            raise ForbiddenUri(f"{who}scheme {scheme}:// is not allowed; allowed: {allowed}")
+        if scheme == "s3":
+            bucket, _ = split_s3_uri(uri)
+            if bucket not in self.buckets:
+                raise ForbiddenUri(
+                    f"{who}bucket {bucket!r} is not allowed; allowed: {', '.join(sorted(self.buckets))}"
+                )
+            return
+        host = self._https_host(uri, who)
+        if host == "localhost" or host.endswith(".localhost"):
+            self._check_address(ipaddress.ip_address("127.0.0.1"), host, who)
+        literal = _ip_or_none(host)
+        if literal is not None:
+            self._check_address(literal, host, who)
+
+    def _https_host(self, uri: str, who: str) -> str:
+        parts = urlsplit(uri)
+        if parts.scheme.lower() != "https":
+            raise ForbiddenUri(f"{who}only https:// may be fetched, not {parts.scheme}://")
+        if parts.username or parts.password:
+            raise ForbiddenUri(f"{who}credentials in the URI are not allowed")
+        try:
+            parts.port  # noqa: B018 - raises on a port out of range
+        except ValueError as e:
+            raise InvalidInput(f"{who}bad port in {uri!r}") from e
+        if not parts.hostname:
+            raise InvalidInput(f"{who}https URI needs a host: {uri!r}")
+        return parts.hostname.lower().rstrip(".")
+
+    def _check_address(self, ip: IpAddress, host: str, who: str = "") -> None:
+        if self.allow_private:
+            return
+        mapped = getattr(ip, "ipv4_mapped", None)
+        real = mapped or ip
+        if not real.is_global or real.is_multicast:
+            raise ForbiddenUri(
+                f"{who}host {host!r} is (or resolves to) {ip}, a loopback, link-local or private address; "
+                "not allowed (settings: inputs.allow_private_addresses)"
+            )
+
+    def checked_addresses(self, host: str, port: int, resolver: Resolver) -> list[str]:
+        """Every address ``host`` resolves to, each checked; one bad address refuses the host."""
+        addresses = resolver(host, port)
+        if not addresses:
+            raise InvalidInput(f"host {host!r} resolves to no address")
+        for a in addresses:
+            self._check_address(ipaddress.ip_address(a), host)
+        return addresses
+
+
+def _ip_or_none(host: str) -> IpAddress | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+def read_source(store: BlobStore, settings: Settings, uri: str, max_bytes: int) -> bytes:
+    """A source's bytes from S3 or (where allowed) https, with the policy checked again at fetch time."""
+    policy = UriPolicy.from_settings(settings)
+    policy.check_syntax(uri)
+    if uri.startswith("s3://"):
+        return store.read_uri(uri, max_bytes=max_bytes)
+    return fetch_https(policy, uri, max_bytes)
+
+
+def fetch_https(
+    policy: UriPolicy,
+    uri: str,
+    max_bytes: int,
+    resolver: Resolver = system_resolver,
+    transport: httpx.BaseTransport | None = None,
+) -> bytes:
+    url = uri
+    with httpx.Client(transport=transport, timeout=policy.timeout, follow_redirects=False) as client:
+        for _ in range(policy.max_redirects + 1):
+            policy.check_syntax(url)  # a redirect may lead anywhere: the same rules again
+            parts = urlsplit(url)
+            host, port = parts.hostname or "", parts.port or 443
+            ip = policy.checked_addresses(host, port, resolver)[0]
+            response = _get(client, url, host, port, ip, max_bytes)
+            if isinstance(response, str):
+                url = urljoin(url, response)
+                continue
+            return response
+    raise ForbiddenUri(f"{uri}: more than {policy.max_redirects} redirects")
+
+
+def _get(client: httpx.Client, url: str, host: str, port: int, ip: str, max_bytes: int) -> bytes | str:
+    """GET ``url`` from the checked address ``ip`` (TLS still verified for ``host``); the body, or the
+    redirect target."""
+    parts = urlsplit(url)
+    netloc = f"[{ip}]" if ":" in ip else ip
+    pinned = parts._replace(netloc=f"{netloc}:{port}").geturl()
+    headers = {"Host": parts.netloc.rpartition("@")[2]}
+    extensions: dict[str, Any] = {"sni_hostname": host}
+    try:
+        with client.stream("GET", pinned, headers=headers, extensions=extensions) as r:
+            if r.is_redirect and "location" in r.headers:
+                return str(r.headers["location"])
+            _check_status(r, url)
+            return _read_capped(r, url, max_bytes)
+    except httpx.TransportError as e:
+        raise StorageUnavailable(f"{url}: {type(e).__name__}: {e}") from e
+
+
+def _check_status(r: httpx.Response, url: str) -> None:
+    if r.status_code >= 500 or r.status_code == 429:
+        raise StorageUnavailable(f"{url}: HTTP {r.status_code}")
+    if r.status_code >= 300:
+        raise InvalidInput(f"{url}: HTTP {r.status_code}")
+
+
+def _read_capped(r: httpx.Response, url: str, max_bytes: int) -> bytes:
+    declared = int(r.headers.get("content-length") or 0)
+    if declared > max_bytes:
+        raise SourceTooLarge(f"{url} is {declared} bytes; the limit is {max_bytes}")
+    chunks, size = [], 0
+    for chunk in r.iter_bytes():
+        size += len(chunk)
+        if size > max_bytes:
+            raise SourceTooLarge(f"{url} is over the limit of {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,88 @@
+"""What a worker is handed: a source to prepare (PrepWork), what prep made of it (PreparedUnit), a unit
+to infer (UnitWork). Plain values, built by jobs.service from the rows in one transaction."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from jobs import presets
+from jobs.models import Item
+
+
+@dataclass(frozen=True)
+class PrepWork:
+    item_id: uuid.UUID
+    job_id: uuid.UUID
+    uri: str
+    longest_side: int
+    priority: str = "normal"
+    dpi: int | None = None
+    pages: str | None = None  # page ranges, e.g. "1-3,7"
+    password: str | None = field(default=None, repr=False)
+    granularity: str = "page"  # or "document": the first pages in one unit
+
+
+@dataclass(frozen=True)
+class PreparedUnit:
+    """What prep made of a source: one unit of inference."""
+
+    page: int  # 1-based; 0 for a unit of several pages (granularity "document")
+    media_key: str  # the page image, or a manifest (.json) listing several (workers.media.manifest)
+    text_key: str | None = None  # the PDF text layer of its page(s), if any
+    flags: tuple[str, ...] = ()  # what prep did to its media (image_downscaled, ...), kept on the result
+    pages: tuple[int, ...] = ()  # the pages of a unit of several
+
+    def row(self) -> dict[str, Any]:
+        options: dict[str, Any] = {"flags": list(self.flags)} if self.flags else {}
+        if self.pages:
+            options["pages"] = list(self.pages)
+        kind = "document" if self.pages else "page"
+        return {"page": self.page, "media_key": self.media_key, "text_key": self.text_key, "kind": kind,
+                "options": options}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class UnitWork:
+    id: uuid.UUID
+    job_id: uuid.UUID
+    custom_id: str
+    page: int
+    media_key: str
+    prompt: str
+    prompt_version: str
+    max_new_tokens: int
+    temperature: float
+    parent_id: uuid.UUID | None = None
+    task: str = presets.DEFAULT.name
+    text_key: str | None = None  # set only when the text_hint option asks for the text in the prompt
+    flags: tuple[str, ...] = ()  # from prep
+    version: int = 1  # the result version this work writes: one past the item's latest
+    settings: Mapping[str, Any] = field(default_factory=dict)  # jobs.fingerprint.output_settings
+
+
+def prep_work(item: Item, job_options: dict[str, Any], default_side: int, priority: str) -> PrepWork:
+    opts = {**job_options, **item.options}  # the item's own pages/password win over the job's
+    return PrepWork(
+        item.id,
+        item.job_id,
+        item.uri or "",
+        int(opts.get("longest_side", default_side)),
+        priority,
+        dpi=opts.get("dpi"),
+        pages=opts.get("pages"),
+        password=opts.get("password"),
+        granularity=opts.get("granularity", "page"),
+    )
+
+
+@dataclass(frozen=True)
+class PageMedia:
+    """A prepared page of a finished job, for calibration (``vlmq quantize --calibration JOB``)."""
+
+    custom_id: str
+    page: int
+    media_key: str
+    prompt: str

@@ -1,0 +1,123 @@
+"""The API's control endpoints (cancel, retry, failed lines), per-tenant limits (429), and uploads cut
+off while they stream in."""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from api.app import create_app
+from api.cli.devstack import free_port
+from jobs.config import Settings
+
+A = {"Authorization": "Bearer test-key"}
+B = {"Authorization": "Bearer other-key"}
+
+
+def _limited(settings: Settings, **limits: int) -> Settings:
+    return settings.model_copy(update={"limits": settings.limits.model_copy(update=limits)})
+
+
+def _body(settings: Settings, n: int = 1) -> dict[str, object]:
+    items = [{"custom_id": f"d{i}", "uri": f"s3://{settings.s3.bucket}/in/{i}.pdf"} for i in range(n)]
+    return {"items": items}
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def test_cancel_and_retry_endpoints(client: TestClient, settings: Settings) -> None:
+    job = client.post("/v1/jobs", json=_body(settings, 2), headers=A).json()
+    assert client.post(f"/v1/jobs/{job['id']}/cancel", headers=B).status_code == 404  # another tenant's
+    r = client.post(f"/v1/jobs/{job['id']}/cancel", headers=A)
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"  # nothing was in flight
+    lines = client.get(f"/v1/jobs/{job['id']}/results?status=cancelled", headers=A).text.splitlines()
+    assert len(lines) == 2
+    r = client.post(f"/v1/jobs/{job['id']}/retry", headers=A)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "conflict"
+    assert client.get(f"/v1/jobs/{job['id']}/results?status=bogus", headers=A).status_code == 422
+
+
+def test_tenant_limits_answer_429_with_a_clear_body(settings: Settings) -> None:
+    tenant = f"limits-{uuid.uuid4().hex[:6]}"
+    keys = SecretStr(f"{tenant}-key:{tenant},other-{tenant}:other-{tenant}")
+    busy = _limited(settings, max_active_jobs_per_tenant=2, max_active_items_per_tenant=5)
+    busy = busy.model_copy(update={"api": busy.api.model_copy(update={"keys": keys})})
+    me, other = {"X-API-Key": f"{tenant}-key"}, {"X-API-Key": f"other-{tenant}"}
+    with TestClient(create_app(busy)) as c:
+        assert c.post("/v1/jobs", json=_body(settings, 2), headers=me).status_code == 202
+        r = c.post("/v1/jobs", json=_body(settings, 4), headers=me)
+        assert r.status_code == 429, r.text
+        err = r.json()["error"]
+        assert err["code"] == "tenant_limit_exceeded" and "the limit is 5" in err["message"]
+        assert c.post("/v1/jobs", json=_body(settings, 3), headers=me).status_code == 202
+        r = c.post("/v1/jobs", json=_body(settings, 1), headers=me)
+        assert r.status_code == 429 and "2 unfinished jobs; the limit is 2" in r.json()["error"]["message"]
+        assert c.post("/v1/jobs", json=_body(settings, 1), headers=other).status_code == 202  # per tenant
+
+
+def test_disallowed_uris_are_refused_with_the_reason(client: TestClient, settings: Settings) -> None:
+    items = [{"custom_id": "a", "uri": "https://example.com/a.pdf"}]
+    r = client.post("/v1/jobs", json={"items": items}, headers=A)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "forbidden_uri"
+    assert "scheme https:// is not allowed" in r.json()["error"]["message"]
+
+
+@contextlib.contextmanager
+def _server(settings: Settings) -> Iterator[int]:
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
+            time.sleep(0.05)
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_a_chunked_upload_is_cut_off_while_it_streams(settings: Settings) -> None:
+    """No Content-Length: the server answers 413 once the limit is crossed, long before the body ends."""
+    limit, chunk, total = 1 << 20, 64 << 10, 64 << 20
+    with (
+        _server(_limited(settings, max_request_bytes=limit)) as port,
+        socket.create_connection(("127.0.0.1", port)) as sock,
+    ):
+        head = (
+            "POST /v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer test-key\r\n"
+            "Content-Type: multipart/form-data; boundary=BOUND\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        sock.sendall(head.encode())
+        part = b'--BOUND\r\nContent-Disposition: form-data; name="file"; filename="big.pdf"\r\n\r\n'
+        sent, answer = 0, b""
+        payload = part + b"x" * (chunk - len(part))
+        while sent < total and not answer:
+            data = payload if sent == 0 else b"x" * chunk
+            try:
+                sock.sendall(b"%x\r\n%s\r\n" % (len(data), data))
+            except OSError:  # the server closed the connection after answering
+                break
+            sent += len(data)
+            if select.select([sock], [], [], 0)[0]:
+                answer = sock.recv(65536)
+        answer = answer or sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b"source_too_large" in answer
+    assert sent < 8 * limit, f"the server read {sent} bytes before refusing"
