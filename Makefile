@@ -3,7 +3,7 @@ PY ?= python3
 comma := ,
 VENV := .venv
 BIN := $(VENV)/bin
-EXTRAS ?= api,worker,dev
+EXTRAS ?= api,worker,dev,quantize
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)-$(subst $(comma),_,$(EXTRAS))
 PYTEST_ARGS ?=
 

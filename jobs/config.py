@@ -70,7 +70,7 @@ class ModelSettings(BaseModel):
     renderer_workers: int = 8
     # Inference tasks a GPU worker runs at once (threads sharing one engine): keeps the engine fed.
     # Ignored by the transformers engine, which runs one at a time.
-    batches_in_flight: int = 8
+    batches_in_flight: int = 32
     # Written (JSON: engine, model, load seconds) once the engine is up and before tasks are taken.
     ready_file: str | None = None
     ignore_eos: bool = False  # benchmarks only: every request produces exactly max_new_tokens
@@ -106,7 +106,7 @@ class LimitSettings(BaseModel):
     # Vision tokens one video may take in the prompt: frames are stored at the size that fits, so the
     # processor never resizes them. GLM's processor allows 30,000; keep this plus the thinking budget
     # and max_new_tokens under model.max_model_len (16,384 by default).
-    video_max_tokens: int = Field(default=6144, ge=64)
+    video_max_tokens: int = Field(default=6144, ge=64, le=30000)
     video_longest_side: int = Field(default=1288, ge=28, le=4096)  # per frame, whatever the budget
 
 

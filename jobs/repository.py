@@ -216,6 +216,17 @@ def result_rows(
     return [(src, u, r) for src, u, r in s.execute(q)]
 
 
+def units_with_media(s: Session, job_id: uuid.UUID, limit: int) -> list[Item]:
+    """The job's first ``limit`` prepared pages (units with a stored image), in submission order."""
+    q = (
+        select(Item)
+        .where(Item.job_id == job_id, Item.parent_id.is_not(None), Item.media_key.is_not(None))
+        .order_by(Item.created_at, Item.custom_id, Item.page)
+        .limit(limit)
+    )
+    return list(s.scalars(q))
+
+
 def job_is_terminal(job: Job) -> bool:
     return JobStatus(job.status) in JOB_TERMINAL
 

@@ -64,7 +64,7 @@ class ItemIn(BaseModel):
     uri: str = Field(
         min_length=6,
         max_length=2048,
-        description="s3://bucket/key of a PDF or an image (https:// where the server allows it)",
+        description="s3://bucket/key of a PDF, image, office file or video (https:// if the server allows)",
     )
     prompt: str | None = Field(default=None, max_length=20_000)
     options: ItemOptions | None = None

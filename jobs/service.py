@@ -29,7 +29,7 @@ from jobs.prompt_limits import check_prompt_text
 from jobs.schemas import Counts, JobCreate, JobOut, ResultLine
 from jobs.status import JOB_ACTIVE, ItemStatus, JobStatus
 from jobs.storage import BlobStore, S3BlobStore, job_output_key
-from jobs.work import PreparedUnit, PrepWork, UnitWork, prep_work
+from jobs.work import PageMedia, PreparedUnit, PrepWork, UnitWork, prep_work
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +208,16 @@ class JobService:
             "attempts": Item.attempts + 1,
             "lease_until": leases.lease_until(self.settings.queue.lease_seconds),
         }
+
+    def page_media(self, job_id: uuid.UUID, limit: int) -> list[PageMedia]:
+        """A job's first ``limit`` prepared pages and their prompts (calibration for `vlmq quantize`)."""
+        with self.sessions() as s:
+            job = repo.get_job(s, job_id)
+            if job is None:
+                raise NotFound(f"job {job_id} not found")
+            units = repo.units_with_media(s, job_id, limit)
+            prompt = job.prompt
+            return [PageMedia(u.custom_id, u.page or 0, u.media_key or "", u.prompt or prompt) for u in units]
 
     # -- worker side ---------------------------------------------------------------------------
 

@@ -76,3 +76,13 @@ def prep_work(item: Item, job_options: dict[str, Any], default_side: int, priori
         password=opts.get("password"),
         granularity=opts.get("granularity", "page"),
     )
+
+
+@dataclass(frozen=True)
+class PageMedia:
+    """A prepared page of a finished job, for calibration (``vlmq quantize --calibration JOB``)."""
+
+    custom_id: str
+    page: int
+    media_key: str
+    prompt: str

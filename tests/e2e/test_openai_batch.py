@@ -12,7 +12,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import openai
 import pytest
 from openai import OpenAI
@@ -20,6 +19,7 @@ from openai.types import Batch
 from openai.types.chat import ChatCompletion
 
 from jobs.presets import DEFAULT
+from tests.e2e.test_pipeline import s3_client
 from tests.fixtures.models import PAGE_SIDE, taught_pdf
 from workers.media.pdf import render_pdf
 
@@ -63,14 +63,7 @@ def _upload(client: OpenAI, lines: list[str]) -> str:
 
 
 def _put_s3(env: dict[str, str], key: str, data: bytes) -> str:
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=env["VLMQ_S3__ENDPOINT_URL"],
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    s3.put_object(Bucket=env["VLMQ_S3__BUCKET"], Key=key, Body=data)
+    s3_client(env).put_object(Bucket=env["VLMQ_S3__BUCKET"], Key=key, Body=data)
     return f"s3://{env['VLMQ_S3__BUCKET']}/{key}"
 
 

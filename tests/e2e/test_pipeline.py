@@ -32,15 +32,18 @@ def wait_done(base: str, job_id: str, timeout: float = 300) -> dict[str, Any]:
     pytest.fail(f"job {job_id} not done after {timeout} s: {job}")
 
 
-def s3_keys(env: dict[str, str], prefix: str) -> list[str]:
-    s3 = boto3.client(
+def s3_client(env: dict[str, str]) -> Any:
+    return boto3.client(
         "s3",
         endpoint_url=env["VLMQ_S3__ENDPOINT_URL"],
         region_name="us-east-1",
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
     )
-    listing = s3.list_objects_v2(Bucket=env["VLMQ_S3__BUCKET"], Prefix=prefix)
+
+
+def s3_keys(env: dict[str, str], prefix: str) -> list[str]:
+    listing = s3_client(env).list_objects_v2(Bucket=env["VLMQ_S3__BUCKET"], Prefix=prefix)
     return sorted(o["Key"] for o in listing.get("Contents", []))
 
 

@@ -9,16 +9,17 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 
-from tests.e2e.test_pipeline import KEY, s3_keys, wait_done
+from tests.e2e.test_pipeline import KEY, s3_client, s3_keys, wait_done
 from tests.fixtures.video_model import VIDEO_PROMPT, taught_video_model
 from tests.fixtures.videos import BAD, GOOD, TOO_LARGE_LIMIT
+from tests.system import running_system as start_system
 
 pytestmark = pytest.mark.slow
 
@@ -26,16 +27,24 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 @pytest.fixture(scope="module")
-def e2e_env(service_env: dict[str, str]) -> dict[str, str]:
-    """This module's system runs the video-taught model (conftest's runs the page-taught one)."""
+def video_env(service_env: dict[str, str]) -> dict[str, str]:
+    """This module's system runs the video-taught model (conftest's runs the page-taught one). Its own
+    Redis key prefix keeps the two systems' workers off each other's queues."""
     return {
         **os.environ,
         **service_env,
+        "VLMQ_REDIS__KEY_PREFIX": service_env["VLMQ_REDIS__KEY_PREFIX"] + "video-",
         "VLMQ_MODEL__PATH": str(taught_video_model()),
         "VLMQ_MODEL__MODEL_ID": "tiny-glm4v-video",
         "VLMQ_MODEL__MAX_NEW_TOKENS": "96",
         "VLMQ_LIMITS__MAX_VIDEO_BYTES": str(TOO_LARGE_LIMIT),  # too-large.mp4 is over it, the rest under
     }
+
+
+@pytest.fixture(scope="module")
+def video_system(video_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with start_system(video_env, tmp_path_factory.mktemp("video-logs")) as (base, _):
+        yield base
 
 
 def results(base: str, job_id: str) -> dict[str, list[dict[str, Any]]]:
@@ -55,18 +64,18 @@ def check_taught_answer(lines: list[dict[str, Any]]) -> None:
     assert line["usage"]["prompt_tokens"] > 3 * 27
 
 
-def test_vlmq_submit_videos_good_and_bad(running_system: str, e2e_env: dict[str, str]) -> None:
+def test_vlmq_submit_videos_good_and_bad(video_system: str, video_env: dict[str, str]) -> None:
     files = [str(FIXTURES / name) for name in [GOOD, *sorted(BAD)]]
-    env = {**e2e_env, "VLMQ_API__BASE_URL": running_system}
+    env = {**video_env, "VLMQ_API__BASE_URL": video_system}
     cmd = [sys.executable, "-m", "api.cli", "submit", *files, "--prompt", VIDEO_PROMPT]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=True).stdout
     job_id = out.split("job ", 1)[1].split()[0]
-    job = wait_done(running_system, job_id)
+    job = wait_done(video_system, job_id)
 
     assert job["status"] == "completed"
     assert job["request_counts"] == {"total": 1 + len(BAD), "completed": 1, "failed": len(BAD)}
     assert job["page_counts"] == {"total": 1, "completed": 1, "failed": 0}
-    lines = results(running_system, job_id)
+    lines = results(video_system, job_id)
     check_taught_answer(lines[GOOD])
     for name, code in BAD.items():
         (line,) = lines[name]
@@ -74,23 +83,17 @@ def test_vlmq_submit_videos_good_and_bad(running_system: str, e2e_env: dict[str,
         assert name in line["error"]["message"]
     # The clip prep stored for the GPU worker: content-addressed, one object per sampling.
     assert [
-        k for k in s3_keys(e2e_env, "media/") if k.endswith("/video-2fps-300s-600f-6144t-1288px/clip.zip")
+        k for k in s3_keys(video_env, "media/") if k.endswith("/video-2fps-300s-600f-6144t-1288px/clip.zip")
     ]
 
 
-def test_json_job_with_an_s3_video(running_system: str, e2e_env: dict[str, str]) -> None:
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=e2e_env["VLMQ_S3__ENDPOINT_URL"],
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    bucket, key = e2e_env["VLMQ_S3__BUCKET"], f"inputs/{uuid.uuid4().hex}/holiday.mp4"
+def test_json_job_with_an_s3_video(video_system: str, video_env: dict[str, str]) -> None:
+    s3 = s3_client(video_env)
+    bucket, key = video_env["VLMQ_S3__BUCKET"], f"inputs/{uuid.uuid4().hex}/holiday.mp4"
     s3.put_object(Bucket=bucket, Key=key, Body=(FIXTURES / GOOD).read_bytes())
     body = {"items": [{"custom_id": "holiday", "uri": f"s3://{bucket}/{key}", "prompt": VIDEO_PROMPT}]}
-    r = httpx.post(f"{running_system}/v1/jobs", json=body, headers=KEY, timeout=30)
+    r = httpx.post(f"{video_system}/v1/jobs", json=body, headers=KEY, timeout=30)
     assert r.status_code == 202, r.text
-    job = wait_done(running_system, r.json()["id"])
+    job = wait_done(video_system, r.json()["id"])
     assert job["status"] == "completed"
-    check_taught_answer(results(running_system, job["id"])["holiday"])
+    check_taught_answer(results(video_system, job["id"])["holiday"])

@@ -13,6 +13,7 @@ from jobs.models import Event, Item, Job
 from jobs.schemas import JobCreate
 from jobs.service import JobService, build_service
 from jobs.storage import S3BlobStore
+from tests.integration.reprocess_fixtures import result
 
 
 @pytest.fixture
@@ -42,16 +43,6 @@ def _job(service: JobService, job_id: uuid.UUID) -> Job:
         return job
 
 
-def _result(**kw: object) -> dict[str, object]:
-    base: dict[str, object] = {
-        "reasoning": "r", "answer": "a", "raw_text": "<think>r</think><answer>a</answer>", "boxes": [],
-        "flags": [], "finish_reason": "stop", "truncated": False, "answer_missing": False,
-        "prompt_tokens": 10, "completion_tokens": 5, "model_id": "m", "engine": "test",
-        "prompt_version": "caption-v1",
-    }  # fmt: skip
-    return {**base, **kw}
-
-
 def test_duplicate_deliveries_do_nothing_twice(service: JobService) -> None:
     job_id = _submit(service)
     (src,) = _sources(service, job_id)
@@ -64,8 +55,8 @@ def test_duplicate_deliveries_do_nothing_twice(service: JobService) -> None:
     units = service.claim_units(batch)
     assert len(units) == 2 and service.claim_units(batch) == []
     for u in units:
-        assert service.complete_unit(u, _result())
-        assert not service.complete_unit(u, _result(answer="again"))  # late duplicate is refused
+        assert service.complete_unit(u, result())
+        assert not service.complete_unit(u, result(answer="again"))  # late duplicate is refused
     assert service.finalize(job_id)
     assert not service.finalize(job_id)  # only one finalizer wins
     job = service.get("tenant-a", job_id)
@@ -104,7 +95,7 @@ def test_a_bad_source_fails_alone(service: JobService) -> None:
     service.begin_prep(good.id)
     (batch,) = service.finish_prep(good.id, [(1, "media/z/page-1.png")])
     (unit,) = service.claim_units(batch)
-    service.complete_unit(unit, _result())
+    service.complete_unit(unit, result())
     assert service.finalize(job_id)
     lines = {line.custom_id: line for line in service.results("tenant-a", job_id)}
     assert lines[bad.custom_id].error is not None and lines[bad.custom_id].error.code == "corrupt_media"

@@ -13,6 +13,7 @@ from transformers.video_utils import VideoMetadata
 
 from tests.fixtures.video_model import VIDEO_PROMPT, VIDEO_TARGET, taught_clip, taught_video_model
 from workers.inference.engine import GenerationRequest
+from workers.inference.prompts import build_messages
 from workers.inference.transformers_engine import TransformersEngine, processor_inputs
 from workers.inference.video_inputs import vllm_video_input
 from workers.media.video import frame_size, sample_indices
@@ -45,6 +46,15 @@ def test_the_processor_keeps_stored_frame_sizes(h: int, w: int, t: int) -> None:
     assert smart_resize(t, fh, fw, temporal_factor=2, factor=28, max_pixels=28 * 28 * 2 * 30000) == (fh, fw)
 
 
+def test_chat_template_writes_the_video_placeholder(engine: TransformersEngine) -> None:
+    text = engine.processor.apply_chat_template(
+        build_messages("What happens?", 0, video=True), add_generation_prompt=True, tokenize=False
+    )
+    assert text == (
+        "[gMASK]<sop><|user|>\n<|begin_of_video|><|video|><|end_of_video|>What happens?<|assistant|>\n"
+    )
+
+
 def test_prompt_holds_the_video_tokens_and_timestamps(engine: TransformersEngine) -> None:
     video = taught_clip()  # 6 frames of 112 x 168, from 0, 0.5, ... 2.5 s
     inputs = processor_inputs(engine.processor, "What happens?", [], video=video)
@@ -66,8 +76,7 @@ def test_engine_generates_for_a_video(engine: TransformersEngine) -> None:
     video = taught_clip()
     (out,) = engine.generate([GenerationRequest("v", "What happens?", (), max_new_tokens=8, video=video)])
     text = engine.processor.apply_chat_template(
-        [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What happens?"}]}],
-        add_generation_prompt=True,
+        build_messages("What happens?", 0, video=True), add_generation_prompt=True, tokenize=False
     )
     n_text = len(engine.processor.tokenizer(text).input_ids) - 1  # all but the <|video|> placeholder
     # 3 pairs, each <|begin_of_image|> + 24 <|image|> + <|end_of_image|> + a one-digit timestamp.

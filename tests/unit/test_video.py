@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import zipfile
 from fractions import Fraction
 from pathlib import Path
@@ -137,8 +138,14 @@ def test_clip_refuses_an_odd_frame_count() -> None:
         clip.VideoClip(np.zeros((3, 28, 28, 3), np.uint8), 2.0, (0, 1, 2), 3, 1.5)
 
 
+def _untagged(data: bytes) -> bytes:
+    """The bytes without libav's version tags ("Lavf62.12.102", "Lavc62.28.102"), which depend on which
+    FFmpeg the process loaded first (decord2 bundles its own), not on the video."""
+    return re.sub(rb"Lav[fc]\d+\.\d+\.\d+", b"Lav", data)
+
+
 def test_committed_videos_match_their_generator() -> None:
     for name, data in build_videos().items():
-        assert (FIXTURES / name).read_bytes() == data, name
+        assert _untagged((FIXTURES / name).read_bytes()) == _untagged(data), name
         assert len(data) < 200_000, name
     assert set(build_videos()) == {GOOD, *BAD}

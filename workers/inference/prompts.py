@@ -25,7 +25,11 @@ def build_messages(
     """One user turn: the media first, then the text, the order GLM-4.1V's examples use.
 
     ``images`` is either how many image placeholders to write (vLLM takes the pixels separately) or
-    the images themselves (transformers' processor reads them from the message parts).
+    the images themselves (transformers' processor reads them from the message parts). ``video``
+    adds the one video part, which the chat template writes as
+    ``<|begin_of_video|><|video|><|end_of_video|>``; both engines pass the frames and their metadata
+    to the processor beside the text, which expands it into frames and timestamps. GLM-4.1V takes
+    one video per prompt and no images beside it (jobs.prompt_limits).
     """
     slots: Sequence[Image.Image | None] = [None] * images if isinstance(images, int) else images
     parts = [_image_part(img) for img in slots]

@@ -58,7 +58,9 @@ class TransformersEngine:
     name = "transformers"
 
     def __init__(self, model_path: str, model_id: str, device: str = "cpu", dtype: str = "float32") -> None:
-        from transformers import AutoProcessor, Glm4vForConditionalGeneration
+        from transformers import AutoProcessor
+
+        from workers.quantization.loading import load_glm4v
 
         t0 = time.monotonic()
         self.model_id = model_id
@@ -66,9 +68,8 @@ class TransformersEngine:
         if device == "cpu":
             torch.set_num_threads(_cpu_threads())
         self.processor = AutoProcessor.from_pretrained(model_path, local_files_only=True)
-        model: Any = Glm4vForConditionalGeneration.from_pretrained(
-            model_path, local_files_only=True, dtype=getattr(torch, dtype)
-        )
+        # AWQ checkpoints (`vlmq quantize`) too: unpacked to float, see workers.quantization.loading.
+        model: Any = load_glm4v(model_path, getattr(torch, dtype))
         self.model = model.to(device).eval()
         eos = self.model.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos])
