@@ -80,3 +80,21 @@ def test_thinking_budget_closes_reasoning_and_gets_an_answer(engine) -> None:  #
     assert out.completion_tokens <= 40
     parsed = split_output(out.text)
     assert not parsed.truncated  # the reasoning was closed for it
+
+
+def test_abort_stops_a_running_request(engine) -> None:  # type: ignore[no-untyped-def]
+    """A cancelled job's requests stop decoding at once (the worker's heartbeat calls abort)."""
+    import time
+
+    engine.ignore_eos = True  # never stops by itself: only the abort ends it early
+    result: dict[str, list[object]] = {}
+    try:
+        worker = threading.Thread(target=lambda: result.update(out=engine.generate(_reqs(1, max_new=3500))))
+        worker.start()
+        time.sleep(0.3)
+        engine.abort(["r0"])
+        worker.join(120)
+    finally:
+        engine.ignore_eos = False
+    (out,) = result["out"]
+    assert out.completion_tokens < 3500  # type: ignore[attr-defined]

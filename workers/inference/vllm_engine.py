@@ -76,6 +76,8 @@ class VllmEngine:
         self.thinking_budget = m.thinking_budget
         self.ignore_eos = m.ignore_eos
         self._renderer_workers = m.renderer_workers
+        self._vllm_ids: dict[str, set[str]] = {}  # request id -> its running vLLM request ids
+        self._ids_lock = threading.Lock()
         self._processor = AutoProcessor.from_pretrained(m.path, local_files_only=True)
         self._tokenizer = self._processor.tokenizer
         self._loop = asyncio.new_event_loop()
@@ -132,12 +134,15 @@ class VllmEngine:
                 ignore_eos=self.ignore_eos,
                 output_kind=RequestOutputKind.FINAL_ONLY,
             )
-            final = None
-            async for out in self._llm.generate(
-                await self._render(text, mm), sp, request_id=f"{req.request_id}-{uuid.uuid4().hex[:8]}"
-            ):
-                final = out
-            assert final is not None
+            final, vid = None, f"{req.request_id}-{uuid.uuid4().hex[:8]}"
+            self._track(req.request_id, vid, True)
+            try:
+                async for out in self._llm.generate(await self._render(text, mm), sp, request_id=vid):
+                    final = out
+            finally:
+                self._track(req.request_id, vid, False)
+            if final is None:  # aborted (its job was cancelled) before any output: nothing to keep
+                return PassResult("", 0, "stop")
             prompt_tokens = prompt_tokens or len(final.prompt_token_ids or [])
             o = final.outputs[0]
             finish: FinishReason = "length" if o.finish_reason == "length" else "stop"
@@ -153,6 +158,21 @@ class VllmEngine:
             finish_reason=res.finish_reason,
             flags=res.flags,
         )
+
+    def _track(self, request_id: str, vllm_id: str, running: bool) -> None:
+        with self._ids_lock:
+            ids = self._vllm_ids.setdefault(request_id, set())
+            (ids.add if running else ids.discard)(vllm_id)
+            if not ids:
+                del self._vllm_ids[request_id]
+
+    def abort(self, request_ids: Sequence[str]) -> None:
+        """Stop these requests now (their job was cancelled); called from the worker's heartbeat
+        thread. vLLM finishes them as aborted, and the worker drops what they produced."""
+        with self._ids_lock:
+            ids = [v for r in request_ids for v in self._vllm_ids.get(r, ())]
+        if ids:
+            self._call(self._llm.abort(ids))
 
     async def _render(self, text: str, mm: dict[str, Any] | None) -> Any:
         """Prompt + media -> the engine's processed input, on vLLM's renderer thread pool (the same
