@@ -17,6 +17,7 @@ import os
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -99,17 +100,23 @@ def drop_database(name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
+@contextmanager
+def migrated_database(name: str) -> Iterator[str]:
+    """A new database at the schema's head, dropped on the way out."""
     from migrations import upgrade
 
-    name = f"vlmq_test_{RUN_ID}"
     url = create_database(name)
     try:
         upgrade(url)
         yield url
     finally:
         drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    with migrated_database(f"vlmq_test_{RUN_ID}") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

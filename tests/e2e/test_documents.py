@@ -8,12 +8,11 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from tests.e2e.test_pipeline import KEY, wait_done
+from tests.e2e.test_pipeline import KEY, results_by_custom_id, wait_done
 from tests.fixtures.make_fixtures import EXPECTED, OFFICE_PAGES, PAGES, PASSWORD
 from workers.media.office import converter_path
 
@@ -23,14 +22,6 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 PAGE_LIMIT = 20  # too_many_pages.pdf has 30; the e2e system runs with this limit (conftest)
 
 
-def _lines(base: str, job_id: str) -> dict[str, list[dict[str, Any]]]:
-    text = httpx.get(f"{base}/v1/jobs/{job_id}/results", headers=KEY, timeout=30).text
-    by_file: dict[str, list[dict[str, Any]]] = {}
-    for line in map(json.loads, text.splitlines()):
-        by_file.setdefault(line["custom_id"], []).append(line)
-    return by_file
-
-
 def test_every_fixture_fails_alone_or_gives_its_pages(running_system: str) -> None:
     names = [*EXPECTED, *PAGES, *OFFICE_PAGES]
     files = [("file", (n, (FIXTURES / n).read_bytes(), "application/octet-stream")) for n in names]
@@ -38,7 +29,7 @@ def test_every_fixture_fails_alone_or_gives_its_pages(running_system: str) -> No
     assert r.status_code == 202, r.text
     job = wait_done(running_system, r.json()["id"], timeout=600)
     assert job["status"] == "completed"
-    by_file = _lines(running_system, job["id"])
+    by_file = results_by_custom_id(running_system, job["id"])
     assert set(by_file) == set(names)
     for name, code in EXPECTED.items():
         (line,) = by_file[name]

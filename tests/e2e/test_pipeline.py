@@ -32,6 +32,15 @@ def wait_done(base: str, job_id: str, timeout: float = 300) -> dict[str, Any]:
     pytest.fail(f"job {job_id} not done after {timeout} s: {job}")
 
 
+def results_by_custom_id(base: str, job_id: str) -> dict[str, list[dict[str, Any]]]:
+    """A job's result lines, grouped by the item they belong to."""
+    text = httpx.get(f"{base}/v1/jobs/{job_id}/results", headers=KEY, timeout=30).text
+    by_item: dict[str, list[dict[str, Any]]] = {}
+    for line in map(json.loads, text.splitlines()):
+        by_item.setdefault(line["custom_id"], []).append(line)
+    return by_item
+
+
 def s3_client(env: dict[str, str]) -> Any:
     return boto3.client(
         "s3",

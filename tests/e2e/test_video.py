@@ -4,7 +4,6 @@ API and workers with the tiny model taught one video. The good clip gets its exa
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.test_pipeline import KEY, s3_client, s3_keys, wait_done
+from tests.e2e.test_pipeline import KEY, results_by_custom_id, s3_client, s3_keys, wait_done
 from tests.fixtures.video_model import VIDEO_PROMPT, taught_video_model
 from tests.fixtures.videos import BAD, GOOD, TOO_LARGE_LIMIT
 from tests.system import running_system as start_system
@@ -47,14 +46,6 @@ def video_system(video_env: dict[str, str], tmp_path_factory: pytest.TempPathFac
         yield base
 
 
-def results(base: str, job_id: str) -> dict[str, list[dict[str, Any]]]:
-    text = httpx.get(f"{base}/v1/jobs/{job_id}/results", headers=KEY, timeout=30).text
-    by_item: dict[str, list[dict[str, Any]]] = {}
-    for line in map(json.loads, text.splitlines()):
-        by_item.setdefault(line["custom_id"], []).append(line)
-    return by_item
-
-
 def check_taught_answer(lines: list[dict[str, Any]]) -> None:
     (line,) = lines  # a video is one unit: one result line
     assert (line["status"], line["page"], line["error"]) == ("succeeded", 1, None), line
@@ -75,7 +66,7 @@ def test_vlmq_submit_videos_good_and_bad(video_system: str, video_env: dict[str,
     assert job["status"] == "completed"
     assert job["request_counts"] == {"total": 1 + len(BAD), "completed": 1, "failed": len(BAD)}
     assert job["page_counts"] == {"total": 1, "completed": 1, "failed": 0}
-    lines = results(video_system, job_id)
+    lines = results_by_custom_id(video_system, job_id)
     check_taught_answer(lines[GOOD])
     for name, code in BAD.items():
         (line,) = lines[name]
@@ -96,4 +87,4 @@ def test_json_job_with_an_s3_video(video_system: str, video_env: dict[str, str])
     assert r.status_code == 202, r.text
     job = wait_done(video_system, r.json()["id"])
     assert job["status"] == "completed"
-    check_taught_answer(results(video_system, job["id"])["holiday"])
+    check_taught_answer(results_by_custom_id(video_system, job["id"])["holiday"])

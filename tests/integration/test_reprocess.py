@@ -34,7 +34,7 @@ from jobs.presets import DEFAULT
 from jobs.reprocess import Reprocessor
 from jobs.selection import Rules
 from jobs.service import JobService
-from tests.conftest import create_database, drop_database
+from tests.conftest import migrated_database
 from tests.fixtures.models import PAGE_SIDE
 from tests.integration import reprocess_fixtures as fx
 from workers.context import get_context, get_reprocessor
@@ -48,15 +48,8 @@ def reprocess_db() -> Iterator[str]:
     """A database of this module's own: a run selects across every job, so it must not see other
     tests' jobs. One for the module (emptied before each test), so the process's cached engines stay
     few: an engine dropped from that cache would close none of its connections."""
-    from migrations import upgrade
-
-    name = f"vlmq_rp_{uuid.uuid4().hex[:10]}"
-    url = create_database(name)
-    try:
-        upgrade(url)
+    with migrated_database(f"vlmq_rp_{uuid.uuid4().hex[:10]}") as url:
         yield url
-    finally:
-        drop_database(name)
 
 
 @pytest.fixture
