@@ -32,6 +32,7 @@ from jobs.service import build_service  # noqa: E402
 from tests.fixtures.models import PAGE_SIDE, TARGETS, taught_pages, taught_pdf  # noqa: E402
 from workers.inference.engine import GenerationRequest  # noqa: E402
 from workers.inference.prompts import DEFAULT_PROMPT  # noqa: E402
+from workers.inference.tiny_model import build_config  # noqa: E402
 from workers.inference.transformers_engine import TransformersEngine  # noqa: E402
 from workers.media.images import encode_png  # noqa: E402
 from workers.quantization.awq_format import from_gemm, quantization_config  # noqa: E402
@@ -241,3 +242,26 @@ def test_a_job_id_without_a_database_is_refused(
         get_settings.cache_clear()
     assert result.exit_code == 2, result.output
     assert "needs the job database" in " ".join(result.output.split())
+
+
+def test_a_config_silent_on_its_rotary_size_rotates_half_of_each_head(tmp_path: Path) -> None:
+    """transformers' own Glm4vConfig() defaults (the GPU kit's 9B model is built from them) name M-RoPE
+    sections of 32 frequencies but no rotary factor; transformers 5.17 then rotates all 128 dimensions
+    of a head and fails in the first forward pass. glm4v_config sets the half that vLLM assumes."""
+    from transformers import Glm4vConfig
+    from transformers.models.glm4v.modeling_glm4v import Glm4vTextRotaryEmbedding
+
+    from workers.quantization.loading import glm4v_config
+
+    Glm4vConfig().save_pretrained(tmp_path)
+    x, positions = torch.zeros(1, 5, 8), torch.arange(5).expand(3, 1, 5)
+    with pytest.raises(RuntimeError, match="split_sizes"):  # the failure seen on the GPU machine
+        Glm4vTextRotaryEmbedding(Glm4vConfig.from_pretrained(tmp_path).text_config)(x, positions)
+    text = glm4v_config(tmp_path).text_config
+    assert text.rope_parameters["partial_rotary_factor"] == 0.5
+    cos, _ = Glm4vTextRotaryEmbedding(text)(x, positions)
+    assert cos.shape[-1] == 64  # half of the 128-wide head
+    # A config that already agrees (the tiny test model: 64-wide heads, all rotary) is left as it is.
+    tiny = tmp_path / "tiny"
+    build_config().save_pretrained(tiny)
+    assert glm4v_config(tiny).text_config.rope_parameters["partial_rotary_factor"] == 1.0

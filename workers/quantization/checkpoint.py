@@ -27,6 +27,7 @@ from workers.quantization.awq_format import GROUP_SIZE, quantization_config
 from workers.quantization.awq_search import LayerInput, quantize_layer
 from workers.quantization.calibration import CalibrationPage
 from workers.quantization.checks import QuantizeError, check_destination, read_source_config
+from workers.quantization.loading import glm4v_config
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -92,7 +93,9 @@ def _load(src: Path, dev: torch.device) -> tuple[Any, Any]:
 
     # bf16 on a GPU (the checkpoint's own precision); float32 on a CPU, where bf16 matmuls are slow.
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
-    model = Glm4vForConditionalGeneration.from_pretrained(src, local_files_only=True, dtype=dtype)
+    model = Glm4vForConditionalGeneration.from_pretrained(
+        src, config=glm4v_config(src), local_files_only=True, dtype=dtype
+    )
     return model.eval(), AutoProcessor.from_pretrained(src, local_files_only=True)
 
 
