@@ -235,12 +235,12 @@ class JobService:
             return prep_work(item, job.options, self.settings.limits.render_longest_side, job.priority)
 
     def add_units(
-        self, item_id: uuid.UUID, units: Sequence[PreparedUnit | tuple[int, str]]
+        self, item_id: uuid.UUID, units: Sequence[PreparedUnit | tuple[int, str]], attempt: int = 0
     ) -> list[uuid.UUID] | None:
         """Record a chunk of units of a source still being prepared; their READY ids, to dispatch now.
-        None: stop rendering (the job stopped: the source is cancelled; or the source is not ours any
-        more). See jobs.units."""
-        return units_.add_units(self, item_id, units)
+        None: stop rendering (the job stopped: the source is cancelled; or claim ``attempt`` no longer
+        holds the source). See jobs.units."""
+        return units_.add_units(self, item_id, units, attempt)
 
     def finish_prep(
         self,

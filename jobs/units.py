@@ -28,15 +28,19 @@ if TYPE_CHECKING:
 Made = Sequence[PreparedUnit | tuple[int, str]]
 
 
-def add_units(service: JobService, item_id: uuid.UUID, units: Made) -> list[uuid.UUID] | None:
+def add_units(
+    service: JobService, item_id: uuid.UUID, units: Made, attempt: int = 0
+) -> list[uuid.UUID] | None:
     """Record a chunk of a source's units while it is still being prepared; the chunk's READY ids (to
     dispatch now). None: stop rendering. Either the job is no longer active (the source is cancelled,
-    as finish_prep would), or the source is no longer ``preparing`` (its lease was lost and the sweeper
-    gave it to another worker, or it expired): whoever holds it now goes on."""
+    as finish_prep would), or this claim (``attempt``, PrepWork.attempt) no longer holds the source:
+    its lease ran out and the sweeper put it back, or another worker has claimed it since."""
     made = _made(units)
     with service.sessions() as s, s.begin():
         source = _source_of_active_job(s, item_id)
         if source is None or source.status != ItemStatus.PREPARING:
+            return None
+        if attempt and source.attempts != attempt:
             return None
         repo.insert_units(s, source, [u.row() for u in made])
         return repo.unit_ids(s, item_id, ItemStatus.READY, pages=[u.page for u in made])

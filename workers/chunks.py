@@ -18,7 +18,7 @@ from jobs.work import PreparedUnit, PrepWork
 
 class Stopped(Exception):
     """Stop rendering: the source's job was cancelled or expired (the source is cancelled), or the
-    source is no longer this worker's (its lease was lost and another worker has it)."""
+    source is no longer this worker's (its lease ran out; another worker may have it now)."""
 
 
 @dataclass
@@ -40,7 +40,7 @@ class Chunks:
         """Record the pending units and dispatch those READY; Stopped if the source should stop."""
         if not self.pending:
             return
-        ready = self.service.add_units(self.work.item_id, self.pending)
+        ready = self.service.add_units(self.work.item_id, self.pending, self.work.attempt)
         if ready is None:
             raise Stopped(f"item {self.work.item_id}")
         self.pending = []

@@ -72,7 +72,12 @@ def test_a_source_whose_lease_was_lost_stops_its_first_worker(service: JobServic
     with service.sessions() as s, s.begin():  # its worker stopped renewing the lease (stuck, cut off)
         s.execute(update(Item).where(Item.id == src).values(lease_until=func.now() - timedelta(seconds=1)))
     sweep(service)  # preparing -> queued, enqueued again for another worker
-    assert service.add_units(src, _pages(1, 2)) is None and _units(service, src) == {}
+    assert service.add_units(src, _pages(1, 2), attempt=1) is None and _units(service, src) == {}
+    again = service.begin_prep(src)  # another worker claims it: attempt 2
+    assert again is not None and again.attempt == 2
+    assert service.add_units(src, _pages(1, 2), attempt=1) is None  # the first worker still stops
+    assert service.add_units(src, _pages(1, 2), attempt=again.attempt)
+    assert _units(service, src) == {1: "ready", 2: "ready"}
 
 
 def test_a_source_failing_mid_stream_waits_for_its_pages_and_shows_its_own_error(service: JobService) -> None:

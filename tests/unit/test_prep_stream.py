@@ -43,7 +43,9 @@ class FakePrepService:
     def begin_prep(self, item_id: uuid.UUID) -> PrepWork:
         return PrepWork(item_id, self.job_id, URI, longest_side=64, granularity=self.granularity)
 
-    def add_units(self, item_id: uuid.UUID, units: Sequence[PreparedUnit]) -> list[uuid.UUID] | None:
+    def add_units(
+        self, item_id: uuid.UUID, units: Sequence[PreparedUnit], attempt: int = 0
+    ) -> list[uuid.UUID] | None:
         self.calls.append("add_units")
         if self.stop_after_chunks is not None and self.calls.count("add_units") > self.stop_after_chunks:
             return None  # the job was cancelled meanwhile
