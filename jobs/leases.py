@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, exists, func, select, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from jobs.models import Item, Job
 from jobs.repository import add_event
@@ -150,7 +150,8 @@ def in_flight(s: Session, job_id: uuid.UUID) -> int:
 
 def reopen_failed(s: Session, job_id: uuid.UUID) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
     """Failed items back to waiting, their attempts and errors cleared: failed pages to ready (their
-    sources back to prepared), sources that failed before having pages to queued. Returns (sources to
+    prepared sources back to prepared), sources that failed before they were prepared to queued, pages
+    or not (a later page could not be rendered; their re-prep keeps the pages made). Returns (sources to
     prepare, pages to infer). The one way out of ``failed``, taken only on a user's retry request."""
     cleared = {"attempts": 0, "error_code": None, "error_message": None, "updated_at": func.now()}
     failed = str(ItemStatus.FAILED)
@@ -162,18 +163,17 @@ def reopen_failed(s: Session, job_id: uuid.UUID) -> tuple[list[uuid.UUID], list[
     if parents:
         s.execute(
             update(Item)
-            .where(Item.id.in_(parents), Item.status == failed)
+            .where(Item.id.in_(parents), Item.status == failed, Item.page_count.is_not(None))
             .values(status=str(ItemStatus.PREPARED), **cleared)
         )
-    unit = aliased(Item)
-    bare = (
+    unprepared = (
         update(Item)
         .where(Item.job_id == job_id, Item.parent_id.is_(None), Item.status == failed)
-        .where(~exists().where(unit.parent_id == Item.id))
+        .where(Item.page_count.is_(None))  # prepared sources have it (jobs.units.finish_prep)
         .values(status=str(ItemStatus.QUEUED), **cleared)
         .returning(Item.id)
     )
-    sources = list(s.scalars(bare))
+    sources = list(s.scalars(unprepared))
     return sources, [u for u, _ in unit_rows]
 
 

@@ -22,6 +22,9 @@ from jobs.status import (
     job_sources_for,
 )
 
+PAGE_FAILED = "page_failed"  # a prepared source's code when one or more of its units failed
+Row = tuple[Item, Item | None, Result | None]  # (source, unit, result): one line of a job's results
+
 
 def add_event(
     s: Session,
@@ -49,10 +52,13 @@ def job_by_idempotency_key(s: Session, tenant: str, key: str) -> Job | None:
     return s.scalar(select(Job).where(Job.tenant == tenant, Job.idempotency_key == key))
 
 
-def get_job(s: Session, job_id: uuid.UUID, tenant: str | None = None) -> Job | None:
+def get_job(s: Session, job_id: uuid.UUID, tenant: str | None = None, lock: bool = False) -> Job | None:
+    """``lock``: hold the row FOR SHARE to the end of the transaction (a cancel waits for it)."""
     q = select(Job).where(Job.id == job_id)
     if tenant is not None:
         q = q.where(Job.tenant == tenant)
+    if lock:
+        q = q.with_for_update(read=True)
     return s.scalar(q)
 
 
@@ -122,8 +128,13 @@ def insert_units(s: Session, source: Item, units: Iterable[dict[str, Any]]) -> N
         s.execute(insert(Item).values(rows).on_conflict_do_nothing(index_elements=["parent_id", "page"]))
 
 
-def unit_ids(s: Session, parent_id: uuid.UUID, status: ItemStatus) -> list[uuid.UUID]:
+def unit_ids(
+    s: Session, parent_id: uuid.UUID, status: ItemStatus, pages: Sequence[int] | None = None
+) -> list[uuid.UUID]:
+    """The source's units in ``status`` (only those of ``pages``, if given), in page order."""
     q = select(Item.id).where(Item.parent_id == parent_id, Item.status == str(status)).order_by(Item.page)
+    if pages is not None:
+        q = q.where(Item.page.in_(pages))
     return list(s.scalars(q))
 
 
@@ -171,7 +182,7 @@ def settle_sources(s: Session, job_id: uuid.UUID, only: Sequence[uuid.UUID] | No
                 (cancelled_units, str(ItemStatus.CANCELLED)),
                 else_=str(ItemStatus.SUCCEEDED),
             ),
-            error_code=case((failed_units, "page_failed"), else_=None),
+            error_code=case((failed_units, PAGE_FAILED), else_=None),
             error_message=case((failed_units, "one or more pages failed; see the page errors"), else_=None),
             updated_at=func.now(),
         )
@@ -181,11 +192,11 @@ def settle_sources(s: Session, job_id: uuid.UUID, only: Sequence[uuid.UUID] | No
     return list(s.scalars(stmt))
 
 
-def open_sources(s: Session, job_id: uuid.UUID) -> int:
+def open_items(s: Session, job_id: uuid.UUID) -> int:
+    """The job's items not terminal: sources and units alike, since a source that failed while it
+    was being prepared (a later page could not be rendered) may still have earlier pages running."""
     terminal = [str(x) for x in ITEM_TERMINAL]
-    q = select(func.count()).where(
-        Item.job_id == job_id, Item.parent_id.is_(None), Item.status.not_in(terminal)
-    )
+    q = select(func.count()).where(Item.job_id == job_id, Item.status.not_in(terminal))
     return int(s.scalar(q) or 0)
 
 
@@ -196,10 +207,10 @@ def counts(s: Session, job_id: uuid.UUID, sources: bool) -> dict[str, int]:
     return {status: int(n) for status, n in s.execute(q)}
 
 
-def result_rows(
-    s: Session, job_id: uuid.UUID, history: bool = False
-) -> list[tuple[Item, Item | None, Result | None]]:
-    """(source, unit, current result) for every page, plus (source, None, None) for sources with no units.
+def result_rows(s: Session, job_id: uuid.UUID, history: bool = False) -> list[Row]:
+    """(source, unit, current result) for every page, plus (source, None, None) for sources with no units
+    and, after its pages, for a source that failed itself once some of its pages were made (a later page
+    could not be rendered, its job expired while it was prepared): that error is no page's.
     With ``history``, one row per result version of each page instead of the current one only.
 
     Ordered by source submission order then page, so a results file reads like the input.
@@ -211,9 +222,21 @@ def result_rows(
         .outerjoin(unit, unit.parent_id == Item.id)
         .outerjoin(Result, on_result)
         .where(Item.job_id == job_id, Item.parent_id.is_(None))
-        .order_by(Item.created_at, Item.custom_id, unit.page, Result.version)
+        .order_by(Item.created_at, Item.custom_id, Item.id, unit.page, Result.version)
     )
-    return [(src, u, r) for src, u, r in s.execute(q)]
+    rows: list[Row] = []
+    for src, u, r in s.execute(q):
+        if rows and rows[-1][0].id != src.id:
+            rows += _own_error(rows[-1])
+        rows.append((src, u, r))
+    return rows + (_own_error(rows[-1]) if rows else [])
+
+
+def _own_error(last: Row) -> list[Row]:
+    """After a source's last row: its own line, if it failed for a reason of its own beside its units."""
+    src, unit, _ = last
+    own = unit is not None and src.status == ItemStatus.FAILED and src.error_code != PAGE_FAILED
+    return [(src, None, None)] if own else []
 
 
 def units_with_media(s: Session, job_id: uuid.UUID, limit: int) -> list[Item]:

@@ -46,9 +46,11 @@ def insert_entries(s: Session, run_id: uuid.UUID, candidates: Select[Any]) -> in
 
 
 def reopen_failed(s: Session, run_id: uuid.UUID) -> None:
-    """Put the run's failed items back into the normal pipeline: a page to ready, a source with no pages
-    to queued (prep again), the source of a reopened page to prepared (it settles again), the job to
-    running (it finalizes again, rewriting its output files). Attempts start from zero."""
+    """Put the run's failed items back into the normal pipeline: a page to ready, a source that was never
+    prepared to queued (prep again), the prepared source of a reopened page to prepared (it settles
+    again), the job to running (it finalizes again, rewriting its output files). Attempts start from
+    zero. A source that failed while it was prepared stays failed unless the run takes it too: its page
+    count, and so the pages it should have, is unknown."""
     retry = select(E.item_id).where(E.run_id == run_id, E.mode == "retry")
     failed = str(ItemStatus.FAILED)
     to = case((Item.parent_id.is_(None), str(ItemStatus.QUEUED)), else_=str(ItemStatus.READY))
@@ -69,7 +71,7 @@ def reopen_failed(s: Session, run_id: uuid.UUID) -> None:
     parents = {p for _, _, p in reopened if p is not None}
     s.execute(
         update(Item)
-        .where(Item.id.in_(parents), Item.status == failed)
+        .where(Item.id.in_(parents), Item.status == failed, Item.page_count.is_not(None))
         .values(status=str(ItemStatus.PREPARED), error_code=None, error_message=None, updated_at=func.now())
         .execution_options(synchronize_session=False)
     )

@@ -1,7 +1,8 @@
 """Which items a reprocessing run takes: the rules, the target, and the one query that applies them.
 
 Rules (each can be turned off):
-- failed: a failed page (re-run its inference), or a failed source that never got pages (re-run prep);
+- failed: a failed page (re-run its inference), or a failed source that was never prepared (re-run prep;
+  it may have pages, made before a later page failed);
 - outdated: a succeeded page whose current result was made by another model id or model revision than
   the target's, or by an older version of the preset prompt its job uses (items with their own prompt
   text never go out of date: the text is the user's).
@@ -102,12 +103,10 @@ def _columns(item: Any, mode: Any, reason: Any, from_version: Any) -> list[Colum
 
 
 def _failed(rules: Rules) -> Select[Any]:
-    item, unit = aliased(Item), aliased(Item)
+    item = aliased(Item)
     page_failed = and_(item.parent_id.is_not(None), item.status == str(ItemStatus.FAILED))
-    never_expanded = and_(
-        item.parent_id.is_(None),
-        item.status == str(ItemStatus.FAILED),
-        ~exists().where(unit.parent_id == item.id),
+    never_expanded = and_(  # prepared sources have a page count (jobs.units.finish_prep)
+        item.parent_id.is_(None), item.status == str(ItemStatus.FAILED), item.page_count.is_(None)
     )
     return (
         select(*_columns(item, literal("retry"), literal("failed"), null()))

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from jobs import control, leases, lines, metrics, presets, uris
 from jobs import repository as repo
+from jobs import units as units_
 from jobs.config import Settings
 from jobs.db import session_factory
 from jobs.dispatch import CeleryDispatcher, Dispatcher
@@ -27,7 +28,7 @@ from jobs.fingerprint import output_settings
 from jobs.models import Item, Job
 from jobs.prompt_limits import check_prompt_text
 from jobs.schemas import Counts, JobCreate, JobOut, ResultLine
-from jobs.status import JOB_ACTIVE, ItemStatus, JobStatus
+from jobs.status import ItemStatus, JobStatus
 from jobs.storage import BlobStore, S3BlobStore, job_output_key
 from jobs.work import PageMedia, PreparedUnit, PrepWork, UnitWork, prep_work
 
@@ -233,27 +234,25 @@ class JobService:
             repo.move_job(s, job.id, JobStatus.RUNNING, {"started_at": func.now()})
             return prep_work(item, job.options, self.settings.limits.render_longest_side, job.priority)
 
+    def add_units(
+        self, item_id: uuid.UUID, units: Sequence[PreparedUnit | tuple[int, str]], attempt: int = 0
+    ) -> list[uuid.UUID] | None:
+        """Record a chunk of units of a source still being prepared; their READY ids, to dispatch now.
+        None: stop rendering (the job stopped: the source is cancelled; or claim ``attempt`` no longer
+        holds the source). See jobs.units."""
+        return units_.add_units(self, item_id, units, attempt)
+
     def finish_prep(
-        self, item_id: uuid.UUID, units: Sequence[PreparedUnit | tuple[int, str]]
+        self,
+        item_id: uuid.UUID,
+        units: Sequence[PreparedUnit | tuple[int, str]],
+        page_count: int | None = None,
+        dispatched: Sequence[uuid.UUID] = (),
     ) -> list[list[uuid.UUID]]:
-        """Record the source's units (pages, or (page, media_key) pairs) as ready; return them in
-        inference batches. A source whose job is no longer active (cancelled, expired meanwhile) is
-        cancelled instead and gets no units."""
-        made = [u if isinstance(u, PreparedUnit) else PreparedUnit(*u) for u in units]
-        with self.sessions() as s, s.begin():
-            source = repo.get_item(s, item_id)
-            if source is None:
-                raise NotFound(f"item {item_id} not found")
-            job = repo.get_job(s, source.job_id)
-            if job is None or JobStatus(job.status) not in JOB_ACTIVE:
-                repo.move_items(s, [item_id], ItemStatus.CANCELLED)
-                return []
-            repo.insert_units(s, source, [u.row() for u in made])
-            pages = sum(len(u.pages) or 1 for u in made)
-            repo.move_items(s, [item_id], ItemStatus.PREPARED, {"page_count": pages})
-            ready = repo.unit_ids(s, item_id, ItemStatus.READY)
-        size = self.settings.limits.batch_size
-        return [ready[i : i + size] for i in range(0, len(ready), size)]
+        """Record the source's (last) units (pages, or (page, media_key) pairs) and mark it prepared;
+        return its READY units not in ``dispatched`` in inference batches. A source whose job is no
+        longer active (cancelled, expired meanwhile) is cancelled instead. See jobs.units."""
+        return units_.finish_prep(self, item_id, units, page_count, dispatched)
 
     def fail_items(self, item_ids: Sequence[uuid.UUID], error: VlmqError) -> None:
         with self.sessions() as s, s.begin():
@@ -335,12 +334,12 @@ class JobService:
         return True
 
     def finalize(self, job_id: uuid.UUID, sources: Sequence[uuid.UUID] | None = None) -> bool:
-        """Settle sources whose pages are all done (``sources``: only these); once every source is
+        """Settle sources whose pages are all done (``sources``: only these); once every item is
         terminal, the job is completed (cancelled, when it was cancelling). Output files are written
         first, for either end."""
         with self.sessions() as s, s.begin():
             repo.settle_sources(s, job_id, sources)
-            remaining = repo.open_sources(s, job_id)
+            remaining = repo.open_items(s, job_id)
             job = repo.get_job(s, job_id)
         if job is None or remaining or repo.job_is_terminal(job):
             return False

@@ -4,6 +4,8 @@ An item is either a *source* (what a producer submitted: a PDF, an image) or a *
 thing the model sees). Prep expands a source into units; inference turns units into results.
 
 Source:  queued -> preparing -> prepared -> succeeded | failed       (failed also straight from preparing)
+         (a preparing source already has units: prep records and sends its pages in batches as it
+         renders them, see workers.prep; a job is done only when its units are terminal too)
 Unit:    ready -> running -> succeeded | failed                       (running -> ready: retry / lease lost)
 Job:     queued -> running -> completed | failed
          queued | running -> cancelling -> cancelled                  (cooperative: in-flight items finish

@@ -23,6 +23,7 @@ class PrepWork:
     pages: str | None = None  # page ranges, e.g. "1-3,7"
     password: str | None = field(default=None, repr=False)
     granularity: str = "page"  # or "document": the first pages in one unit
+    attempt: int = 0  # the source's attempts once claimed: which claim this work is (0: unknown)
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ def prep_work(item: Item, job_options: dict[str, Any], default_side: int, priori
         pages=opts.get("pages"),
         password=opts.get("password"),
         granularity=opts.get("granularity", "page"),
+        attempt=item.attempts,
     )
 
 

@@ -1,4 +1,5 @@
-"""Fakes at I/O seams: an engine that answers from a function and records what it was asked."""
+"""Fakes at I/O seams: an engine that answers from a function and records what it was asked; a blob store
+in memory."""
 
 from __future__ import annotations
 
@@ -18,3 +19,25 @@ class FakeEngine:
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
         self.requests.extend(requests)
         return [GenerationOutput(r.request_id, self.answer(r), 100, 10, "stop") for r in requests]
+
+
+class MemoryStore:
+    """A BlobStore in memory; ``fail`` may raise for a key (an S3 outage at that object)."""
+
+    def __init__(self, bucket: str = "vlmq", fail: Callable[[str], Exception | None] | None = None) -> None:
+        self.bucket = bucket
+        self.objects: dict[str, bytes] = {}
+        self.fail = fail
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
+        error = self.fail(key) if self.fail else None
+        if error is not None:
+            raise error
+        self.objects[key] = data
+        return key
+
+    def get(self, key: str) -> bytes:
+        return self.objects[key]
+
+    def read_uri(self, uri: str, max_bytes: int) -> bytes:
+        return self.get(uri.split("/", 3)[3])

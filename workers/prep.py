@@ -1,42 +1,57 @@
 """Prep: fetch a source from S3, turn it into model-ready page images, store them, enqueue inference.
 
-``render_source`` picks the renderer from the bytes (``workers.media.sniff``), never from the name:
+``iter_source`` picks the renderer from the bytes (``workers.media.sniff``), never from the name:
 a PDF is rendered page by page, an image becomes its page(s), an office file is converted to PDF
 first; a video becomes one unit, its frames sampled as GLM-4.1V expects (``workers.media.video``).
 A new kind of input is one more entry in ``RENDERERS`` (and a rule in sniff).
+
+Pages stream to the GPU (granularity "page", the default): every ``limits.batch_size`` pages rendered
+and stored are recorded as units in their own short transaction and dispatched at once
+(``workers.chunks``), so a 300-page PDF's first pages are inferred while the rest are rendered. The
+rules when something breaks mid-stream (RELIABILITY.md, *Streaming prep*):
+
+* transient (S3, database, broker): the source goes back to wait and its retry renders it again from
+  the start; units made before are found, not added again, and only READY ones are sent again;
+* a page that cannot be rendered (or any permanent error after the first page): the pages rendered
+  before it are recorded and go on to their results, the source fails with that page's error, and no
+  later page is rendered; the job completes once those pages are done, and the results show the
+  pages' lines and the source's own error line;
+* the job cancelled or expired: rendering stops at the next chunk, the source is cancelled.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 from jobs.db import as_vlmq_error
 from jobs.errors import PermanentError, RetryableError
 from jobs.storage import manifest_key, media_key, sha256_hex, text_key
 from jobs.uris import read_source
 from jobs.work import PreparedUnit, PrepWork
+from workers.chunks import Chunks, Stopped
 from workers.context import WorkerContext
 from workers.media import clip, manifest, sniff
 from workers.media.images import image_pages
 from workers.media.office import convert_to_pdf
 from workers.media.page import RenderedPage, RenderOptions
-from workers.media.pdf import render_pdf
+from workers.media.pdf import iter_pdf_pages
 from workers.media.video import Sampling, is_video, named_video, sample_video
 
 log = logging.getLogger(__name__)
 
 
-def _office(data: bytes, fmt: str, opts: RenderOptions) -> list[RenderedPage]:
+def _office(data: bytes, fmt: str, opts: RenderOptions) -> Iterator[RenderedPage]:
     pdf = convert_to_pdf(data, fmt, soffice=opts.soffice, timeout=opts.office_timeout_s)
-    return render_pdf(pdf, opts)
+    return iter_pdf_pages(pdf, opts)
 
 
-Renderer = Callable[[bytes, str, RenderOptions], list[RenderedPage]]
+# Each checks the whole file when called (raising its specific error), then yields the pages.
+Renderer = Callable[[bytes, str, RenderOptions], Iterable[RenderedPage]]
 RENDERERS: dict[str, Renderer] = {
-    "pdf": lambda data, _, opts: render_pdf(data, opts),
-    "image": lambda data, _, opts: image_pages(data, opts),
+    "pdf": lambda data, _, opts: iter_pdf_pages(data, opts),
+    "image": lambda data, _, opts: image_pages(data, opts),  # a list: one page, or a TIFF's few
     "office": _office,
 }
 
@@ -50,21 +65,22 @@ def prepare(ctx: WorkerContext, item_id: uuid.UUID) -> None:
     if work is None:
         log.info("item %s not queued (duplicate message or done); skipping", item_id)
         return
+    chunks = Chunks(ctx.service, work, ctx.settings.limits.batch_size)
     try:
-        units = _prepare(ctx, work)
+        units = _prepare(ctx, work, chunks)
+    except Stopped:
+        log.info("item %s: its job stopped (or the item moved on) while it was prepared", item_id)
     except PermanentError as e:
         ctx.service.fail_items([item_id], e)
-        ctx.service.finalize(work.job_id, [item_id])
-        return
     except Exception as e:  # transient or unknown: retried up to its attempts, then failed with reason
         err = as_vlmq_error(e, RetryableError)
         if ctx.service.give_back([item_id], err):
             raise (err if isinstance(err, RetryableError) else RetryableError(str(err))) from e
-        ctx.service.finalize(work.job_id, [item_id])  # attempts spent: the item failed, the job may be done
-        return
-    for batch in ctx.service.finish_prep(item_id, units):
-        ctx.service.dispatcher.infer(batch, work.priority)
-    ctx.service.finalize(work.job_id, [item_id])
+    else:
+        batches = ctx.service.finish_prep(item_id, units, chunks.pages or None, chunks.dispatched)
+        for batch in batches:
+            ctx.service.dispatcher.infer(batch, work.priority)
+    ctx.service.finalize(work.job_id, [item_id])  # the item may be done (failed: attempts spent), the job too
 
 
 def render_options(ctx: WorkerContext, work: PrepWork) -> RenderOptions:
@@ -84,20 +100,35 @@ def render_options(ctx: WorkerContext, work: PrepWork) -> RenderOptions:
     )
 
 
-def _prepare(ctx: WorkerContext, work: PrepWork) -> list[PreparedUnit]:
+def _prepare(ctx: WorkerContext, work: PrepWork, chunks: Chunks) -> list[PreparedUnit]:
+    """The units for finish_prep: all of them, or (pages streamed through ``chunks``) the last few."""
     data = read_source(ctx.store, ctx.settings, work.uri, max_bytes=ctx.settings.limits.max_source_bytes)
     sha, opts = sha256_hex(data), render_options(ctx, work)
     if is_video(data) or named_video(work.uri):  # a video is one unit: its sampled clip
         return [PreparedUnit(1, _store_clip(ctx, data, sha, opts.name), None, ())]
-    pages = render_source(data, opts)
-    units = [_store_page(ctx, sha, opts, p) for p in pages]
-    return [_document(ctx, sha, opts, pages, units)] if work.granularity == "document" else units
+    pages = iter_source(data, opts)
+    if work.granularity == "document":
+        made = list(pages)
+        return [_document(ctx, sha, opts, made, [_store_page(ctx, sha, opts, p) for p in made])]
+    try:
+        for page in pages:
+            chunks.add(_store_page(ctx, sha, opts, page))
+    except PermanentError:
+        chunks.flush()  # the pages before the bad one go on to their results (module docstring)
+        raise
+    return chunks.take_pending()
+
+
+def iter_source(data: bytes, opts: RenderOptions) -> Iterable[RenderedPage]:
+    """The pages of any supported file one at a time, after the checks that can refuse the whole file
+    (raised by this call: a corrupt, encrypted, empty or over-limit file makes no page)."""
+    family, fmt = sniff.family(data, opts.name)
+    return RENDERERS[family](data, fmt, opts)
 
 
 def render_source(data: bytes, opts: RenderOptions) -> list[RenderedPage]:
     """The pages of any supported file, or the specific error that says why not."""
-    family, fmt = sniff.family(data, opts.name)
-    return RENDERERS[family](data, fmt, opts)
+    return list(iter_source(data, opts))
 
 
 def _store_page(ctx: WorkerContext, sha: str, opts: RenderOptions, p: RenderedPage) -> PreparedUnit:

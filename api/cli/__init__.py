@@ -76,7 +76,13 @@ def worker(
     queues: Annotated[
         str, typer.Option(help="Comma-separated: prep (CPU; also prep-low, maintenance), gpu (also gpu-low)")
     ] = "prep,gpu",
-    concurrency: Annotated[int, typer.Option(help="Prep processes (the gpu queue runs in one process)")] = 2,
+    concurrency: Annotated[
+        int,
+        typer.Option(
+            help="Prep processes; 0: one per CPU core (os.cpu_count(), Celery's own default). "
+            "The gpu queue runs in one process"
+        ),
+    ] = 0,
     metrics_port: Annotated[
         int | None, typer.Option(help="Serve Prometheus metrics here (default: VLMQ_METRICS__WORKER_PORT)")
     ] = None,
@@ -99,8 +105,15 @@ def worker(
     if "gpu" in names:
         args += _engine_pool()
     else:
-        args += ["--pool=prefork", f"--concurrency={concurrency}"]
+        args += ["--pool=prefork", f"--concurrency={prep_processes(concurrency)}"]
     celery_app.worker_main(args)
+
+
+def prep_processes(concurrency: int) -> int:
+    """Prep renders on the CPU, one page at a time per process: by default every core renders."""
+    import os
+
+    return concurrency if concurrency > 0 else os.cpu_count() or 1
 
 
 def _worker_metrics(port: int | None) -> None:

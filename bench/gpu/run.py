@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ def main() -> None:
     ap.add_argument("--side", type=int, default=1288)
     ap.add_argument("--in-flight", type=int, default=32)
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--prep-procs", type=int, default=os.cpu_count(), help="system: prep worker processes")
     ap.add_argument("--slots", type=int, default=64, help="fixed/continuous: sequences at once")
     ap.add_argument("--threads", type=int, default=32, help="continuous: task threads feeding")
     ap.add_argument("--profile", type=Path, default=None, help="system: py-spy raw profile of the worker")
@@ -48,6 +50,7 @@ def main() -> None:
             a.quantization,
             a.in_flight,
             a.batch,
+            prep_procs=a.prep_procs,
             profile=a.profile,
         )
     elif a.what == "engine":

@@ -37,8 +37,10 @@ def _env(
 
 def run_system(
     model: str, pages: int, per_doc: int, max_tokens: int, side: int, quantization: str | None,
-    in_flight: int = 32, batch: int = 8, prep_procs: int = 8, profile: Path | None = None,
+    in_flight: int = 32, batch: int = 8, prep_procs: int | None = None, profile: Path | None = None,
 ) -> dict[str, Any]:  # fmt: skip
+    """``prep_procs``: prep worker processes, default one per CPU core (as `vlmq worker` does)."""
+    prep_procs = prep_procs or os.cpu_count() or 1
     state = Path(tempfile.mkdtemp(prefix="vlmq-bench-"))
     docs = documents(pages, per_doc)
     with DevStack(Settings(_env_file=None, state_dir=state), state) as stack:  # type: ignore[call-arg]

@@ -184,6 +184,14 @@ class Stack:
         self._s3.put_object(Bucket=self.bucket, Key=key, Body=data)
         return f"s3://{self.bucket}/{key}"
 
+    def keys(self, prefix: str) -> list[str]:
+        """The bucket's keys under ``prefix`` (read from moto itself, whatever the proxy's state)."""
+        listing = self._s3.list_objects_v2(Bucket=self.bucket, Prefix=prefix)
+        return sorted(o["Key"] for o in listing.get("Contents", []))
+
+    def read(self, key: str) -> bytes:
+        return bytes(self._s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+
     def submit(self, uris: list[str], **extra: Any) -> dict[str, Any]:
         items = [{"custom_id": f"item-{i:05d}", "uri": u} for i, u in enumerate(uris)]
         r = httpx.post(f"{self.base}/v1/jobs", json={"items": items, **extra}, headers=AUTH, timeout=120)

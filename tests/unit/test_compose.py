@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
+
+from api.cli import prep_processes
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -63,6 +67,13 @@ def test_gpu_worker_reserves_a_gpu_and_runs_vllm() -> None:
     assert gpu["build"]["dockerfile"] == "docker/Dockerfile.gpu"
     mounts = {v["target"] if isinstance(v, dict) else v.split(":")[1] for v in gpu["volumes"]}
     assert {env["VLMQ_MODEL__COMPILE_CACHE_DIR"], env["VLMQ_MODEL__PATH"]} <= mounts
+
+
+def test_the_prep_worker_uses_every_core_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    command = _services()["worker-cpu"]["command"]
+    assert command[command.index("--concurrency") + 1] == "${VLMQ_PREP_CONCURRENCY:-0}"
+    monkeypatch.setattr(os, "cpu_count", lambda: 12)
+    assert (prep_processes(0), prep_processes(3)) == (12, 3)  # 0, the default: one per core
 
 
 def _gpus(svc: dict[str, Any]) -> list[str]:

@@ -22,7 +22,7 @@ from jobs.samples import sample_pdf_bytes
 from jobs.samples.make_sample import build as build_sample
 from tests.fixtures.make_fixtures import PASSWORD, codec_files, exact_files, text_pdf
 from workers.media.images import decode_image
-from workers.media.pdf import pdf_page_count, render_pdf
+from workers.media.pdf import iter_pdf_pages, pdf_page_count, render_pdf
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
@@ -180,3 +180,40 @@ def test_the_text_layer_comes_with_each_page() -> None:
     ]
     (rotated,) = render_pdf((FIXTURES / "rotated_90.pdf").read_bytes(), longest_side=100, max_pages=1)
     assert (rotated.width, rotated.height, rotated.text) == (100, 71, "rotated page 1")
+
+
+@pytest.mark.parametrize(
+    ("fixture", "error", "kw"),
+    [
+        ("truncated.pdf", CorruptMedia, {}),
+        ("encrypted.pdf", EncryptedDocument, {}),
+        ("zero_pages.pdf", EmptyDocument, {}),
+        ("too_many_pages.pdf", TooManyPages, {"max_pages": 20}),
+        ("rotated_90.pdf", PagesOutOfRange, {"pages": "2"}),
+    ],
+)
+def test_the_iterator_checks_the_whole_file_before_it_yields(
+    fixture: str, error: type[MediaError], kw: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def must_not_render(*_: object) -> None:
+        raise AssertionError("rendered a page of a file that fails its up-front checks")
+
+    monkeypatch.setattr(pdf, "_render", must_not_render)
+    with pytest.raises(error):
+        iter_pdf_pages((FIXTURES / fixture).read_bytes(), **kw)  # raised by the call, not by next()
+
+
+def test_the_iterator_renders_one_page_per_step() -> None:
+    pages = iter_pdf_pages(text_pdf(3, "memo"), longest_side=100)
+    first = next(pages)
+    assert (first.page, first.text) == (1, "memo page 1")
+    assert [p.page for p in pages] == [2, 3]
+
+
+def test_a_page_the_tree_claims_but_lacks_fails_when_its_turn_comes() -> None:
+    # missing_pages.pdf: /Count says 8, the tree holds 6. Six pages come out, then the seventh's error.
+    pages = iter_pdf_pages((FIXTURES / "missing_pages.pdf").read_bytes(), longest_side=100)
+    assert [next(pages).text for _ in range(6)] == [f"missing page {n}" for n in range(1, 7)]
+    with pytest.raises(CorruptMedia, match="page 7 cannot be rendered") as info:
+        next(pages)
+    assert info.value.code == "corrupt_media"

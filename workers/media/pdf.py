@@ -3,7 +3,12 @@
 Each bad file gets the error that says what is wrong with it (all permanent: retrying cannot help):
 not a PDF or unparseable or cut short -> CorruptMedia; encrypted and no (right) password ->
 EncryptedDocument; no pages -> EmptyDocument; more pages (selected) than allowed -> TooManyPages and
-a page range beyond the last page -> PagesOutOfRange, both raised before any page is rendered.
+a page range beyond the last page -> PagesOutOfRange, both raised before any page is rendered. A page
+that MuPDF cannot load or draw (a page tree that claims more pages than it holds) -> CorruptMedia naming
+the page, raised when that page's turn comes.
+
+``iter_pdf_pages`` makes every one of those up-front checks when it is called, then yields the pages one
+at a time, so prep can send the first pages to inference while it renders the rest.
 
 Each page is rendered after its own /Rotate (a landscape page stays landscape), to a longest side or at
 a DPI (capped at ``max_render_side``, flag ``scaled_to_limit``), and its text layer is extracted.
@@ -11,6 +16,7 @@ a DPI (capped at ``max_render_side``, flag ``scaled_to_limit``), and its text la
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -19,7 +25,7 @@ import pymupdf
 from jobs.errors import CorruptMedia, EmptyDocument, EncryptedDocument
 from workers.media.page import RenderedPage, RenderOptions, choose_pages
 
-__all__ = ["RenderedPage", "open_pdf", "pdf_page_count", "render_pdf"]
+__all__ = ["RenderedPage", "iter_pdf_pages", "open_pdf", "pdf_page_count", "render_pdf"]
 
 # Readers accept junk before the header and after %%EOF, within this many bytes (Acrobat's rule).
 _SLACK = 1024
@@ -71,12 +77,29 @@ def pdf_page_count(data: bytes, password: str | None = None) -> int:
 
 def render_pdf(data: bytes, opts: RenderOptions | None = None, **kw: Any) -> list[RenderedPage]:
     """The selected pages as PNG (with their text layers); ``kw`` overrides fields of ``opts``."""
+    return list(iter_pdf_pages(data, opts, **kw))
+
+
+def iter_pdf_pages(data: bytes, opts: RenderOptions | None = None, **kw: Any) -> Iterator[RenderedPage]:
+    """The selected pages one at a time. Not a generator itself: opening, the password, the page count,
+    the page limit and the page range are all checked here, before the first page is rendered."""
     opts = replace(opts or RenderOptions(), **kw)
     doc = open_pdf(data, opts.password)
     try:
         numbers, flags = choose_pages(opts, doc.page_count, "PDF")
-        return [_render(doc[n - 1], n, opts, flags) for n in numbers]
-    finally:
+    except BaseException:
+        doc.close()
+        raise
+    return _pages(doc, numbers, opts, flags)
+
+
+def _pages(
+    doc: pymupdf.Document, numbers: list[int], opts: RenderOptions, flags: tuple[str, ...]
+) -> Iterator[RenderedPage]:
+    try:
+        for n in numbers:
+            yield _render(doc, n, opts, flags)
+    finally:  # also when the reader stops early (the job was cancelled)
         doc.close()
 
 
@@ -90,13 +113,15 @@ def _scale(rect: pymupdf.Rect, opts: RenderOptions) -> tuple[float, tuple[str, .
     return scale, ()
 
 
-def _render(page: pymupdf.Page, number: int, opts: RenderOptions, flags: tuple[str, ...]) -> RenderedPage:
-    scale, more = _scale(page.rect, opts)
+def _render(doc: pymupdf.Document, number: int, opts: RenderOptions, flags: tuple[str, ...]) -> RenderedPage:
     try:
+        # Loading can fail too: a page tree whose /Count claims pages it does not hold (IndexError).
+        page = doc[number - 1]
+        scale, more = _scale(page.rect, opts)
         # RGB without alpha: a third less to rasterise and encode than RGBA, and what the model takes.
         pix = page.get_pixmap(matrix=pymupdf.Matrix(scale, scale), alpha=False, colorspace=pymupdf.csRGB)
         png = pix.tobytes("png")  # MuPDF's own encoder: as fast as Pillow's fastest level, smaller
         text = page.get_text("text").strip()
-    except _MUPDF_ERRORS as e:
+    except (*_MUPDF_ERRORS, IndexError) as e:
         raise CorruptMedia(f"page {number} cannot be rendered: {e}") from e
     return RenderedPage(number, png, pix.width, pix.height, text, (*flags, *more))

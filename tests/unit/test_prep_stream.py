@@ -1,0 +1,128 @@
+"""Streaming prep with fakes (a service that records each call, a blob store in memory): pages go to
+the GPU queue in chunks of ``batch_size`` while the rest are still rendered, and each way of breaking
+mid-stream ends as RELIABILITY.md says (*Streaming prep*)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from jobs.config import Settings
+from jobs.errors import CorruptMedia, RetryableError, StorageUnavailable, VlmqError
+from jobs.service import JobService
+from jobs.work import PreparedUnit, PrepWork
+from tests.fakes import MemoryStore
+from tests.fixtures.make_fixtures import text_pdf
+from workers import prep
+from workers.context import WorkerContext
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+URI = "s3://vlmq/in/doc.pdf"
+
+
+class FakePrepService:
+    """The JobService calls prep makes, recorded with the page images stored at that moment."""
+
+    def __init__(self, store: MemoryStore, stop_after_chunks: int | None = None, granularity: str = "page"):
+        self.store, self.stop_after_chunks, self.granularity = store, stop_after_chunks, granularity
+        self.dispatcher = self
+        self.item_id, self.job_id = uuid.uuid4(), uuid.uuid4()
+        self.units: dict[int, uuid.UUID] = {}  # page -> unit id
+        self.sent: list[tuple[list[int], int]] = []  # (pages of a dispatched chunk, pages stored by then)
+        self.calls: list[str] = []
+        self.finished: tuple[list[int], int | None, list[uuid.UUID]] | None = None
+        self.error: VlmqError | None = None
+
+    def stored_pages(self) -> int:
+        return sum(1 for k in self.store.objects if k.endswith(".png"))
+
+    def begin_prep(self, item_id: uuid.UUID) -> PrepWork:
+        return PrepWork(item_id, self.job_id, URI, longest_side=64, granularity=self.granularity)
+
+    def add_units(
+        self, item_id: uuid.UUID, units: Sequence[PreparedUnit], attempt: int = 0
+    ) -> list[uuid.UUID] | None:
+        self.calls.append("add_units")
+        if self.stop_after_chunks is not None and self.calls.count("add_units") > self.stop_after_chunks:
+            return None  # the job was cancelled meanwhile
+        return [self.units.setdefault(u.page, uuid.uuid4()) for u in units]
+
+    def infer(self, unit_ids: Sequence[uuid.UUID], priority: str = "normal") -> None:
+        pages = [p for p, u in self.units.items() if u in unit_ids]
+        self.sent.append((pages, self.stored_pages()))
+
+    def finish_prep(
+        self, item_id: uuid.UUID, units: Sequence[PreparedUnit], page_count: int | None = None,
+        dispatched: Sequence[uuid.UUID] = (),
+    ) -> list[list[uuid.UUID]]:  # fmt: skip
+        self.finished = ([u.page for u in units], page_count, list(dispatched))
+        return [[self.units.setdefault(u.page, uuid.uuid4()) for u in units]]
+
+    def fail_items(self, item_ids: Sequence[uuid.UUID], error: VlmqError) -> None:
+        self.error = error
+
+    def give_back(self, item_ids: Sequence[uuid.UUID], error: VlmqError) -> list[uuid.UUID]:
+        self.error = error
+        return list(item_ids)
+
+    def finalize(self, job_id: uuid.UUID, sources: Sequence[uuid.UUID] | None = None) -> bool:
+        self.calls.append("finalize")
+        return False
+
+
+def _run(pdf: bytes, batch_size: int = 2, **fakes: Any) -> FakePrepService:
+    store = MemoryStore()
+    store.objects["in/doc.pdf"] = pdf
+    service = FakePrepService(store, **fakes)
+    settings = Settings(limits={"batch_size": batch_size}, _env_file=None)  # type: ignore[call-arg]
+    prep.prepare(WorkerContext(settings, cast(JobService, service), store), service.item_id)
+    return service
+
+
+def test_the_first_batch_is_dispatched_before_the_last_page_is_rendered() -> None:
+    service = _run(text_pdf(5))
+    # Each chunk goes out as soon as its pages are stored: pages 1-2 with 2 pages stored, not 5.
+    assert service.sent[:2] == [([1, 2], 2), ([3, 4], 4)]
+    # finish_prep records the last page with the source: the page count, and what went out already.
+    assert service.finished == ([5], 5, [service.units[p] for p in (1, 2, 3, 4)])
+    assert service.sent[2] == ([5], 5) and service.error is None
+
+
+def test_the_document_granularity_still_makes_one_unit_at_the_end() -> None:
+    service = _run(text_pdf(3), granularity="document")
+    assert "add_units" not in service.calls and service.sent == [([0], 3)]
+    assert service.finished == ([0], None, [])  # one unit of several pages (page 0), sent at the end
+
+
+def test_a_page_that_cannot_be_rendered_fails_the_source_after_the_pages_before_it_went_out() -> None:
+    service = _run((FIXTURES / "missing_pages.pdf").read_bytes(), batch_size=4)
+    # Pages 1-4 went out as a chunk, 5-6 when page 7 failed; the source fails with page 7's error.
+    assert [pages for pages, _ in service.sent] == [[1, 2, 3, 4], [5, 6]]
+    assert isinstance(service.error, CorruptMedia) and "page 7 cannot be rendered" in str(service.error)
+    assert service.finished is None and service.calls[-1] == "finalize"
+
+
+def test_a_cancel_mid_stream_stops_the_rendering() -> None:
+    service = _run(text_pdf(12), stop_after_chunks=1)
+    assert [pages for pages, _ in service.sent] == [[1, 2]]
+    assert service.stored_pages() == 4  # the second chunk was stored, then found the job stopped
+    assert service.finished is None and service.error is None and service.calls[-1] == "finalize"
+
+
+def test_a_transient_error_mid_stream_gives_the_source_back_for_a_retry() -> None:
+    def s3_down_at_page_3(key: str) -> Exception | None:
+        return StorageUnavailable("S3 unreachable") if key.endswith("page-00003.png") else None
+
+    service = FakePrepService(MemoryStore(fail=s3_down_at_page_3))
+    service.store.objects["in/doc.pdf"] = text_pdf(5)
+    settings = Settings(limits={"batch_size": 2}, _env_file=None)  # type: ignore[call-arg]
+    with pytest.raises(RetryableError):
+        prep.prepare(WorkerContext(settings, cast(JobService, service), service.store), service.item_id)
+    # Pages 1-2 had gone out; the source is given back (its retry renders it again: the real service's
+    # ON CONFLICT keeps pages 1-2 single, tests/integration/test_streaming.py).
+    assert service.sent == [([1, 2], 2)] and isinstance(service.error, StorageUnavailable)
+    assert service.finished is None
