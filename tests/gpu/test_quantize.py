@@ -27,7 +27,7 @@ def test_quantized_on_gpu_and_served_by_vllm(taught_model_dir: Path, tmp_path: P
     )  # fmt: skip
     engine = VllmEngine(settings)
     try:
-        reqs = [GenerationRequest(f"t{i}", DEFAULT.prompt, [img], 64) for i, img in enumerate(pages[:2])]
+        reqs = [GenerationRequest(f"t{i}", DEFAULT.prompt, [p.image], 64) for i, p in enumerate(pages[:2])]
         assert [o.text for o in engine.generate(reqs)] == TARGETS
     finally:
         engine.shutdown()
