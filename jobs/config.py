@@ -68,9 +68,9 @@ class ModelSettings(BaseModel):
     images_per_prompt: int = 1
     # Threads preprocessing images for the vLLM engine at once (0 or 1: on the engine's event loop).
     renderer_workers: int = 8
-    # Inference tasks a GPU worker runs at once (threads sharing one engine): keeps the engine fed.
-    # Ignored by the transformers engine, which runs one at a time.
-    batches_in_flight: int = 32
+    # Inference tasks a GPU worker runs at once (threads sharing one engine); Settings.gpu_tasks. 0, the
+    # default: enough for twice max_num_seqs requests. Ignored by the transformers engine (one at a time).
+    batches_in_flight: int = Field(default=0, ge=0)
     # Written (JSON: engine, model, load seconds) once the engine is up and before tasks are taken.
     ready_file: str | None = None
     ignore_eos: bool = False  # benchmarks only: every request produces exactly max_new_tokens
@@ -220,6 +220,19 @@ class Settings(BaseSettings):
     @property
     def model_id(self) -> str:
         return self.model.model_id or Path(self.model.path.rstrip("/")).name
+
+    @property
+    def gpu_tasks(self) -> int:
+        """Inference tasks (Celery threads) a vLLM worker runs at once: ``model.batches_in_flight``, or
+        (0) enough batches for twice ``max_num_seqs`` requests: 64 of 8 pages against 256 slots.
+
+        With only as many requests as slots, a wave of requests that finish together leaves slots empty
+        until their task threads have stored the results and claimed, fetched and preprocessed the next
+        batches (seen on the H100 as a refill gap half-way through a 512-page run). With twice as many,
+        the next wave already waits inside the engine, preprocessed. The cost is host memory: a waiting
+        1288-px page holds its pixel patches, 15-30 MB, in the engine process."""
+        m = self.model
+        return m.batches_in_flight or max(1, -(-2 * m.max_num_seqs // self.limits.batch_size))
 
     @property
     def api_base_url(self) -> str:

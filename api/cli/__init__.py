@@ -147,7 +147,7 @@ def _engine_pool() -> list[str]:
     get_context()  # database pool and S3 client, before the task threads start
     _write_ready_file(engine.name, engine.model_id, load_s)
     if engine.name == "vllm":
-        return ["--pool=threads", f"--concurrency={get_settings().model.batches_in_flight}"]
+        return ["--pool=threads", f"--concurrency={get_settings().gpu_tasks}"]
     return ["--pool=solo"]
 
 

@@ -25,7 +25,7 @@ def main() -> None:
     ap.add_argument("--per-doc", type=int, default=8)
     ap.add_argument("--max-tokens", type=int, default=1024)
     ap.add_argument("--side", type=int, default=1288)
-    ap.add_argument("--in-flight", type=int, default=32)
+    ap.add_argument("--in-flight", type=int, default=0, help="system: batches in flight (0: auto)")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--prep-procs", type=int, default=os.cpu_count(), help="system: prep worker processes")
     ap.add_argument("--slots", type=int, default=64, help="fixed/continuous: sequences at once")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,7 +38,7 @@ def _env(
 
 def run_system(
     model: str, pages: int, per_doc: int, max_tokens: int, side: int, quantization: str | None,
-    in_flight: int = 32, batch: int = 8, prep_procs: int | None = None, profile: Path | None = None,
+    in_flight: int = 0, batch: int = 8, prep_procs: int | None = None, profile: Path | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """``prep_procs``: prep worker processes, default one per CPU core (as `vlmq worker` does)."""
     prep_procs = prep_procs or os.cpu_count() or 1
@@ -51,9 +52,11 @@ def run_system(
         procs = start_vlmq(env, state / "logs", port, prep_concurrency=prep_procs, log_level="info")
         try:
             wait_healthy(f"http://127.0.0.1:{port}", list(procs.values()), 120)
+            _say(f"services up; waiting for the GPU worker's engine ({procs['worker-gpu'].log_path})")
             wait_for_log(procs["worker-gpu"], ENGINE_READY, 900)
             worker_start_s = time.monotonic() - t_start
             wait_for_log(procs["worker-gpu"], "celery@", 60)  # Celery consuming
+            _say(f"GPU worker ready in {worker_start_s:.1f} s; submitting {len(docs)} PDFs")
             spy = _profile(procs["worker-gpu"].proc.pid, profile)
             res = _measure(port, docs)
             if spy is not None:
@@ -63,9 +66,17 @@ def run_system(
                 "worker_start_s": round(worker_start_s, 1),
                 "timeline": timeline(env["VLMQ_DB__URL"], res.pop("job_id"), res.pop("t0_epoch")),
             }
+        except BaseException:
+            _say("failed; the GPU worker's log ends with:\n" + procs["worker-gpu"].log_tail(4000))
+            raise
         finally:
             for p in reversed(list(procs.values())):
                 p.stop()
+
+
+def _say(line: str) -> None:
+    """Progress on stderr, so a run stopped from outside still shows how far it got."""
+    print(f"[system {time.strftime('%H:%M:%S')}] {line}", file=sys.stderr, flush=True)
 
 
 def _profile(pid: int, out: Path | None) -> subprocess.Popen[bytes] | None:
