@@ -136,10 +136,15 @@ def _engine_pool() -> list[str]:
     """
     import time
 
+    from jobs.errors import InvalidInput
     from workers.inference.factory import get_engine
 
     t0 = time.monotonic()
-    engine = get_engine()
+    try:
+        engine = get_engine()
+    except InvalidInput as e:  # a setting the model cannot take (tensor parallel size, say)
+        err.print(f"[red]vlmq worker:[/] {e}")
+        raise typer.Exit(2) from e
     load_s = time.monotonic() - t0
     err.print(f"{ENGINE_READY} {engine.name} ({engine.model_id}) ready in {load_s:.1f} s")
     from workers.context import get_context
@@ -318,13 +323,17 @@ def quantize(
     samples: Annotated[int, typer.Option(help="Calibration pages")] = 32,
     device: Annotated[str, typer.Option(help="auto (a GPU if torch sees one), cuda, cuda:N or cpu")] = "auto",
     prompt: Annotated[str | None, typer.Option(help="Prompt for folder pages (default: the preset)")] = None,
+    group_size: Annotated[
+        int, typer.Option(help="AWQ group: 128 (the published checkpoint's; TP 1), 64 (TP 1-2), 32 (TP 1-4)")
+    ] = 128,
 ) -> None:
     """AWQ 4-bit (group 128, zero point) of a GLM-4.1V checkpoint, calibrated on your own pages."""
     from api.cli.quantize import run_quantize
 
     code = run_quantize(
-        console, err, get_settings(), src, dst, calibration, samples=samples, device=device, prompt=prompt
-    )
+        console, err, get_settings(), src, dst, calibration,
+        samples=samples, device=device, prompt=prompt, group_size=group_size,
+    )  # fmt: skip
     raise typer.Exit(code)
 
 

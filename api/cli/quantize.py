@@ -12,6 +12,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from jobs.config import Settings
 from jobs.errors import VlmqError
 
+GROUP_SIZES = (128, 64, 32)  # what vLLM's AWQ kernels (Marlin, Machete, the GEMM fallback) take
+
 
 def run_quantize(
     console: Console,
@@ -24,22 +26,26 @@ def run_quantize(
     samples: int,
     device: str,
     prompt: str | None,
+    group_size: int = 128,
 ) -> int:
     """Exit status: 0 done, 2 refused (the message says why)."""
-    from workers.quantization.awq_format import GROUP_SIZE
     from workers.quantization.checkpoint import quantize_checkpoint
     from workers.quantization.checks import QuantizeError, check_destination, read_source_config
 
     try:
         if samples < 1:
             raise QuantizeError(f"--samples must be at least 1 (got {samples})")
-        read_source_config(src, GROUP_SIZE)  # refuse before spending minutes on calibration
+        if group_size not in GROUP_SIZES:
+            raise QuantizeError(
+                f"--group-size must be one of {GROUP_SIZES}, the sizes vLLM's AWQ kernels take"
+            )
+        read_source_config(src, group_size)  # refuse before spending minutes on calibration
         check_destination(dst)
         with console.status("reading calibration pages"):
             pages = _pages(settings, calibration, samples, prompt)
         console.print(f"calibration: {len(pages)} pages from {calibration}")
         with _bars(console) as bars:
-            report = quantize_checkpoint(src, dst, pages, device=device, progress=bars)
+            report = quantize_checkpoint(src, dst, pages, device=device, progress=bars, group_size=group_size)
     except VlmqError as e:  # refusals, an unknown job, S3 or Postgres out of reach
         err.print(f"[red]vlmq quantize:[/] {e}")
         return 2
@@ -109,3 +115,13 @@ def _summary(console: Console, report: Any) -> None:
         f"serve it: VLMQ_MODEL__PATH={report.destination} VLMQ_MODEL__QUANTIZATION=awq "
         "(GPU, vLLM) or VLMQ_MODEL__PATH alone (CPU engine, unpacked to float)"
     )
+    console.print(f"tensor parallel sizes it splits into on vLLM 0.26: {_tp_sizes(Path(report.destination))}")
+
+
+def _tp_sizes(dst: Path) -> str:
+    import json
+
+    from workers.inference import tensor_parallel
+
+    shapes = tensor_parallel.Shapes.from_config(json.loads((dst / "config.json").read_text()))
+    return ", ".join(map(str, tensor_parallel.supported(shapes))) or "none"

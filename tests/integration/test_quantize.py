@@ -76,6 +76,8 @@ def quantized(
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "VLMQ_MODEL__QUANTIZATION=awq" in proc.stdout
+    # The tiny model's attention output is 256 wide: four GPUs would get 64 inputs, half a group.
+    assert "tensor parallel sizes it splits into on vLLM 0.26: 1, 2" in " ".join(proc.stdout.split())
     assert "a-corrupt.png" in proc.stderr  # named in the warning that skips it
     return dst
 
@@ -185,6 +187,10 @@ def test_refusals_name_the_problem(
         ((str(taught_model_dir), str(tmp_path / "out"), "-c", str(empty)), "empty calibration set"),
         ((str(taught_model_dir), str(tmp_path / "out"), "-c", str(tmp_path / "nope")), "does not exist"),
         ((str(taught_model_dir), str(tmp_path / "out"), "-c", str(empty), "--samples", "0"), "at least 1"),
+        (
+            (str(taught_model_dir), str(tmp_path / "out"), "-c", str(empty), "--group-size", "48"),
+            "--group-size must be one of (128, 64, 32)",
+        ),
     ]
     for args, message in cases:
         result = _cli(*args)

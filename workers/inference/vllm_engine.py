@@ -21,6 +21,7 @@ from typing import Any
 from PIL import Image
 
 from jobs.config import Settings
+from workers.inference import tensor_parallel
 from workers.inference.budget import PassResult, generate_with_budget
 from workers.inference.engine import FinishReason, GenerationOutput, GenerationRequest, strip_stop
 from workers.inference.prompts import build_messages
@@ -65,6 +66,7 @@ class VllmEngine:
 
     def __init__(self, settings: Settings) -> None:
         m = settings.model
+        tensor_parallel.check(m.path, m.tensor_parallel_size)  # in a second, not after the load
         if m.compile_cache_dir:
             os.environ.setdefault("VLLM_CACHE_ROOT", m.compile_cache_dir)
         # vLLM forks its engine process by default, which fails once this process has touched CUDA
