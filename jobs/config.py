@@ -156,6 +156,11 @@ class MediaSettings(BaseModel):
     text_hint_max_chars: int = 6000
     soffice: str = "soffice"  # LibreOffice, for PPT/PPTX/DOC/DOCX/ODP/ODT; absent: converter_missing
     office_timeout_s: float = 120.0
+    # Videos are decoded in a child process (workers.media.isolated): a decoder crash or hang fails
+    # that item, not the prep process. 0: no time limit. (Decoding runs at about 90 frames/s a core:
+    # an hour of 30 fps video, the longest allowed by default, takes about 20 minutes.)
+    isolate_video_decoder: bool = True
+    video_decode_timeout_s: float = Field(default=3600.0, ge=0)
 
 
 class ReprocessSettings(BaseModel):

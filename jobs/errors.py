@@ -7,12 +7,13 @@ VlmqError                     error
 │   │   └── ForbiddenUri          forbidden_uri: scheme, bucket or address not allowed (jobs.uris)
 │   ├── MediaError            media_error
 │   │   ├── CorruptMedia          corrupt_media
-│   │   │   └── CorruptVideo          corrupt_video: unreadable container, truncated, or not a video at all
+│   │   │   └── CorruptVideo          corrupt_video: unreadable, truncated, not a video, crashed the decoder
 │   │   ├── EncryptedDocument     encrypted_document
 │   │   ├── EmptyDocument         empty_document
 │   │   ├── TooManyPages          too_many_pages
 │   │   ├── EmptyVideo            empty_video: zero bytes, or a container with no frames
 │   │   ├── VideoTooLong          video_too_long: over limits.max_video_seconds
+│   │   ├── VideoDecodeTimeout    video_decode_timeout: decoding took over media.video_decode_timeout_s
 │   │   ├── UnsupportedMedia      unsupported_media
 │   │   │   ├── UnsupportedCodec      unsupported_codec: a video stream no decoder here reads
 │   │   │   └── NoVideoStream         no_video_stream: a container with audio or data only
@@ -103,6 +104,10 @@ class EmptyVideo(MediaError):
 
 class VideoTooLong(MediaError):
     code = "video_too_long"
+
+
+class VideoDecodeTimeout(MediaError):
+    code = "video_decode_timeout"
 
 
 class UnsupportedMedia(MediaError):

@@ -34,6 +34,7 @@ from workers.chunks import Chunks, Stopped
 from workers.context import WorkerContext
 from workers.media import clip, manifest, sniff
 from workers.media.images import image_pages
+from workers.media.isolated import sample_packed
 from workers.media.office import convert_to_pdf
 from workers.media.page import RenderedPage, RenderOptions
 from workers.media.pdf import iter_pdf_pages
@@ -156,6 +157,9 @@ def _document(
 
 
 def _store_clip(ctx: WorkerContext, data: bytes, sha: str, name: str) -> str:
-    sampling = Sampling.from_limits(ctx.settings.limits)
-    sampled = sample_video(data, sampling, name=name)
-    return ctx.store.put(clip.clip_key(sha, sampling.variant), clip.pack(sampled), clip.CONTENT_TYPE)
+    sampling, media = Sampling.from_limits(ctx.settings.limits), ctx.settings.media
+    if media.isolate_video_decoder:  # a decoder crash or hang fails this item, not the prep process
+        packed = sample_packed(data, sampling, name, media.video_decode_timeout_s)
+    else:
+        packed = clip.pack(sample_video(data, sampling, name=name))
+    return ctx.store.put(clip.clip_key(sha, sampling.variant), packed, clip.CONTENT_TYPE)
