@@ -59,9 +59,9 @@ def pages(
     """(the job, one page of its rows, how many rows it has in all)."""
     job = service.get(tenant, job_id)  # NotFound for another tenant's job
     with service.sessions() as s:
-        rows = repo.result_rows(s, job_id)
+        rows, total = repo.result_rows_page(s, job_id, limit, offset)
     out = []
-    for src, unit, res in rows[offset : offset + limit]:
+    for src, unit, res in rows:
         owner = unit or src
         out.append(
             PageRow(
@@ -76,7 +76,7 @@ def pages(
                 error_message=owner.error_message,
             )
         )
-    return job, out, len(rows)
+    return job, out, total
 
 
 def page_image(service: JobService, tenant: str, job_id: uuid.UUID, unit_id: uuid.UUID) -> bytes:

@@ -8,7 +8,22 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import and_, case, exists, func, select, true, update
+from sqlalchemy import (
+    Integer,
+    Uuid,
+    and_,
+    case,
+    cast,
+    exists,
+    func,
+    literal,
+    null,
+    or_,
+    select,
+    true,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, aliased
 
@@ -230,6 +245,41 @@ def result_rows(s: Session, job_id: uuid.UUID, history: bool = False) -> list[Ro
             rows += _own_error(rows[-1])
         rows.append((src, u, r))
     return rows + (_own_error(rows[-1]) if rows else [])
+
+
+def result_rows_page(s: Session, job_id: uuid.UUID, limit: int, offset: int) -> tuple[list[Row], int]:
+    """Rows ``offset`` to ``offset + limit`` of ``result_rows(s, job_id)`` and how many it has in all,
+    cut and counted in SQL: the results page of a 10,000-page job reads its 50 rows, not the job.
+
+    The lines are those of result_rows, as SQL: one per unit, one for a source without units, and a
+    source's own error line after its units (``tail`` 1)."""
+    src, unit = aliased(Item), aliased(Item)
+    keys = (src.created_at.label("created_at"), src.custom_id.label("custom_id"), src.id.label("src"))
+    mine = (src.job_id == job_id, src.parent_id.is_(None))
+    has_units = exists().where(unit.parent_id == src.id)
+    no_unit, no_page = cast(null(), Uuid).label("unit"), cast(null(), Integer).label("page")
+    own = and_(
+        has_units,
+        src.status == str(ItemStatus.FAILED),
+        or_(src.error_code.is_(None), src.error_code != PAGE_FAILED),
+    )
+    lines = union_all(
+        select(*keys, unit.id.label("unit"), literal(0).label("tail"), unit.page.label("page"))
+        .join(unit, unit.parent_id == src.id)
+        .where(*mine),
+        select(*keys, no_unit, literal(0).label("tail"), no_page).where(*mine, ~has_units),
+        select(*keys, no_unit, literal(1).label("tail"), no_page).where(*mine, own),
+    ).subquery()
+    total = int(s.scalar(select(func.count()).select_from(lines)) or 0)
+    order = (lines.c.created_at, lines.c.custom_id, lines.c.src, lines.c.tail, lines.c.page)
+    picked = s.execute(select(lines.c.src, lines.c.unit).order_by(*order).limit(limit).offset(offset)).all()
+    ids = {i for pair in picked for i in pair if i is not None}
+    items = {it.id: it for it in s.scalars(select(Item).where(Item.id.in_(ids)))}
+    units = [u for _, u in picked if u is not None]
+    current = s.scalars(select(Result).where(Result.item_id.in_(units), Result.is_current))
+    results = {r.item_id: r for r in current}
+    rows = [(items[a], items.get(b) if b else None, results.get(b) if b else None) for a, b in picked]
+    return rows, total
 
 
 def _own_error(last: Row) -> list[Row]:
