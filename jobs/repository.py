@@ -26,6 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, aliased
+from sqlalchemy.sql import Subquery
 
 from jobs.models import Event, Item, Job, Result
 from jobs.status import (
@@ -230,29 +231,20 @@ def result_rows(s: Session, job_id: uuid.UUID, history: bool = False) -> list[Ro
 
     Ordered by source submission order then page, so a results file reads like the input.
     """
-    unit = aliased(Item)
-    on_result = Result.item_id == unit.id if history else and_(Result.item_id == unit.id, Result.is_current)
-    q = (
-        select(Item, unit, Result)
-        .outerjoin(unit, unit.parent_id == Item.id)
-        .outerjoin(Result, on_result)
-        .where(Item.job_id == job_id, Item.parent_id.is_(None))
-        .order_by(Item.created_at, Item.custom_id, Item.id, unit.page, Result.version)
-    )
-    rows: list[Row] = []
-    for src, u, r in s.execute(q):
-        if rows and rows[-1][0].id != src.id:
-            rows += _own_error(rows[-1])
-        rows.append((src, u, r))
-    return rows + (_own_error(rows[-1]) if rows else [])
+    return _rows(s, _lines(job_id), history)
 
 
 def result_rows_page(s: Session, job_id: uuid.UUID, limit: int, offset: int) -> tuple[list[Row], int]:
     """Rows ``offset`` to ``offset + limit`` of ``result_rows(s, job_id)`` and how many it has in all,
-    cut and counted in SQL: the results page of a 10,000-page job reads its 50 rows, not the job.
+    cut and counted in SQL: the results page of a 10,000-page job reads its 50 rows, not the job."""
+    lines = _lines(job_id)
+    total = int(s.scalar(select(func.count()).select_from(lines)) or 0)
+    return _rows(s, lines, False, limit, offset), total
 
-    The lines are those of result_rows, as SQL: one per unit, one for a source without units, and a
-    source's own error line after its units (``tail`` 1)."""
+
+def _lines(job_id: uuid.UUID) -> Subquery:
+    """A job's result lines as SQL, unordered: one per unit, one for a source without units, and a
+    source's own error line after its units (``tail`` 1) when it failed for a reason of its own."""
     src, unit = aliased(Item), aliased(Item)
     keys = (src.created_at.label("created_at"), src.custom_id.label("custom_id"), src.id.label("src"))
     mine = (src.job_id == job_id, src.parent_id.is_(None))
@@ -263,30 +255,32 @@ def result_rows_page(s: Session, job_id: uuid.UUID, limit: int, offset: int) -> 
         src.status == str(ItemStatus.FAILED),
         or_(src.error_code.is_(None), src.error_code != PAGE_FAILED),
     )
-    lines = union_all(
+    return union_all(
         select(*keys, unit.id.label("unit"), literal(0).label("tail"), unit.page.label("page"))
         .join(unit, unit.parent_id == src.id)
         .where(*mine),
         select(*keys, no_unit, literal(0).label("tail"), no_page).where(*mine, ~has_units),
         select(*keys, no_unit, literal(1).label("tail"), no_page).where(*mine, own),
     ).subquery()
-    total = int(s.scalar(select(func.count()).select_from(lines)) or 0)
-    order = (lines.c.created_at, lines.c.custom_id, lines.c.src, lines.c.tail, lines.c.page)
-    picked = s.execute(select(lines.c.src, lines.c.unit).order_by(*order).limit(limit).offset(offset)).all()
-    ids = {i for pair in picked for i in pair if i is not None}
-    items = {it.id: it for it in s.scalars(select(Item).where(Item.id.in_(ids)))}
-    units = [u for _, u in picked if u is not None]
-    current = s.scalars(select(Result).where(Result.item_id.in_(units), Result.is_current))
-    results = {r.item_id: r for r in current}
-    rows = [(items[a], items.get(b) if b else None, results.get(b) if b else None) for a, b in picked]
-    return rows, total
 
 
-def _own_error(last: Row) -> list[Row]:
-    """After a source's last row: its own line, if it failed for a reason of its own beside its units."""
-    src, unit, _ = last
-    own = unit is not None and src.status == ItemStatus.FAILED and src.error_code != PAGE_FAILED
-    return [(src, None, None)] if own else []
+def _rows(s: Session, lines: Subquery, history: bool, limit: int | None = None, offset: int = 0) -> list[Row]:
+    """The lines' items and results, in order (a page of them: ``limit``, ``offset``)."""
+    src, unit = aliased(Item), aliased(Item)
+    on_result = Result.item_id == unit.id if history else and_(Result.item_id == unit.id, Result.is_current)
+    q = (
+        select(src, unit, Result)
+        .select_from(lines)
+        .join(src, src.id == lines.c.src)
+        .outerjoin(unit, unit.id == lines.c.unit)
+        .outerjoin(Result, on_result)
+        .order_by(
+            lines.c.created_at, lines.c.custom_id, lines.c.src, lines.c.tail, lines.c.page, Result.version
+        )
+        .limit(limit)
+        .offset(offset)
+    )
+    return [(a, b, r) for a, b, r in s.execute(q)]
 
 
 def units_with_media(s: Session, job_id: uuid.UUID, limit: int) -> list[Item]:
