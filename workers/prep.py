@@ -34,11 +34,11 @@ from workers.chunks import Chunks, Stopped
 from workers.context import WorkerContext
 from workers.media import clip, manifest, sniff
 from workers.media.images import image_pages
-from workers.media.isolated import sample_packed
+from workers.media.isolated import packed_clip, sample_packed
 from workers.media.office import convert_to_pdf
 from workers.media.page import RenderedPage, RenderOptions
 from workers.media.pdf import iter_pdf_pages
-from workers.media.video import Sampling, is_video, named_video, sample_video
+from workers.media.video import Sampling, is_video, named_video
 
 log = logging.getLogger(__name__)
 
@@ -127,11 +127,6 @@ def iter_source(data: bytes, opts: RenderOptions) -> Iterable[RenderedPage]:
     return RENDERERS[family](data, fmt, opts)
 
 
-def render_source(data: bytes, opts: RenderOptions) -> list[RenderedPage]:
-    """The pages of any supported file, or the specific error that says why not."""
-    return list(iter_source(data, opts))
-
-
 def _store_page(ctx: WorkerContext, sha: str, opts: RenderOptions, p: RenderedPage) -> PreparedUnit:
     key = ctx.store.put(media_key(sha, opts.size_tag, p.page), p.png, "image/png")
     text = (
@@ -161,5 +156,5 @@ def _store_clip(ctx: WorkerContext, data: bytes, sha: str, name: str) -> str:
     if media.isolate_video_decoder:  # a decoder crash or hang fails this item, not the prep process
         packed = sample_packed(data, sampling, name, media.video_decode_timeout_s)
     else:
-        packed = clip.pack(sample_video(data, sampling, name=name))
+        packed = packed_clip(data, sampling, name)
     return ctx.store.put(clip.clip_key(sha, sampling.variant), packed, clip.CONTENT_TYPE)

@@ -1,4 +1,4 @@
-"""render_source: the renderer is picked from the bytes, and every fixture of the corpus gives its pages
+"""iter_source: the renderer is picked from the bytes, and every fixture of the corpus gives its pages
 or its own error code (the end-to-end test sends the same corpus through the API and workers)."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from workers.media.images import encode_png
 from workers.media.office import converter_path
 from workers.media.page import RenderedPage, RenderOptions
 from workers.media.sniff import family, sniff
-from workers.prep import render_source
+from workers.prep import iter_source
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 OPTS = RenderOptions(longest_side=448, max_pages=20)
@@ -24,7 +24,7 @@ HAS_SOFFICE = converter_path("soffice") is not None
 
 
 def _render(name: str, **kw: Any) -> list[RenderedPage]:
-    return render_source((FIXTURES / name).read_bytes(), replace(OPTS, name=name, **kw))
+    return list(iter_source((FIXTURES / name).read_bytes(), replace(OPTS, name=name, **kw)))
 
 
 @pytest.mark.parametrize(("name", "code"), sorted(EXPECTED.items()))

@@ -64,13 +64,18 @@ def _error(stderr: bytes) -> VlmqError:
     return CorruptVideo(f"the video sampling process failed: {last[:500]}")
 
 
-def _child(argv: list[str]) -> int:
+def packed_clip(data: bytes, sampling: Sampling, name: str) -> bytes:
+    """What prep stores for a video, made in this process: its sampled frames, packed."""
     from workers.media import clip
     from workers.media.video import sample_video
 
+    return clip.pack(sample_video(data, sampling, name))
+
+
+def _child(argv: list[str]) -> int:
     args = json.loads(argv[0])
     try:
-        packed = clip.pack(sample_video(sys.stdin.buffer.read(), Sampling(**args["sampling"]), args["name"]))
+        packed = packed_clip(sys.stdin.buffer.read(), Sampling(**args["sampling"]), args["name"])
     except VlmqError as e:
         print(json.dumps({"class": type(e).__name__, "message": e.message}), file=sys.stderr)
         return ERROR_EXIT
