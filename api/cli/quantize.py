@@ -11,8 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from jobs.config import Settings
 from jobs.errors import VlmqError
-
-GROUP_SIZES = (128, 64, 32)  # what vLLM's AWQ kernels (Marlin, Machete, the GEMM fallback) take
+from workers.inference.tensor_parallel import GROUP_SIZES
 
 
 def run_quantize(

@@ -22,6 +22,7 @@ from typing import Any
 from jobs.errors import InvalidInput
 
 TP_SIZES = (1, 2, 4)
+GROUP_SIZES = (128, 64, 32)  # the AWQ groups vLLM's kernels (Marlin, Machete, the GEMM fallback) take
 PACK = 8  # 4-bit values per int32 in AWQ's packed layout: a rank's outputs must fill whole int32s
 
 
@@ -107,8 +108,8 @@ def check(model_path: str | Path, tp: int) -> None:
 
 
 def _group_for(shapes: Shapes, tp: int) -> int:
-    """The largest group size vLLM's kernels take (128, 64, 32) that lets ``tp`` ranks serve it."""
-    for g in (128, 64, 32):
+    """The largest group size vLLM's kernels take that lets ``tp`` ranks serve it."""
+    for g in GROUP_SIZES:
         if problem(replace(shapes, group_size=g), tp) is None:
             return g
-    return 32
+    return GROUP_SIZES[-1]
