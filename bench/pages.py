@@ -50,8 +50,10 @@ def make_pdf(pages: int, seed: int = 0) -> bytes:
     return data
 
 
-def documents(total_pages: int, pages_per_doc: int) -> list[bytes]:
-    return [make_pdf(pages_per_doc, seed=i) for i in range(total_pages // pages_per_doc)]
+def documents(total_pages: int, pages_per_doc: int, first: int = 0) -> list[bytes]:
+    """``first``: the first document's seed. Runs in one lease take different seeds, so that no run
+    finds another's pages in the engine's prefix cache (or vlmq's, by content hash)."""
+    return [make_pdf(pages_per_doc, seed=first + i) for i in range(total_pages // pages_per_doc)]
 
 
 def page_images(docs: list[bytes], longest_side: int) -> list[Image.Image]:

@@ -73,6 +73,10 @@ class ModelSettings(BaseModel):
     batches_in_flight: int = Field(default=0, ge=0)
     # Written (JSON: engine, model, load seconds) once the engine is up and before tasks are taken.
     ready_file: str | None = None
+    # vLLM engine: > 0 logs vLLM's throughput line (prompt and generation tokens/s, requests running and
+    # waiting) every this many seconds, and one "engine timing" line per request (when it was queued,
+    # scheduled, and gave its first and last token). 0, the default: no engine statistics are kept.
+    log_stats_seconds: float = Field(default=0.0, ge=0)
     ignore_eos: bool = False  # benchmarks only: every request produces exactly max_new_tokens
     # Bad output (answer missing, malformed tags) is generated again at each of these temperatures in
     # turn until one is well-formed; the result then carries the flag "temperature_fallback:<t>".

@@ -11,7 +11,9 @@ from jobs.presets import DEFAULT
 from workers.inference.prompts import build_messages
 
 
-def offline_llm(model: str, quantization: str | None, max_num_seqs: int = 256) -> Any:
+def offline_llm(
+    model: str, quantization: str | None, max_num_seqs: int = 256, log_stats: bool = False
+) -> Any:
     from vllm import LLM
 
     return LLM(
@@ -23,6 +25,7 @@ def offline_llm(model: str, quantization: str | None, max_num_seqs: int = 256) -
         enable_prefix_caching=True,
         seed=0,
         max_num_seqs=max_num_seqs,
+        disable_log_stats=not log_stats,  # on: per-request timestamps and vLLM's throughput line
     )
 
 

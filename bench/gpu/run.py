@@ -21,13 +21,15 @@ def main() -> None:
     ap.add_argument("what", choices=["raw", "engine", "system", "fixed", "continuous"])
     ap.add_argument("--model", required=True)
     ap.add_argument("--quantization", default=None)
-    ap.add_argument("--pages", type=int, default=256)
+    ap.add_argument("--pages", type=int, default=256, help="fixed/continuous/engine: pages")
+    ap.add_argument("--sizes", default="256", help="raw/system: pages of each run in turn, e.g. 256,1024")
     ap.add_argument("--per-doc", type=int, default=8)
     ap.add_argument("--max-tokens", type=int, default=1024)
     ap.add_argument("--side", type=int, default=1288)
     ap.add_argument("--in-flight", type=int, default=0, help="system: batches in flight (0: auto)")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--prep-procs", type=int, default=os.cpu_count(), help="system: prep worker processes")
+    ap.add_argument("--prep-nice", default=None, help="system: prep's CPU niceness for each size, e.g. 0,10")
     ap.add_argument("--slots", type=int, default=64, help="fixed/continuous: sequences at once")
     ap.add_argument("--threads", type=int, default=32, help="continuous: task threads feeding")
     ap.add_argument("--profile", type=Path, default=None, help="system: py-spy raw profile of the worker")
@@ -37,13 +39,13 @@ def main() -> None:
     if a.what == "raw":
         from bench.gpu.raw import run_raw
 
-        res = run_raw(a.model, a.pages, a.per_doc, a.max_tokens, a.side, a.quantization)
+        res = run_raw(a.model, _sizes(a.sizes), a.per_doc, a.max_tokens, a.side, a.quantization)
     elif a.what == "system":
         from bench.gpu.system import run_system
 
         res = run_system(
             a.model,
-            a.pages,
+            _sizes(a.sizes),
             a.per_doc,
             a.max_tokens,
             a.side,
@@ -51,6 +53,7 @@ def main() -> None:
             a.in_flight,
             a.batch,
             prep_procs=a.prep_procs,
+            prep_nice=_sizes(a.prep_nice) if a.prep_nice else None,
             profile=a.profile,
         )
     elif a.what == "engine":
@@ -67,7 +70,7 @@ def main() -> None:
         res = run_continuous(a.model, a.pages, a.slots, a.batch, a.threads, a.side, a.quantization)
     import torch
 
-    res |= {
+    common = {
         "gpu": torch.cuda.get_device_name(0),
         "host": platform.node(),
         "started": t0,
@@ -75,8 +78,13 @@ def main() -> None:
         "args": {k: str(v) for k, v in vars(a).items()},
     }
     with a.out.open("a") as f:
-        f.write(json.dumps(res) + "\n")
-    print("RESULT " + json.dumps(res), flush=True)
+        for line in res if isinstance(res, list) else [res]:
+            f.write(json.dumps(line | common) + "\n")
+            print("RESULT " + json.dumps(line | common), flush=True)
+
+
+def _sizes(text: str) -> list[int]:
+    return [int(x) for x in text.split(",")]
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ from api.cli import ENGINE_READY
 from api.cli.client import Client
 from api.cli.devstack import DevStack, free_port
 from api.cli.processes import start_vlmq, wait_for_log, wait_healthy
+from bench.gpu.engine_log import read_log, stats_series, summary
+from bench.gpu.raw import STATS_SECONDS, doc_seeds
 from bench.gpu.timeline import timeline
 from bench.pages import documents
 from jobs.config import Settings
@@ -30,6 +32,7 @@ def _env(
         "VLMQ_MODEL__MAX_NEW_TOKENS": str(max_tokens), "VLMQ_MODEL__BATCHES_IN_FLIGHT": str(in_flight),
         "VLMQ_MODEL__GPU_MEMORY_UTILIZATION": "0.85", "VLMQ_LIMITS__BATCH_SIZE": str(batch),
         "VLMQ_LIMITS__RENDER_LONGEST_SIDE": str(side), "VLMQ_MODEL__MAX_NUM_SEQS": "256",
+        "VLMQ_MODEL__LOG_STATS_SECONDS": str(STATS_SECONDS),
     }  # fmt: skip
     if quantization:
         env["VLMQ_MODEL__QUANTIZATION"] = quantization
@@ -37,13 +40,18 @@ def _env(
 
 
 def run_system(
-    model: str, pages: int, per_doc: int, max_tokens: int, side: int, quantization: str | None,
+    model: str, sizes: list[int], per_doc: int, max_tokens: int, side: int, quantization: str | None,
     in_flight: int = 0, batch: int = 8, prep_procs: int | None = None, profile: Path | None = None,
-) -> dict[str, Any]:  # fmt: skip
-    """``prep_procs``: prep worker processes, default one per CPU core (as `vlmq worker` does)."""
+    prep_nice: list[int] | None = None,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """One job per size in turn, through one set of services and workers (a worker that has been up a
+    while, as in production), each on its own documents, the raw run's (``doc_seeds``).
+
+    ``prep_procs``: prep worker processes, default one per CPU core (as `vlmq worker` does).
+    ``prep_nice``: each run's CPU niceness for the prep processes (default 0: as the GPU worker's)."""
+    nices = prep_nice or [0] * len(sizes)
     prep_procs = prep_procs or os.cpu_count() or 1
     state = Path(tempfile.mkdtemp(prefix="vlmq-bench-"))
-    docs = documents(pages, per_doc)
     with DevStack(Settings(_env_file=None, state_dir=state), state) as stack:  # type: ignore[call-arg]
         env = {**os.environ, **stack.start(), **_env(model, quantization, max_tokens, side, in_flight, batch)}
         upgrade(env["VLMQ_DB__URL"])
@@ -56,16 +64,27 @@ def run_system(
             wait_for_log(procs["worker-gpu"], ENGINE_READY, 900)
             worker_start_s = time.monotonic() - t_start
             wait_for_log(procs["worker-gpu"], "celery@", 60)  # Celery consuming
-            _say(f"GPU worker ready in {worker_start_s:.1f} s; submitting {len(docs)} PDFs")
+            _say(f"GPU worker ready in {worker_start_s:.1f} s")
             spy = _profile(procs["worker-gpu"].proc.pid, profile)
-            res = _measure(port, docs)
+            results = []
+            for pages, first, nice in zip(sizes, doc_seeds(sizes, per_doc), nices, strict=True):
+                docs = documents(pages, per_doc, first)
+                # The prep worker runs in its own process group: its pool children are niced with it.
+                os.setpriority(os.PRIO_PGRP, procs["worker-prep"].proc.pid, nice)
+                _say(f"submitting {len(docs)} PDFs ({pages} pages, prep nice {nice})")
+                res = _measure(port, docs)
+                t0, job_id = res.pop("t0_epoch"), res["job_id"]
+                timings, lines = read_log(procs["worker-gpu"].log_path.read_text(errors="replace"))
+                mine = [t for t in timings if t0 <= t["arrival"] <= t0 + res["wall_s"]]
+                results.append({
+                    **res, "worker_start_s": round(worker_start_s, 1), "prep_nice": nice,
+                    "timeline": timeline(env["VLMQ_DB__URL"], job_id, t0),
+                    "engine": summary(mine, t0), "engine_stats": stats_series(lines, t0, t0 + res["wall_s"]),
+                })  # fmt: skip
+                _say(f"{pages} pages: {res['wall_s']} s")
             if spy is not None:
                 spy.wait(timeout=120)
-            return {
-                **res,
-                "worker_start_s": round(worker_start_s, 1),
-                "timeline": timeline(env["VLMQ_DB__URL"], res.pop("job_id"), res.pop("t0_epoch")),
-            }
+            return results
         except BaseException:
             _say("failed; the GPU worker's log ends with:\n" + procs["worker-gpu"].log_tail(4000))
             raise

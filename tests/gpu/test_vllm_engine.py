@@ -3,7 +3,10 @@ flight at once, the thinking budget, the reasoning split."""
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +34,7 @@ def engine(taught_model_dir: Path) -> Iterator[object]:
             "max_model_len": 4096,
             "gpu_memory_utilization": 0.3,
             "thinking_budget": None,
+            "log_stats_seconds": 0.5,
         },
     )
     eng = VllmEngine(settings)
@@ -51,6 +55,21 @@ def test_taught_pages_answer_exactly_as_on_cpu(engine) -> None:  # type: ignore[
     assert outs[0].prompt_tokens > 200  # image tokens expanded by vLLM's GLM-4.1V processor
     parsed = split_output(outs[1].text)
     assert (parsed.reasoning, parsed.answer, parsed.boxes) == ("A bill.", "Total 42", ["42"])
+
+
+def test_engine_statistics_give_each_requests_timing(engine, caplog) -> None:  # type: ignore[no-untyped-def]
+    from workers.inference.vllm_engine import TIMING
+
+    with caplog.at_level(logging.INFO, logger="workers.inference.vllm_engine"):
+        t0 = time.time()
+        outs = engine.generate(_reqs(2))
+    lines = [r.getMessage() for r in caplog.records]
+    timings = [json.loads(line.split(TIMING, 1)[1]) for line in lines if TIMING in line]
+    assert sorted(t["id"].split("-")[0] for t in timings) == ["r0", "r1"]
+    for t, out in zip(sorted(timings, key=lambda t: t["id"]), outs, strict=True):
+        assert t0 <= t["arrival"] <= time.time()
+        assert 0 <= t["scheduled_s"] <= t["first_token_s"] <= t["last_token_s"] < 60
+        assert (t["prompt_tokens"], t["output_tokens"]) == (out.prompt_tokens, out.completion_tokens)
 
 
 def test_many_batches_in_flight_from_threads(engine) -> None:  # type: ignore[no-untyped-def]

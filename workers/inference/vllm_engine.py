@@ -10,6 +10,7 @@ processes, which is why the GPU worker must not run inside a prefork child.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import threading
@@ -37,6 +38,26 @@ def _media(req: GenerationRequest) -> dict[str, Any] | None:
     return {"image": list(req.images)} if req.images else None
 
 
+def request_timing(out: Any) -> dict[str, Any] | None:
+    """When vLLM's statistics are on: a finished request's path through the engine, as seconds after it
+    was queued in the engine core (``arrival``: the wall-clock time it was handed to the engine)."""
+    m = getattr(out, "metrics", None)
+    if m is None or not m.queued_ts:
+        return None
+
+    def after(ts: float) -> float | None:
+        return round(ts - m.queued_ts, 4) if ts else None
+
+    return {
+        "id": out.request_id, "arrival": m.arrival_time, "scheduled_s": after(m.scheduled_ts),
+        "first_token_s": after(m.first_token_ts), "last_token_s": after(m.last_token_ts),
+        "prompt_tokens": len(out.prompt_token_ids or []), "output_tokens": m.num_generation_tokens,
+    }  # fmt: skip
+
+
+TIMING = "engine timing"  # the per-request log line's prefix (bench/gpu reads it back)
+
+
 def engine_args(settings: Settings) -> Any:
     from vllm import AsyncEngineArgs
 
@@ -57,7 +78,7 @@ def engine_args(settings: Settings) -> Any:
         renderer_num_workers=max(1, m.renderer_workers),
         **({"mm_processor_cache_gb": 0} if m.renderer_workers > 1 else {}),
         seed=0,
-        disable_log_stats=True,
+        disable_log_stats=m.log_stats_seconds <= 0,
     )
 
 
@@ -78,6 +99,8 @@ class VllmEngine:
         self.thinking_budget = m.thinking_budget
         self.ignore_eos = m.ignore_eos
         self._renderer_workers = m.renderer_workers
+        self._stats_seconds = m.log_stats_seconds
+        self._stats_task: Any = None
         self._vllm_ids: dict[str, set[str]] = {}  # request id -> its running vLLM request ids
         self._ids_lock = threading.Lock()
         self._processor = AutoProcessor.from_pretrained(m.path, local_files_only=True)
@@ -87,6 +110,8 @@ class VllmEngine:
         self._thread.start()
         t0 = time.monotonic()
         self._llm = self._call(self._start(settings))
+        if self._stats_seconds > 0:
+            self._stats_task = asyncio.run_coroutine_threadsafe(self._log_stats(), self._loop)
         self._warm_up()
         self.load_seconds = time.monotonic() - t0
         log.info("vLLM engine up in %.1f s (tp=%d)", self.load_seconds, m.tensor_parallel_size)
@@ -101,6 +126,12 @@ class VllmEngine:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         return AsyncLLM.from_engine_args(engine_args(settings))
+
+    async def _log_stats(self) -> None:
+        """vLLM's throughput line every ``log_stats_seconds`` (its API server runs the same loop)."""
+        while True:
+            await asyncio.sleep(self._stats_seconds)
+            await self._llm.do_log_stats()
 
     def _call(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
@@ -145,6 +176,8 @@ class VllmEngine:
                 self._track(req.request_id, vid, False)
             if final is None:  # aborted (its job was cancelled) before any output: nothing to keep
                 return PassResult("", 0, "stop")
+            if self._stats_seconds > 0 and (timing := request_timing(final)) is not None:
+                log.info("%s %s", TIMING, json.dumps(timing))
             prompt_tokens = prompt_tokens or len(final.prompt_token_ids or [])
             o = final.outputs[0]
             finish: FinishReason = "length" if o.finish_reason == "length" else "stop"
@@ -188,5 +221,7 @@ class VllmEngine:
         return processed
 
     def shutdown(self) -> None:
+        if self._stats_task is not None:
+            self._stats_task.cancel()
         self._llm.shutdown()
         self._loop.call_soon_threadsafe(self._loop.stop)

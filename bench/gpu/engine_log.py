@@ -1,0 +1,91 @@
+"""The engine's own account of a run, the same for the raw engine and the system: vLLM's per-request
+timestamps (``workers.inference.vllm_engine.request_timing``: queued, scheduled, first and last token)
+and its throughput line (prompt and generation tokens/s, requests running and waiting), every second.
+
+Both are on only when the statistics are (``VLMQ_MODEL__LOG_STATS_SECONDS``; the raw engine's
+``disable_log_stats=False``), for both sides of a comparison alike.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import statistics
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from workers.inference.vllm_engine import TIMING
+
+_STATS = re.compile(
+    r"Avg prompt throughput: ([\d.]+) tokens/s, Avg generation throughput: ([\d.]+) tokens/s, "
+    r"Running: (\d+) reqs, Waiting: (\d+) reqs"
+)
+# vLLM's log line starts "INFO 11-25 08:40:01.123 [loggers.py:...]" (local time; no year).
+_STAMP = re.compile(r"^\w+ (\d\d-\d\d \d\d:\d\d:\d\d)(\.\d+)? ")
+
+
+def summary(timings: list[dict[str, Any]], t0_epoch: float) -> dict[str, Any]:
+    """Seconds after ``t0_epoch`` at which the first, median and last request reached each stage, and
+    the mean time a request spent waiting, in prefill (first token) and decoding."""
+    if not timings:
+        return {}
+    out: dict[str, Any] = {"requests": len(timings)}
+    stages = {"arrived": None, "scheduled": "scheduled_s", "first_token": "first_token_s"}
+    for stage, key in {**stages, "done": "last_token_s"}.items():
+        at = sorted(t["arrival"] + (t[key] or 0 if key else 0) - t0_epoch for t in timings)
+        out[stage] = {"first": round(at[0], 2), "median": round(at[len(at) // 2], 2),
+                      "last": round(at[-1], 2)}  # fmt: skip
+    for name, a, b in (("wait", None, "scheduled_s"), ("prefill", "scheduled_s", "first_token_s"),
+                       ("decode", "first_token_s", "last_token_s")):  # fmt: skip
+        spans = [(t[b] or 0) - ((t[a] or 0) if a else 0) for t in timings]
+        out[f"mean_{name}_s"] = round(statistics.fmean(spans), 2)
+    return out
+
+
+def stats_series(lines: Iterable[tuple[float, str]], t0_epoch: float, t1_epoch: float) -> list[list[float]]:
+    """[[seconds after t0, prompt tok/s, generation tok/s, running, waiting]] for the throughput lines
+    logged between ``t0_epoch`` and ``t1_epoch``."""
+    series = []
+    for when, message in lines:
+        m = _STATS.search(message)
+        if m and t0_epoch <= when <= t1_epoch + 1:
+            series.append([round(when - t0_epoch, 1), float(m[1]), float(m[2]), int(m[3]), int(m[4])])
+    return series
+
+
+def read_log(text: str) -> tuple[list[dict[str, Any]], list[tuple[float, str]]]:
+    """A worker's log: its engine timing records, and its stamped vLLM lines."""
+    timings, stamped = [], []
+    year = time.localtime().tm_year
+    for line in text.splitlines():
+        if TIMING in line:
+            timings.append(json.loads(line.split(TIMING, 1)[1]))
+        elif (m := _STAMP.match(line)) is not None:
+            when = time.mktime(time.strptime(f"{year}-{m[1]}", "%Y-%m-%d %H:%M:%S")) + float(m[2] or 0)
+            stamped.append((when, line))
+    return timings, stamped
+
+
+class Captured(logging.Handler):
+    """In-process (the raw engine): vLLM's log records as (time, message)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[tuple[float, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append((record.created, record.getMessage()))
+
+    def __enter__(self) -> Captured:
+        vllm = logging.getLogger("vllm")
+        self._level = vllm.level
+        vllm.setLevel(min(vllm.getEffectiveLevel(), logging.INFO))  # the throughput line is INFO
+        vllm.addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        vllm = logging.getLogger("vllm")
+        vllm.removeHandler(self)
+        vllm.setLevel(self._level)

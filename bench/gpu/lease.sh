@@ -1,0 +1,57 @@
+#!/bin/bash
+# The issue-3 benchmark in one GPU lease, on the lent machine after the carry calls (README "GPU"):
+#
+#   bash bench/gpu/lease.sh setup     # kit install, vlmq's wheels, the 9B-shaped AWQ model (~2 min)
+#   bash bench/gpu/lease.sh start     # raw, then system, then the GPU tests, in the background
+#   bash bench/gpu/lease.sh poll      # progress; copies what is done to $OUT
+#
+# The runs: the raw engine (LLM.generate) and the whole system on the same pages, one engine or worker
+# for several runs in turn (SIZES, default 256,1024; PREP_NICE, each system run's prep niceness), with
+# vLLM's per-request timestamps and throughput line on for both. Lines go to /opt/bench/bench.jsonl.
+set -euo pipefail
+step=${1:?setup, start or poll}
+work=/opt/bench
+repo=/opt/vlmq-repo
+sizes=${SIZES:-256,1024}
+nice=${PREP_NICE:-}
+tests=${GPU_TESTS:-tests/gpu/test_vllm_engine.py tests/gpu/test_quantize.py}
+
+case $step in
+setup)
+  bash .gpu/kit/device_install.sh >/dev/null
+  bash bench/gpu/setup.sh > /opt/setup.out
+  mkdir -p $work /opt/models
+  rm -rf /opt/kitcopy && cp -r .gpu/kit /opt/kitcopy
+  eval "$(tail -1 /opt/setup.out)"
+  [ -d /opt/models/glm-awq ] || python3 .gpu/kit/glm4v_synth.py /opt/models/glm-awq full --awq --device cuda \
+    > $work/synth.log 2>&1
+  du -sh /opt/models/glm-awq
+  ;;
+start)
+  # A copy of the tree: the device tool refreshes the working copy at every call.
+  rm -rf $repo && mkdir -p $repo && cp -r . $repo && rm -rf $repo/.gpu $repo/.whl
+  cd $repo
+  cat > $work/run.sh <<RUN
+set -x
+eval "\$(tail -1 /opt/setup.out)"
+export VLLM_CACHE_ROOT=/opt/vllm-cache PATH=/opt/vlmq/bin:\$PATH VLMQ_TEST_CACHE=/opt/models/cache
+cd $repo
+nvidia-smi --query-gpu=name,memory.total --format=csv
+python3 -m bench.gpu.run raw --model /opt/models/glm-awq --quantization awq --sizes $sizes --out $work/bench.jsonl > $work/raw.log 2>&1
+python3 -m bench.gpu.run system --model /opt/models/glm-awq --quantization awq --sizes $sizes ${nice:+--prep-nice $nice} --out $work/bench.jsonl > $work/system.log 2>&1
+python3 -m pytest $tests -W default -p no:cacheprovider -x -q -rA > $work/tests.log 2>&1
+echo done > $work/finished
+RUN
+  rm -f $work/finished
+  setsid nohup bash $work/run.sh > $work/driver.log 2>&1 < /dev/null &
+  echo "started: $work/run.sh"
+  ;;
+poll)
+  date
+  for f in driver raw system tests; do
+    [ -f $work/$f.log ] && { echo "== $f"; grep -v "^\s*$" $work/$f.log | grep -E "RESULT|\[system|passed|failed|Error|error|^\+" | tail -n 8 | cut -c1-400; }
+  done
+  [ -f $work/finished ] && echo FINISHED
+  if [ -n "${OUT:-}" ]; then cp $work/*.log $work/*.jsonl "$OUT"/ 2>/dev/null || true; fi
+  ;;
+esac

@@ -1,0 +1,78 @@
+"""The benchmark's engine account: vLLM's per-request timestamps and its throughput lines, read the same
+way from the raw engine (records in-process) and from the GPU worker's log."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from types import SimpleNamespace
+
+from bench.gpu.engine_log import Captured, read_log, stats_series, summary
+from bench.gpu.raw import doc_seeds
+from workers.inference.vllm_engine import TIMING, request_timing
+
+T0 = time.mktime((time.localtime().tm_year, 6, 1, 12, 0, 0, 0, 0, -1))  # vLLM's log stamps have no year
+
+
+def _out(rid: str, arrival: float, queued: float, sched: float, first: float, last: float) -> SimpleNamespace:
+    metrics = SimpleNamespace(
+        arrival_time=arrival,
+        queued_ts=queued,
+        scheduled_ts=sched,
+        first_token_ts=first,
+        last_token_ts=last,
+        num_generation_tokens=1024,
+    )
+    return SimpleNamespace(request_id=rid, metrics=metrics, prompt_token_ids=[1] * 1600)
+
+
+def test_request_timing_is_relative_to_the_engine_queue() -> None:
+    t = request_timing(_out("a", T0 + 1, 50.0, 50.5, 52.0, 90.0))
+    assert t == {"id": "a", "arrival": T0 + 1, "scheduled_s": 0.5, "first_token_s": 2.0,
+                 "last_token_s": 40.0, "prompt_tokens": 1600, "output_tokens": 1024}  # fmt: skip
+    # Statistics off: vLLM attaches no metrics, and there is nothing to report.
+    assert request_timing(SimpleNamespace(request_id="b", metrics=None, prompt_token_ids=[])) is None
+
+
+def test_summary_gives_each_stage_after_the_upload() -> None:
+    timings = [
+        request_timing(_out("a", T0 + 1, 10.0, 10.0, 11.0, 51.0)),
+        request_timing(_out("b", T0 + 2, 20.0, 21.0, 23.0, 62.0)),
+        request_timing(_out("c", T0 + 4, 30.0, 33.0, 36.0, 76.0)),
+    ]
+    s = summary([t for t in timings if t], T0)
+    assert s["requests"] == 3
+    assert s["arrived"] == {"first": 1.0, "median": 2.0, "last": 4.0}
+    assert s["scheduled"] == {"first": 1.0, "median": 3.0, "last": 7.0}
+    assert s["done"] == {"first": 42.0, "median": 44.0, "last": 50.0}
+    assert (s["mean_wait_s"], s["mean_prefill_s"], s["mean_decode_s"]) == (1.33, 2.0, 39.67)
+    assert summary([], T0) == {}
+
+
+def test_the_worker_log_and_in_process_records_give_the_same_series() -> None:
+    stamp = time.strftime("%m-%d %H:%M:%S", time.localtime(T0 + 3))
+    line = (
+        "Engine 000: Avg prompt throughput: 40960.0 tokens/s, Avg generation throughput: 6144.5 tokens/s, "
+        "Running: 256 reqs, Waiting: 12 reqs, GPU KV cache usage: 41.0%"
+    )
+    timing = request_timing(_out("u1", T0 + 1, 5.0, 5.0, 6.0, 46.0))
+    log = "\n".join([
+        "[2026-11-25 08:00:00,000: INFO/MainProcess] celery@gpu ready.",
+        f"INFO {stamp}.250 [loggers.py:270] {line}",
+        f"[2026-11-25 08:00:05,000: INFO/MainProcess] {TIMING} {json.dumps(timing)}",
+    ])  # fmt: skip
+    timings, lines = read_log(log)
+    assert timings == [timing]
+    assert stats_series(lines, T0, T0 + 10) == [[3.2, 40960.0, 6144.5, 256, 12]]
+    assert stats_series(lines, T0 + 20, T0 + 30) == []  # another run's window
+
+    with Captured() as cap:
+        logging.getLogger("vllm.v1.metrics.loggers").info(line)
+    assert [row[1:] for row in stats_series(cap.lines, cap.lines[0][0] - 1, cap.lines[0][0])] == [
+        [40960.0, 6144.5, 256, 12]
+    ]
+
+
+def test_runs_in_one_lease_never_share_a_document() -> None:
+    assert doc_seeds([256, 1024, 256], 8) == [0, 32, 160]
