@@ -21,6 +21,7 @@ from sqlalchemy import (
     or_,
     select,
     true,
+    tuple_,
     union_all,
     update,
 )
@@ -162,20 +163,36 @@ def next_versions(s: Session, item_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, 
 
 
 def upsert_result(s: Session, values: dict[str, Any]) -> None:
-    """Store ``values`` as the item's current result; the version it replaces stays as history.
+    """Store ``values`` as the item's current result; the version it replaces stays as history."""
+    upsert_results(s, [values])
 
-    Idempotent: a redelivered inference task rewrites the same (item, version) row. The older current
-    row is unmarked first, in the same transaction, as at most one row per item may be current.
+
+def upsert_results(s: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Store each row as its item's current result (one statement for all: a worker stores a batch's
+    results at once); the versions they replace stay as history.
+
+    Idempotent: a redelivered inference task rewrites the same (item, version) rows. The older current
+    rows are unmarked first, in the same transaction, as at most one row per item may be current.
     """
+    if not rows:
+        return
     s.execute(
         update(Result)
-        .where(Result.item_id == values["item_id"], Result.version != values["version"], Result.is_current)
+        .where(
+            Result.item_id.in_([r["item_id"] for r in rows]),
+            tuple_(Result.item_id, Result.version).not_in([(r["item_id"], r["version"]) for r in rows]),
+            Result.is_current,
+        )
         .values(is_current=False)
         .execution_options(synchronize_session=False)
     )
-    stmt = insert(Result).values(**values, is_current=True)
-    updatable = {k: stmt.excluded[k] for k in values if k not in ("id", "item_id", "version", "job_id")}
-    s.execute(stmt.on_conflict_do_update(index_elements=["item_id", "version"], set_=updatable))
+    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}  # one multi-row INSERT per column set
+    for r in rows:
+        by_columns.setdefault(tuple(sorted(r)), []).append({**r, "is_current": True})
+    for columns, same in by_columns.items():
+        stmt = insert(Result).values(same)
+        updatable = {k: stmt.excluded[k] for k in columns if k not in ("id", "item_id", "version", "job_id")}
+        s.execute(stmt.on_conflict_do_update(index_elements=["item_id", "version"], set_=updatable))
 
 
 def settle_sources(s: Session, job_id: uuid.UUID, only: Sequence[uuid.UUID] | None = None) -> list[uuid.UUID]:

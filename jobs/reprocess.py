@@ -236,16 +236,17 @@ class RefreshLane:
         with self.sessions() as s, s.begin():
             return self.rp.jobs.unit_work(s, runs.claim(s, self.run_id, unit_ids))
 
-    def complete(self, unit: UnitWork, result: dict[str, object]) -> None:
+    def complete(self, done: Sequence[tuple[UnitWork, dict[str, object]]]) -> None:
         with self.sessions() as s, s.begin():
-            before = runs.current_answer(s, unit.id)
-            outcome = "unchanged" if before == result["answer"] else "changed"
-            if runs.move(s, self.run_id, [unit.id], "running", outcome, to_version=unit.version):
-                repo.upsert_result(
-                    s, {"job_id": unit.job_id, "item_id": unit.id, "version": unit.version, **result}
-                )
-                detail = f"v{unit.version} {outcome} (run {self.run_id})"
-                repo.add_event(s, unit.job_id, "result.versioned", item_id=unit.id, detail=detail)
+            for unit, result in done:
+                before = runs.current_answer(s, unit.id)
+                outcome = "unchanged" if before == result["answer"] else "changed"
+                if runs.move(s, self.run_id, [unit.id], "running", outcome, to_version=unit.version):
+                    repo.upsert_result(
+                        s, {"job_id": unit.job_id, "item_id": unit.id, "version": unit.version, **result}
+                    )
+                    detail = f"v{unit.version} {outcome} (run {self.run_id})"
+                    repo.add_event(s, unit.job_id, "result.versioned", item_id=unit.id, detail=detail)
 
     def fail(self, unit_ids: Sequence[uuid.UUID], error: VlmqError) -> None:
         with self.sessions() as s, s.begin():

@@ -323,15 +323,21 @@ class JobService:
 
     def complete_unit(self, unit: UnitWork, result: dict[str, object]) -> bool:
         """Store the result and mark the unit succeeded, atomically. False if the unit was not running."""
+        return bool(self.complete_units([(unit, result)]))
+
+    def complete_units(self, done: Sequence[tuple[UnitWork, dict[str, object]]]) -> list[uuid.UUID]:
+        """Store the results and mark their units succeeded, all in one transaction (a batch's pages:
+        one commit instead of one each). Only units still running move; their ids are returned."""
         with self.sessions() as s, s.begin():
-            moved = repo.move_items(s, [unit.id], ItemStatus.SUCCEEDED, {"error_code": None})
-            if not moved:
-                return False
-            repo.upsert_result(
-                s, {"job_id": unit.job_id, "item_id": unit.id, "version": unit.version, **result}
+            moved = {it.id for it in repo.move_items(s, [u.id for u, _ in done], ItemStatus.SUCCEEDED,
+                                                      {"error_code": None})}  # fmt: skip
+            stored = [(u, r) for u, r in done if u.id in moved]
+            repo.upsert_results(
+                s, [{"job_id": u.job_id, "item_id": u.id, "version": u.version, **r} for u, r in stored]
             )
-        metrics.page_stored(result)
-        return True
+        for _, result in stored:
+            metrics.page_stored(result)
+        return [u.id for u, _ in stored]
 
     def finalize(self, job_id: uuid.UUID, sources: Sequence[uuid.UUID] | None = None) -> bool:
         """Settle sources whose pages are all done (``sources``: only these); once every item is

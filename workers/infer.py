@@ -42,7 +42,7 @@ class Lane(Protocol):
 
     def claim(self, unit_ids: Sequence[uuid.UUID]) -> list[UnitWork]: ...
 
-    def complete(self, unit: UnitWork, result: dict[str, object]) -> None: ...
+    def complete(self, done: Sequence[tuple[UnitWork, dict[str, object]]]) -> None: ...
 
     def fail(self, unit_ids: Sequence[uuid.UUID], error: VlmqError) -> None: ...
 
@@ -62,8 +62,8 @@ class JobLane:
     def claim(self, unit_ids: Sequence[uuid.UUID]) -> list[UnitWork]:
         return self.service.claim_units(unit_ids)
 
-    def complete(self, unit: UnitWork, result: dict[str, object]) -> None:
-        self.service.complete_unit(unit, result)
+    def complete(self, done: Sequence[tuple[UnitWork, dict[str, object]]]) -> None:
+        self.service.complete_units(done)
 
     def fail(self, unit_ids: Sequence[uuid.UUID], error: VlmqError) -> None:
         self.service.fail_items(unit_ids, error)
@@ -144,9 +144,13 @@ def _run(
         outputs = generate_checked(engine, requests, ctx.settings.model.retry_temperatures, stop)
     units_done = [x.unit for x in loaded]
     live = {u.id for u in _going_on(ctx, units_done)} if lane.leased else {u.id for u in units_done}
-    for x, out in zip(loaded, outputs, strict=True):
-        if x.unit.id in live:
-            lane.complete(x.unit, _store(ctx, engine, x, out))
+    done: list[tuple[UnitWork, dict[str, object]]] = []
+    try:
+        for x, out in zip(loaded, outputs, strict=True):
+            if x.unit.id in live:
+                done.append((x.unit, _store(ctx, engine, x, out)))
+    finally:  # one transaction for the batch; if a payload could not be written, those before it still go
+        lane.complete(done)
 
 
 def _going_on(ctx: WorkerContext, units: list[UnitWork]) -> list[UnitWork]:

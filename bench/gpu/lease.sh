@@ -14,7 +14,8 @@ work=/opt/bench
 repo=/opt/vlmq-repo
 sizes=${SIZES:-256,1024}
 nice=${PREP_NICE:-}
-tests=${GPU_TESTS:-tests/gpu/test_vllm_engine.py tests/gpu/test_quantize.py}
+profile=${PROFILE:+--profile $work/gpu-worker.pyspy}  # PROFILE=1: py-spy, the GPU worker's first 60 s
+tests=${GPU_TESTS-tests/gpu/test_vllm_engine.py tests/gpu/test_quantize.py}  # GPU_TESTS= : none
 
 case $step in
 setup)
@@ -38,8 +39,8 @@ export VLLM_CACHE_ROOT=/opt/vllm-cache PATH=/opt/vlmq/bin:\$PATH VLMQ_TEST_CACHE
 cd $repo
 nvidia-smi --query-gpu=name,memory.total --format=csv
 python3 -m bench.gpu.run raw --model /opt/models/glm-awq --quantization awq --sizes $sizes --out $work/bench.jsonl > $work/raw.log 2>&1
-python3 -m bench.gpu.run system --model /opt/models/glm-awq --quantization awq --sizes $sizes ${nice:+--prep-nice $nice} --out $work/bench.jsonl > $work/system.log 2>&1
-python3 -m pytest $tests -W default -p no:cacheprovider -x -q -rA > $work/tests.log 2>&1
+python3 -m bench.gpu.run system --model /opt/models/glm-awq --quantization awq --sizes $sizes ${nice:+--prep-nice $nice} $profile --out $work/bench.jsonl > $work/system.log 2>&1
+${tests:+python3 -m pytest $tests -W default -p no:cacheprovider -x -q -rA > $work/tests.log 2>&1}
 echo done > $work/finished
 RUN
   rm -f $work/finished
@@ -52,6 +53,6 @@ poll)
     [ -f $work/$f.log ] && { echo "== $f"; grep -v "^\s*$" $work/$f.log | grep -E "RESULT|\[system|passed|failed|Error|error|^\+" | tail -n 8 | cut -c1-400; }
   done
   [ -f $work/finished ] && echo FINISHED
-  if [ -n "${OUT:-}" ]; then cp $work/*.log $work/*.jsonl "$OUT"/ 2>/dev/null || true; fi
+  if [ -n "${OUT:-}" ]; then cp $work/*.log $work/*.jsonl $work/*.pyspy "$OUT"/ 2>/dev/null || true; fi
   ;;
 esac
