@@ -65,6 +65,10 @@ class ModelSettings(BaseModel):
     gpu_memory_utilization: float = 0.85
     compile_cache_dir: str | None = None  # persists vLLM/FlashInfer compile caches: fast warm starts
     max_num_seqs: int = 256
+    # Prompt tokens (prefill chunks plus decode steps) one engine step may take. None: vLLM's default for
+    # offline batch work on this GPU, what LLM.generate gets (16,384 on 70 GB+ GPUs other than A100, else
+    # 8,192); without it vLLM's engine API falls back to 2,048, about one 1288-px page per step.
+    max_num_batched_tokens: int | None = Field(default=None, ge=256)
     images_per_prompt: int = 1
     # Threads preprocessing images for the vLLM engine at once (0 or 1: on the engine's event loop).
     renderer_workers: int = 8

@@ -176,6 +176,8 @@ def upsert_results(s: Session, rows: Sequence[dict[str, Any]]) -> None:
     """
     if not rows:
         return
+    if len({r["item_id"] for r in rows}) != len(rows):  # both would be inserted as current
+        raise ValueError("upsert_results takes one row per item")
     s.execute(
         update(Result)
         .where(

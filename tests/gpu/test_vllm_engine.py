@@ -57,6 +57,16 @@ def test_taught_pages_answer_exactly_as_on_cpu(engine) -> None:  # type: ignore[
     assert (parsed.reasoning, parsed.answer, parsed.boxes) == ("A bill.", "Total 42", ["42"])
 
 
+def test_the_engine_takes_the_offline_schedulers_defaults(engine) -> None:  # type: ignore[no-untyped-def]
+    """As LLM.generate (the raw baseline) does: vLLM's engine API alone would allow 2,048 tokens a step."""
+    from vllm.engine.arg_utils import EngineArgs
+    from vllm.usage.usage_lib import UsageContext
+
+    tokens = engine._llm.vllm_config.scheduler_config.max_num_batched_tokens
+    offline, _ = EngineArgs.get_batch_defaults(world_size=1)
+    assert tokens == offline[UsageContext.LLM_CLASS] >= 8192
+
+
 def test_engine_statistics_give_each_requests_timing(engine, caplog) -> None:  # type: ignore[no-untyped-def]
     from workers.inference.vllm_engine import TIMING
 

@@ -1,18 +1,21 @@
-"""The service's state machine on real Postgres: duplicate deliveries, retries, failure caps, finalizing."""
+"""The service's state machine on real Postgres: duplicate deliveries, retries, failure caps, finalizing,
+a batch's results stored in one transaction (versions, history, rows of different column sets)."""
 
 from __future__ import annotations
 
 import uuid
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
+from jobs import repository as repo
 from jobs.config import Settings
 from jobs.errors import CorruptMedia, EngineError
-from jobs.models import Event, Item, Job
+from jobs.models import Event, Item, Job, Result
 from jobs.schemas import JobCreate
 from jobs.service import JobService, build_service
 from jobs.storage import S3BlobStore
+from jobs.work import UnitWork
 from tests.integration.reprocess_fixtures import result
 
 
@@ -127,3 +130,118 @@ def test_unreachable_s3_puts_claimed_units_back(
     with service.sessions() as s:
         units = list(s.scalars(select(Item).where(Item.parent_id == src.id)))
     assert {(u.status, u.attempts) for u in units} == {("ready", 1)}
+
+
+def _running_units(service: JobService, n: int) -> tuple[uuid.UUID, list[UnitWork]]:
+    """A job of one source whose ``n`` pages are claimed (running, at version 1), in page order."""
+    job_id = _submit(service)
+    (src,) = _sources(service, job_id)
+    service.begin_prep(src.id)
+    (batch,) = service.finish_prep(src.id, [(i, f"media/b/page-{i}.png") for i in range(1, n + 1)])
+    return job_id, sorted(service.claim_units(batch), key=lambda u: u.page)
+
+
+def _result_rows(service: JobService, item_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[Result]]:
+    """Every result row of these items (history included), oldest version first."""
+    rows: dict[uuid.UUID, list[Result]] = {i: [] for i in item_ids}
+    with service.sessions() as s:
+        q = select(Result).where(Result.item_id.in_(item_ids)).order_by(Result.version)
+        for r in s.scalars(q):
+            rows[r.item_id].append(r)
+    return rows
+
+
+def _status(service: JobService, item_id: uuid.UUID) -> str:
+    with service.sessions() as s:
+        item = s.get(Item, item_id)
+        assert item is not None
+        return item.status
+
+
+def test_complete_units_stores_only_the_units_still_running(service: JobService) -> None:
+    """A batch of three whose middle page failed meanwhile: the other two are stored in one go, the
+    failed one keeps its failure and gets no result."""
+    job_id, (a, b, c) = _running_units(service, 3)
+    service.fail_items([b.id], EngineError("CUDA error: out of memory"))
+    done = [(a, result(answer="one")), (b, result(answer="two")), (c, result(answer="three"))]
+    assert service.complete_units(done) == [a.id, c.id]
+    rows = _result_rows(service, [a.id, b.id, c.id])
+    assert rows[b.id] == []
+    for unit, answer in ((a, "one"), (c, "three")):
+        (row,) = rows[unit.id]
+        assert (row.is_current, row.version, row.job_id, row.answer) == (True, 1, job_id, answer)
+    assert [_status(service, u.id) for u in (a, b, c)] == ["succeeded", "failed", "succeeded"]
+    assert service.finalize(job_id)
+    job = service.get("tenant-a", job_id)
+    assert (job.page_counts.completed, job.page_counts.failed) == (2, 1)
+
+
+def test_a_batch_is_stored_once_per_version_and_a_new_version_keeps_the_old_as_history(
+    service: JobService,
+) -> None:
+    """A redelivered batch at the same version is refused; run again (claimed at version 2), the units
+    get a new current result each and their first stays as history."""
+    _, units = _running_units(service, 2)
+    ids = [u.id for u in units]
+    first = [(u, result(answer=f"v1 page {u.page}")) for u in units]
+    assert service.complete_units(first) == ids
+    assert service.complete_units(first) == []  # a redelivered task: the units are no longer running
+    assert service.complete_units([(u, result(answer="late")) for u in units]) == []
+    with service.sessions() as s, s.begin():  # the pages wait again, as for a re-run
+        s.execute(update(Item).where(Item.id.in_(ids)).values(status="ready"))
+    again = service.claim_units(ids)
+    assert {u.version for u in again} == {2}
+    assert service.complete_units([(u, result(answer=f"v2 page {u.page}")) for u in again]) == [
+        u.id for u in again
+    ]
+    for u in units:
+        rows = _result_rows(service, [u.id])[u.id]
+        assert [(r.version, r.is_current, r.answer) for r in rows] == [
+            (1, False, f"v1 page {u.page}"),
+            (2, True, f"v2 page {u.page}"),
+        ]
+
+
+def test_upsert_results_keeps_one_current_row_per_item(service: JobService) -> None:
+    """Version 2 of two items in one call: each item's version 1 becomes history; the same call again
+    (a redelivery) rewrites the same rows, adding none."""
+    job_id, (a, b) = _running_units(service, 2)
+
+    def rows(version: int) -> list[dict[str, object]]:
+        return [
+            {"job_id": job_id, "item_id": u.id, "version": version, **result(answer=f"v{version} {u.page}")}
+            for u in (a, b)
+        ]
+
+    for batch in (rows(1), rows(2), rows(2)):
+        with service.sessions() as s, s.begin():
+            repo.upsert_results(s, batch)
+    stored = _result_rows(service, [a.id, b.id])
+    for u in (a, b):
+        assert [(r.version, r.is_current, r.answer) for r in stored[u.id]] == [
+            (1, False, f"v1 {u.page}"),
+            (2, True, f"v2 {u.page}"),
+        ]
+
+
+def test_upsert_results_stores_rows_of_different_column_sets_in_one_call(service: JobService) -> None:
+    """One row with a payload key, model revision and settings, one without: both are stored (one
+    INSERT per column set), each with its own values and the defaults for what it left out."""
+    job_id, (a, b) = _running_units(service, 2)
+    full = {
+        "job_id": job_id, "item_id": a.id, "version": 1, **result(answer="full"),
+        "payload_key": "results/x/a/v1.json", "model_revision": "rev-1", "settings": {"max_new_tokens": 8},
+        "settings_hash": "abc",
+    }  # fmt: skip
+    bare = {"job_id": job_id, "item_id": b.id, "version": 1, **result(answer="bare")}
+    with service.sessions() as s, s.begin():
+        repo.upsert_results(s, [full, bare])
+    stored = _result_rows(service, [a.id, b.id])
+    (ra,), (rb,) = stored[a.id], stored[b.id]
+    assert (ra.answer, ra.payload_key, ra.model_revision, ra.settings, ra.settings_hash) == (
+        "full", "results/x/a/v1.json", "rev-1", {"max_new_tokens": 8}, "abc"
+    )  # fmt: skip
+    assert (rb.answer, rb.payload_key, rb.model_revision, rb.settings, rb.settings_hash) == (
+        "bare", None, None, {}, ""
+    )  # fmt: skip
+    assert ra.is_current and rb.is_current
