@@ -16,6 +16,7 @@ from api.cli import ENGINE_READY
 from api.cli.client import Client
 from api.cli.devstack import DevStack, free_port
 from api.cli.processes import start_vlmq, wait_for_log, wait_healthy
+from bench.gpu.cpu import BusyCores
 from bench.gpu.engine_log import read_log, stats_series, summary
 from bench.gpu.raw import STATS_SECONDS, doc_seeds
 from bench.gpu.timeline import timeline
@@ -72,7 +73,8 @@ def run_system(
                 # The prep worker runs in its own process group: its pool children are niced with it.
                 os.setpriority(os.PRIO_PGRP, procs["worker-prep"].proc.pid, nice)
                 _say(f"submitting {len(docs)} PDFs ({pages} pages, prep nice {nice})")
-                res = _measure(port, docs)
+                with BusyCores(os.cpu_count() or 1) as cpu:
+                    res = _measure(port, docs)
                 t0, job_id = res.pop("t0_epoch"), res["job_id"]
                 timings, lines = read_log(procs["worker-gpu"].log_path.read_text(errors="replace"))
                 mine = [t for t in timings if t0 <= t["arrival"] <= t0 + res["wall_s"]]
@@ -80,6 +82,7 @@ def run_system(
                     **res, "worker_start_s": round(worker_start_s, 1), "prep_nice": nice,
                     "timeline": timeline(env["VLMQ_DB__URL"], job_id, t0),
                     "engine": summary(mine, t0), "engine_stats": stats_series(lines, t0, t0 + res["wall_s"]),
+                    "busy_cores": cpu.series,
                 })  # fmt: skip
                 _say(f"{pages} pages: {res['wall_s']} s")
             if spy is not None:

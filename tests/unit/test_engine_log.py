@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 from bench.gpu.engine_log import Captured, read_log, stats_series, summary
@@ -76,3 +77,17 @@ def test_the_worker_log_and_in_process_records_give_the_same_series() -> None:
 
 def test_runs_in_one_lease_never_share_a_document() -> None:
     assert doc_seeds([256, 1024, 256], 8) == [0, 32, 160]
+
+
+def test_busy_cores_reads_the_share_of_all_cores_in_use(tmp_path: Path) -> None:
+    from bench.gpu.cpu import BusyCores, _times
+
+    # user nice system idle iowait irq softirq steal: 300 busy of 400 jiffies
+    assert _times("cpu  100 0 200 90 10 0 0 0 0 0\ncpu0 1 2 3 4\n") == (300, 400)
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 0 100 200 0 0 0 0\n")
+    with BusyCores(16, every_s=0.05, stat=stat) as b:
+        time.sleep(0.08)
+        stat.write_text("cpu  400 0 100 300 0 0 0 0\n")  # +300 busy, +100 idle: 3/4 of 16 cores
+        time.sleep(0.15)
+    assert [row[1] for row in b.series] == [12.0]  # readings where nothing moved give no row
