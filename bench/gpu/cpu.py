@@ -40,7 +40,9 @@ class BusyCores:
     def _run(self) -> None:
         t0 = time.monotonic()
         busy0, total0 = _times(self.stat.read_text())
-        while not self._stop.wait(self.every_s):
+        stopped = False
+        while not stopped:  # a last reading when stopped: a short run gets one too
+            stopped = self._stop.wait(self.every_s)
             busy, total = _times(self.stat.read_text())
             if total > total0:
                 share = (busy - busy0) / (total - total0)

@@ -20,16 +20,16 @@ from bench.gpu.cpu import BusyCores
 from bench.gpu.engine_log import read_log, stats_series, summary
 from bench.gpu.raw import STATS_SECONDS, doc_seeds
 from bench.gpu.timeline import timeline
-from bench.pages import documents
+from bench.pages import documents, make_pdf
 from jobs.config import Settings
 from migrations import upgrade
 
 
 def _env(
-    model: str, quantization: str | None, max_tokens: int, side: int, in_flight: int, batch: int
+    model: str, quantization: str | None, max_tokens: int, side: int, in_flight: int, batch: int, engine: str
 ) -> dict[str, str]:
     env = {
-        "VLMQ_API__KEYS": "bench-key:bench", "VLMQ_MODEL__ENGINE": "vllm", "VLMQ_MODEL__PATH": model,
+        "VLMQ_API__KEYS": "bench-key:bench", "VLMQ_MODEL__ENGINE": engine, "VLMQ_MODEL__PATH": model,
         "VLMQ_MODEL__MAX_NEW_TOKENS": str(max_tokens), "VLMQ_MODEL__BATCHES_IN_FLIGHT": str(in_flight),
         "VLMQ_MODEL__GPU_MEMORY_UTILIZATION": "0.85", "VLMQ_LIMITS__BATCH_SIZE": str(batch),
         "VLMQ_LIMITS__RENDER_LONGEST_SIDE": str(side), "VLMQ_MODEL__MAX_NUM_SEQS": "256",
@@ -43,18 +43,20 @@ def _env(
 def run_system(
     model: str, sizes: list[int], per_doc: int, max_tokens: int, side: int, quantization: str | None,
     in_flight: int = 0, batch: int = 8, prep_procs: int | None = None, profile: Path | None = None,
-    prep_nice: list[int] | None = None,
+    prep_nice: list[int] | None = None, engine: str = "vllm",
 ) -> list[dict[str, Any]]:  # fmt: skip
     """One job per size in turn, through one set of services and workers (a worker that has been up a
     while, as in production), each on its own documents, the raw run's (``doc_seeds``).
 
     ``prep_procs``: prep worker processes, default one per CPU core (as `vlmq worker` does).
-    ``prep_nice``: each run's CPU niceness for the prep processes (default 0: as the GPU worker's)."""
+    ``prep_nice``: each run's CPU niceness for the prep processes (default 0: as the GPU worker's).
+    ``engine``: "fake" runs the same path on a CPU (CI checks the benchmark itself that way)."""
     nices = prep_nice or [0] * len(sizes)
     prep_procs = prep_procs or os.cpu_count() or 1
     state = Path(tempfile.mkdtemp(prefix="vlmq-bench-"))
     with DevStack(Settings(_env_file=None, state_dir=state), state) as stack:  # type: ignore[call-arg]
-        env = {**os.environ, **stack.start(), **_env(model, quantization, max_tokens, side, in_flight, batch)}
+        bench_env = _env(model, quantization, max_tokens, side, in_flight, batch, engine)
+        env = {**os.environ, **stack.start(), **bench_env}
         upgrade(env["VLMQ_DB__URL"])
         port = free_port()
         t_start = time.monotonic()
@@ -66,6 +68,9 @@ def run_system(
             worker_start_s = time.monotonic() - t_start
             wait_for_log(procs["worker-gpu"], "celery@", 60)  # Celery consuming
             _say(f"GPU worker ready in {worker_start_s:.1f} s")
+            # A warm-up job through every process (the raw run warms its engine up too): the API's and
+            # the workers' first requests pay one-time costs (connections, lazy imports) of 0.1-0.4 s.
+            _measure(port, [make_pdf(2, seed=999_999)])
             spy = _profile(procs["worker-gpu"].proc.pid, profile)
             results = []
             for pages, first, nice in zip(sizes, doc_seeds(sizes, per_doc), nices, strict=True):
