@@ -60,7 +60,7 @@ class ModelSettings(BaseModel):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     # vLLM engine
     quantization: str | None = None  # "awq" for the AWQ checkpoint; None lets vLLM read the config
-    tensor_parallel_size: Literal[1, 2, 4] = 1
+    tensor_parallel_size: int = 1  # 1, 2 or 4 (_tensor_parallel_size)
     max_model_len: int = 16384
     gpu_memory_utilization: float = 0.85
     compile_cache_dir: str | None = None  # persists vLLM/FlashInfer compile caches: fast warm starts
@@ -86,6 +86,15 @@ class ModelSettings(BaseModel):
     # turn until one is well-formed; the result then carries the flag "temperature_fallback:<t>".
     retry_temperatures: list[float] = Field(default_factory=lambda: [0.6, 1.0])
     fake_latency_seconds: float = 0.05  # the "fake" engine: seconds per batch
+
+    @field_validator("tensor_parallel_size")
+    @classmethod
+    def _tensor_parallel_size(cls, v: int) -> int:
+        # An int checked here, not Literal[1, 2, 4]: pydantic does not turn the environment's string "2"
+        # into a literal int, so VLMQ_MODEL__TENSOR_PARALLEL_SIZE=2 was refused.
+        if v not in (1, 2, 4):
+            raise ValueError(f"tensor_parallel_size must be 1, 2 or 4 GPUs per engine, not {v}")
+        return v
 
 
 class LimitSettings(BaseModel):

@@ -86,6 +86,10 @@ def worker(
     metrics_port: Annotated[
         int | None, typer.Option(help="Serve Prometheus metrics here (default: VLMQ_METRICS__WORKER_PORT)")
     ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(help="Worker name (Celery's NAME@host; default celery): one per worker on a host"),
+    ] = None,
     log_level: str = "info",
 ) -> None:
     """Run a Celery worker. A worker with the gpu queue loads its engine once, before taking tasks.
@@ -102,6 +106,8 @@ def worker(
     names = worker_queues([q.strip() for q in queues.split(",") if q.strip()])
     _log_servers("worker")
     args = ["worker", f"--queues={','.join(names)}", f"--loglevel={log_level}", "--without-gossip"]
+    if name:
+        args.append(f"--hostname={name}@%h")
     if "gpu" in names:
         args += _engine_pool()
     else:

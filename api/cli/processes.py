@@ -21,21 +21,37 @@ def start_vlmq(
     prep_concurrency: int = 1,
     log_level: str = "warning",
     metrics_ports: Mapping[str, int] | None = None,
+    gpu_workers: Sequence[Mapping[str, str]] = ({},),
 ) -> dict[str, ManagedProcess]:
-    """`vlmq api`, a prep worker and an inference worker as separate processes, as a user runs them.
+    """`vlmq api`, a prep worker and inference workers as separate processes, as a user runs them.
 
     ``metrics_ports`` gives a worker (by name: worker-prep, worker-gpu) its Prometheus exporter port.
+    ``gpu_workers``: one inference worker for each, with these variables on top (data parallel: each its
+    own ``CUDA_VISIBLE_DEVICES``); the first is named worker-gpu, the next worker-gpu-1, and so on.
     """
     env = {**env, "VLMQ_API__PORT": str(port), "PYTHONUNBUFFERED": "1"}
     level = ["--log-level", log_level]
     specs = {
         "api": [*VLMQ, "api", "--port", str(port), *level],
         "worker-prep": [*VLMQ, "worker", "--queues", "prep", "--concurrency", str(prep_concurrency), *level],
-        "worker-gpu": [*VLMQ, "worker", "--queues", "gpu", *level],
     }
+    envs = {"api": env, "worker-prep": env}
+    for i, extra in enumerate(gpu_workers):
+        name = gpu_worker_name(i)
+        specs[name] = [*VLMQ, "worker", "--queues", "gpu", *level, *(["--name", f"gpu{i}"] if i else [])]
+        envs[name] = {**env, **extra}
     for name, metrics_port in (metrics_ports or {}).items():
         specs[name] += ["--metrics-port", str(metrics_port)]
-    return {name: ManagedProcess(name, cmd, logs / f"{name}.log", env=env) for name, cmd in specs.items()}
+    return {n: ManagedProcess(n, cmd, logs / f"{n}.log", env=envs[n]) for n, cmd in specs.items()}
+
+
+def gpu_worker_name(i: int) -> str:
+    return "worker-gpu" if i == 0 else f"worker-gpu-{i}"
+
+
+def celery_ready_line(i: int) -> str:
+    """What the i-th inference worker's log shows once Celery consumes (``NAME@host ready.``)."""
+    return "celery@" if i == 0 else f"gpu{i}@"
 
 
 def _check_alive(procs: Sequence[ManagedProcess]) -> None:

@@ -12,8 +12,9 @@ from workers.inference.prompts import build_messages
 
 
 def offline_llm(
-    model: str, quantization: str | None, max_num_seqs: int = 256, log_stats: bool = False
-) -> Any:
+    model: str, quantization: str | None, max_num_seqs: int = 256, log_stats: bool = False,
+    tensor_parallel_size: int = 1,
+) -> Any:  # fmt: skip
     from vllm import LLM
 
     return LLM(
@@ -25,6 +26,7 @@ def offline_llm(
         enable_prefix_caching=True,
         seed=0,
         max_num_seqs=max_num_seqs,
+        tensor_parallel_size=tensor_parallel_size,
         disable_log_stats=not log_stats,  # on: per-request timestamps and vLLM's throughput line
     )
 

@@ -14,16 +14,17 @@ STATS_SECONDS = 1.0  # the engine's throughput line, every second, raw and syste
 
 
 def run_raw(
-    model: str, sizes: list[int], per_doc: int, max_tokens: int, side: int, quantization: str | None
-) -> list[dict[str, Any]]:
-    """One engine, one run per size in turn (each on its own documents: ``doc_seeds``)."""
+    model: str, sizes: list[int], per_doc: int, max_tokens: int, side: int, quantization: str | None,
+    tp: int = 1,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """One engine, one run per size in turn (each on its own documents: ``doc_seeds``); ``tp`` GPUs."""
     os.environ.setdefault("VLLM_LOG_STATS_INTERVAL", str(STATS_SECONDS))
     from vllm import SamplingParams
 
     from workers.inference.vllm_engine import request_timing
 
     t0 = time.monotonic()
-    llm = offline_llm(model, quantization, log_stats=True)
+    llm = offline_llm(model, quantization, log_stats=True, tensor_parallel_size=tp)
     load_s = time.monotonic() - t0
     sp = SamplingParams(max_tokens=max_tokens, temperature=0.0, skip_special_tokens=False)
     warm = page_requests(model, page_images([make_pdf(2, seed=999_999)], side))
@@ -38,7 +39,8 @@ def run_raw(
         out_tok = sum(len(o.outputs[0].token_ids) for o in outs)
         timings = [t for o in outs if (t := request_timing(o)) is not None]
         results.append({
-            "what": "raw", "pages": len(reqs), "load_s": round(load_s, 1), "wall_s": round(gen_s, 2),
+            "what": "raw", "tp": tp, "pages": len(reqs), "load_s": round(load_s, 1),
+            "wall_s": round(gen_s, 2),
             "prompt_tokens_per_page": len(outs[0].prompt_token_ids or []), "output_tokens": out_tok,
             "pages_per_s": round(len(reqs) / gen_s, 3), "output_tok_per_s": round(out_tok / gen_s, 1),
             "engine": summary(timings, t1_epoch),

@@ -30,6 +30,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--prep-procs", type=int, default=os.cpu_count(), help="system: prep worker processes")
     ap.add_argument("--prep-nice", default=None, help="system: prep's CPU niceness for each size, e.g. 0,10")
+    ap.add_argument("--tp", type=int, default=1, help="raw/system: GPUs per engine (tensor parallel)")
+    ap.add_argument("--gpu-workers", type=int, default=1, help="system: GPU workers (data parallel)")
     ap.add_argument("--slots", type=int, default=64, help="fixed/continuous: sequences at once")
     ap.add_argument("--threads", type=int, default=32, help="continuous: task threads feeding")
     ap.add_argument("--profile", type=Path, default=None, help="system: py-spy raw profile of the worker")
@@ -39,7 +41,7 @@ def main() -> None:
     if a.what == "raw":
         from bench.gpu.raw import run_raw
 
-        res = run_raw(a.model, _sizes(a.sizes), a.per_doc, a.max_tokens, a.side, a.quantization)
+        res = run_raw(a.model, _sizes(a.sizes), a.per_doc, a.max_tokens, a.side, a.quantization, a.tp)
     elif a.what == "system":
         from bench.gpu.system import run_system
 
@@ -54,6 +56,8 @@ def main() -> None:
             a.batch,
             prep_procs=a.prep_procs,
             prep_nice=_sizes(a.prep_nice) if a.prep_nice else None,
+            tp=a.tp,
+            gpu_workers=a.gpu_workers,
             profile=a.profile,
         )
     elif a.what == "engine":

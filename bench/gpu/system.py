@@ -15,7 +15,7 @@ from typing import Any
 from api.cli import ENGINE_READY
 from api.cli.client import Client
 from api.cli.devstack import DevStack, free_port
-from api.cli.processes import start_vlmq, wait_for_log, wait_healthy
+from api.cli.processes import celery_ready_line, gpu_worker_name, start_vlmq, wait_for_log, wait_healthy
 from bench.gpu.cpu import BusyCores
 from bench.gpu.engine_log import read_log, stats_series, summary
 from bench.gpu.raw import STATS_SECONDS, doc_seeds
@@ -43,31 +43,38 @@ def _env(
 def run_system(
     model: str, sizes: list[int], per_doc: int, max_tokens: int, side: int, quantization: str | None,
     in_flight: int = 0, batch: int = 8, prep_procs: int | None = None, profile: Path | None = None,
-    prep_nice: list[int] | None = None, engine: str = "vllm",
+    prep_nice: list[int] | None = None, engine: str = "vllm", tp: int = 1, gpu_workers: int = 1,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """One job per size in turn, through one set of services and workers (a worker that has been up a
     while, as in production), each on its own documents, the raw run's (``doc_seeds``).
 
     ``prep_procs``: prep worker processes, default one per CPU core (as `vlmq worker` does).
     ``prep_nice``: each run's CPU niceness for the prep processes (default 0: as the GPU worker's).
-    ``engine``: "fake" runs the same path on a CPU (CI checks the benchmark itself that way)."""
+    ``engine``: "fake" runs the same path on a CPU (CI checks the benchmark itself that way).
+    ``tp``: GPUs per engine (tensor parallel); ``gpu_workers``: GPU workers (data parallel), worker i on
+    GPUs i*tp .. i*tp+tp-1."""
     nices = prep_nice or [0] * len(sizes)
     prep_procs = prep_procs or os.cpu_count() or 1
     state = Path(tempfile.mkdtemp(prefix="vlmq-bench-"))
     with DevStack(Settings(_env_file=None, state_dir=state), state) as stack:  # type: ignore[call-arg]
         bench_env = _env(model, quantization, max_tokens, side, in_flight, batch, engine)
-        env = {**os.environ, **stack.start(), **bench_env}
+        env = {**os.environ, **stack.start(), **bench_env, "VLMQ_MODEL__TENSOR_PARALLEL_SIZE": str(tp)}
         upgrade(env["VLMQ_DB__URL"])
         port = free_port()
         t_start = time.monotonic()
-        procs = start_vlmq(env, state / "logs", port, prep_concurrency=prep_procs, log_level="info")
+        procs = start_vlmq(
+            env, state / "logs", port, prep_concurrency=prep_procs, log_level="info",
+            gpu_workers=[_gpus(i, tp) if gpu_workers > 1 else {} for i in range(gpu_workers)],
+        )  # fmt: skip
+        gpu = [procs[gpu_worker_name(i)] for i in range(gpu_workers)]
         try:
             wait_healthy(f"http://127.0.0.1:{port}", list(procs.values()), 120)
-            _say(f"services up; waiting for the GPU worker's engine ({procs['worker-gpu'].log_path})")
-            wait_for_log(procs["worker-gpu"], ENGINE_READY, 900)
+            _say(f"services up; waiting for {gpu_workers} GPU worker(s) ({gpu[0].log_path})")
+            for i, worker in enumerate(gpu):
+                wait_for_log(worker, ENGINE_READY, 900)
+                wait_for_log(worker, celery_ready_line(i), 60)  # Celery consuming
             worker_start_s = time.monotonic() - t_start
-            wait_for_log(procs["worker-gpu"], "celery@", 60)  # Celery consuming
-            _say(f"GPU worker ready in {worker_start_s:.1f} s")
+            _say(f"GPU worker(s) ready in {worker_start_s:.1f} s")
             # A warm-up job through every process (the raw run warms its engine up too): the API's and
             # the workers' first requests pay one-time costs (connections, lazy imports) of 0.1-0.4 s.
             _measure(port, [make_pdf(2, seed=999_999)])
@@ -81,12 +88,15 @@ def run_system(
                 with BusyCores(os.cpu_count() or 1) as cpu:
                     res = _measure(port, docs)
                 t0, job_id = res.pop("t0_epoch"), res["job_id"]
-                timings, lines = read_log(procs["worker-gpu"].log_path.read_text(errors="replace"))
-                mine = [t for t in timings if t0 <= t["arrival"] <= t0 + res["wall_s"]]
+                t1 = t0 + res["wall_s"]
+                logs = [read_log(w.log_path.read_text(errors="replace")) for w in gpu]
+                mine = [t for timings, _ in logs for t in timings if t0 <= t["arrival"] <= t1]
+                series = [stats_series(lines, t0, t1) for _, lines in logs]
                 results.append({
                     **res, "worker_start_s": round(worker_start_s, 1), "prep_nice": nice,
-                    "timeline": timeline(env["VLMQ_DB__URL"], job_id, t0),
-                    "engine": summary(mine, t0), "engine_stats": stats_series(lines, t0, t0 + res["wall_s"]),
+                    "tp": tp, "gpu_workers": gpu_workers,
+                    "timeline": timeline(env["VLMQ_DB__URL"], job_id, t0), "engine": summary(mine, t0),
+                    "engine_stats": series[0], "engine_stats_other_workers": series[1:],
                     "busy_cores": cpu.series,
                 })  # fmt: skip
                 _say(f"{pages} pages: {res['wall_s']} s")
@@ -94,11 +104,16 @@ def run_system(
                 spy.wait(timeout=120)
             return results
         except BaseException:
-            _say("failed; the GPU worker's log ends with:\n" + procs["worker-gpu"].log_tail(4000))
+            _say("failed; the GPU worker's log ends with:\n" + gpu[0].log_tail(4000))
             raise
         finally:
             for p in reversed(list(procs.values())):
                 p.stop()
+
+
+def _gpus(i: int, tp: int) -> dict[str, str]:
+    """The i-th data-parallel worker's GPUs."""
+    return {"CUDA_VISIBLE_DEVICES": ",".join(str(i * tp + k) for k in range(tp))}
 
 
 def _say(line: str) -> None:

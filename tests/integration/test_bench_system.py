@@ -21,3 +21,19 @@ def test_the_system_benchmark_runs_end_to_end_with_the_fake_engine() -> None:
     assert run["busy_cores"], "the CPU sampler took no reading"
     # The fake engine keeps no vLLM statistics: the engine's own account is empty, not made up.
     assert (run["engine"], run["engine_stats"]) == ({}, [])
+
+
+@pytest.mark.timeout(300)
+def test_the_system_benchmark_starts_one_worker_per_gpu_group_for_data_parallel() -> None:
+    """``--gpu-workers 2 --tp 1``: two inference workers (named apart, each on its own GPU), one job."""
+    (run,) = run_system("unused", [32], per_doc=8, max_tokens=64, side=400, quantization=None,
+                        prep_procs=1, engine="fake", gpu_workers=2)  # fmt: skip
+    assert (run["status"], run["pages"], run["gpu_workers"], run["tp"]) == ("completed", 32, 2, 1)
+    assert run["engine_stats_other_workers"] == [[]]  # the second worker's series (none: fake engine)
+
+
+def test_data_parallel_workers_get_their_own_gpus() -> None:
+    from bench.gpu.system import _gpus
+
+    assert [_gpus(i, 2)["CUDA_VISIBLE_DEVICES"] for i in range(2)] == ["0,1", "2,3"]
+    assert [_gpus(i, 1)["CUDA_VISIBLE_DEVICES"] for i in range(4)] == ["0", "1", "2", "3"]

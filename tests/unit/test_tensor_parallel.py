@@ -61,3 +61,15 @@ def test_check_leaves_what_it_cannot_read_to_vllm(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{not json")
     check(tmp_path, 4)
     assert tensor_parallel.TP_SIZES == (1, 2, 4)
+
+
+def test_the_size_is_read_from_the_environment_and_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from jobs.config import Settings
+
+    monkeypatch.setenv("VLMQ_MODEL__TENSOR_PARALLEL_SIZE", "2")  # as docker-compose's tp2 profile sets it
+    assert Settings(_env_file=None).model.tensor_parallel_size == 2  # type: ignore[call-arg]
+    monkeypatch.setenv("VLMQ_MODEL__TENSOR_PARALLEL_SIZE", "3")
+    with pytest.raises(ValidationError, match="must be 1, 2 or 4 GPUs per engine, not 3"):
+        Settings(_env_file=None)  # type: ignore[call-arg]
