@@ -6,13 +6,22 @@
 #   bash bench/gpu/lease.sh poll      # progress; copies what is done to $OUT
 #
 # The runs: the raw engine (LLM.generate) and the whole system on the same pages, one engine or worker
-# for several runs in turn (SIZES, default 256,1024; PREP_NICE, each system run's prep niceness), with
+# for several runs in turn (SIZES, default 256,512; PREP_NICE, each system run's prep niceness), with
 # vLLM's per-request timestamps and throughput line on for both. Lines go to /opt/bench/bench.jsonl.
+#
+# Several GPUs (issues 8 and 9; multicast stays off: setup.sh exports NCCL_NVLS_ENABLE=0): TP=2 runs raw
+# and system at tensor parallel 2, then the system again as TP-1 workers, one per GPU (data parallel),
+# on the same GPUs. MODEL picks the checkpoint: AWQ of group 128 (the kit's) serves TP 1 only, so build
+# group 64 (TP 2) or 32 (TP 4) first: `GROUP_SIZE=64 bash bench/gpu/quantize.sh build` then `... full`
+# (one call each), and MODEL=/opt/models/glm-awq-g64. With TP > 1 the kit's group-128 model is first
+# loaded raw at that TP on 8 pages, to record what vLLM itself does with it (raw-g128.log).
 set -euo pipefail
 step=${1:?setup, start or poll}
 work=/opt/bench
 repo=/opt/vlmq-repo
-sizes=${SIZES:-256,1024}
+sizes=${SIZES:-256,512}
+tp=${TP:-1}
+model=${MODEL:-/opt/models/glm-awq}
 nice=${PREP_NICE:-}
 profile=${PROFILE:+--profile $work/gpu-worker.pyspy}  # PROFILE=1: py-spy, the GPU worker's first 60 s
 tests=${GPU_TESTS-tests/gpu/test_vllm_engine.py tests/gpu/test_quantize.py}  # GPU_TESTS= : none
@@ -38,8 +47,10 @@ eval "\$(tail -1 /opt/setup.out)"
 export VLLM_CACHE_ROOT=/opt/vllm-cache PATH=/opt/vlmq/bin:\$PATH VLMQ_TEST_CACHE=/opt/models/cache
 cd $repo
 nvidia-smi --query-gpu=name,memory.total --format=csv
-python3 -m bench.gpu.run raw --model /opt/models/glm-awq --quantization awq --sizes $sizes --out $work/bench.jsonl > $work/raw.log 2>&1
-python3 -m bench.gpu.run system --model /opt/models/glm-awq --quantization awq --sizes $sizes ${nice:+--prep-nice $nice} $profile --out $work/bench.jsonl > $work/system.log 2>&1
+$( [ "$tp" -gt 1 ] && echo "python3 -m bench.gpu.run raw --model /opt/models/glm-awq --quantization awq --tp $tp --sizes 8 --out $work/g128.jsonl > $work/raw-g128.log 2>&1" )
+python3 -m bench.gpu.run raw --model $model --quantization awq --tp $tp --sizes $sizes --out $work/bench.jsonl > $work/raw.log 2>&1
+python3 -m bench.gpu.run system --model $model --quantization awq --tp $tp --sizes $sizes ${nice:+--prep-nice $nice} $profile --out $work/bench.jsonl > $work/system.log 2>&1
+$( [ "$tp" -gt 1 ] && echo "python3 -m bench.gpu.run system --model $model --quantization awq --gpu-workers $tp --sizes $sizes --out $work/bench.jsonl > $work/system-dp.log 2>&1" )
 ${tests:+python3 -m pytest $tests -W default -p no:cacheprovider -x -q -rA > $work/tests.log 2>&1}
 echo done > $work/finished
 RUN
@@ -49,7 +60,7 @@ RUN
   ;;
 poll)
   date
-  for f in driver raw system tests; do
+  for f in driver raw-g128 raw system system-dp tests; do
     [ -f $work/$f.log ] && { echo "== $f"; grep -v "^\s*$" $work/$f.log | grep -E "RESULT|\[system|passed|failed|Error|error|^\+" | tail -n 8 | cut -c1-400; }
   done
   [ -f $work/finished ] && echo FINISHED

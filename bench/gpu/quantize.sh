@@ -25,7 +25,8 @@ python3 -c "import torch, torchvision, transformers, safetensors, huggingface_hu
 
 quantize() {  # SRC DST NAME: the command as a user types it; its own report lands in DST
   rm -rf "$2"
-  python3 -m api.cli quantize "$1" "$2" --calibration "$out/calibration" --samples "$samples" --device "${DEVICE:-cuda}"
+  python3 -m api.cli quantize "$1" "$2" --calibration "$out/calibration" --samples "$samples" --device "${DEVICE:-cuda}" \
+    ${GROUP_SIZE:+--group-size $GROUP_SIZE}
   python3 - "$2" "$3" "$out" <<'EOF'
 import json, sys
 from pathlib import Path
@@ -58,9 +59,10 @@ case $step in
     quantize "$(cat "$out/taught.path")" "$models/tiny-awq" tiny
     serve "$models/tiny-awq" tiny --taught
     ;;
-  full)
-    quantize "$models/glm-bf16" "$models/glm-awq-vlmq" full
-    du -sh "$models/glm-awq-vlmq"
+  full)  # GROUP_SIZE=64 or 32: the AWQ groups that split over 2 or 4 GPUs (glm-awq-g64, glm-awq-g32)
+    if [ -n "${GROUP_SIZE:-}" ]; then dst=$models/glm-awq-g$GROUP_SIZE; else dst=$models/glm-awq-vlmq; fi
+    quantize "$models/glm-bf16" "$dst" full
+    du -sh "$dst"
     ;;
   serve)
     serve "$models/glm-awq-vlmq" full
