@@ -41,6 +41,12 @@ def summary(timings: list[dict[str, Any]], t0_epoch: float) -> dict[str, Any]:
                        ("decode", "first_token_s", "last_token_s")):  # fmt: skip
         spans = [(t[b] or 0) - ((t[a] or 0) if a else 0) for t in timings]
         out[f"mean_{name}_s"] = round(statistics.fmean(spans), 2)
+    late = [t["delivered"] - t["arrival"] - (t["last_token_s"] or 0) for t in timings if "delivered" in t]
+    if late:  # the GPU worker's own log: when each output reached the task's coroutine
+        at = sorted(t["delivered"] - t0_epoch for t in timings if "delivered" in t)
+        out["delivered"] = {"first": round(at[0], 2), "median": round(at[len(at) // 2], 2),
+                            "last": round(at[-1], 2)}  # fmt: skip
+        out["delivery_lag_s"] = {"mean": round(statistics.fmean(late), 2), "max": round(max(late), 2)}
     return out
 
 

@@ -48,7 +48,18 @@ def test_summary_gives_each_stage_after_the_upload() -> None:
     assert s["scheduled"] == {"first": 1.0, "median": 3.0, "last": 7.0}
     assert s["done"] == {"first": 42.0, "median": 44.0, "last": 50.0}
     assert (s["mean_wait_s"], s["mean_prefill_s"], s["mean_decode_s"]) == (1.33, 2.0, 39.67)
+    assert "delivered" not in s  # the raw engine's outputs all come back when generate returns
     assert summary([], T0) == {}
+
+
+def test_summary_says_how_late_the_worker_got_each_output() -> None:
+    # The engine finished a at T0 + 42 and b at T0 + 44; the worker got them at T0 + 43 and T0 + 47.
+    done = [request_timing(_out("a", T0 + 1, 10.0, 10.0, 11.0, 51.0)),
+            request_timing(_out("b", T0 + 2, 20.0, 21.0, 23.0, 62.0))]  # fmt: skip
+    timings = [{**t, "delivered": T0 + at} for t, at in zip(done, (43.0, 47.0), strict=True) if t]
+    s = summary(timings, T0)
+    assert s["delivered"] == {"first": 43.0, "median": 47.0, "last": 47.0}
+    assert s["delivery_lag_s"] == {"mean": 2.0, "max": 3.0}
 
 
 def test_the_worker_log_and_in_process_records_give_the_same_series() -> None:

@@ -182,7 +182,8 @@ class VllmEngine:
             if final is None:  # aborted (its job was cancelled) before any output: nothing to keep
                 return PassResult("", 0, "stop")
             if self._stats_seconds > 0 and (timing := request_timing(final)) is not None:
-                log.info("%s %s", TIMING, json.dumps(timing))
+                # When this coroutine got the output: how far behind the engine the worker's side is.
+                log.info("%s %s", TIMING, json.dumps({**timing, "delivered": time.time()}))
             prompt_tokens = prompt_tokens or len(final.prompt_token_ids or [])
             o = final.outputs[0]
             finish: FinishReason = "length" if o.finish_reason == "length" else "stop"
