@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
@@ -16,7 +19,18 @@ from jobs.service import build_service
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    app = FastAPI(title="vlmq", version="0.1.0", summary="Batch jobs for GLM-4.1V document understanding")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # The broker connection is opened lazily at the first message: 0.1-0.2 s that the first job
+        # after a start would wait. Opened now, beside the startup, never holding it up.
+        warm = getattr(app.state.service.dispatcher, "warm", None)
+        if warm is not None:
+            threading.Thread(target=warm, name="vlmq-warm-broker", daemon=True).start()
+        yield
+
+    summary = "Batch jobs for GLM-4.1V document understanding"
+    app = FastAPI(title="vlmq", version="0.1.0", summary=summary, lifespan=lifespan)
     app.state.settings = settings
     app.state.service = build_service(settings)
     app.state.batches = BatchService(app.state.service)

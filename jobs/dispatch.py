@@ -13,6 +13,7 @@ reads them in that order (Redis ``queue_order_strategy = priority``), so low wor
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
 from functools import lru_cache
@@ -23,6 +24,8 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from jobs.config import Settings
+
+log = logging.getLogger(__name__)
 
 PREP_TASK = "vlmq.prep_source"
 INFER_TASK = "vlmq.infer_units"
@@ -129,6 +132,14 @@ class CeleryDispatcher:
         for i in range(0, len(item_ids), chunk):
             ids = [str(x) for x in item_ids[i : i + chunk]]
             self._send(FAN_OUT_TASK, [ids, priority], queue_name(PREP_QUEUE, priority))
+
+    def warm(self) -> None:
+        """Open the broker connection now (the API does at start) rather than at the first message."""
+        try:
+            with self._app.producer_or_acquire() as producer:
+                producer.connection.ensure_connection(max_retries=1)
+        except Exception as e:  # Redis not up yet: the first message connects, as it would have
+            log.info("broker not reachable yet (%s); the first message will connect", e)
 
     def _send(self, task: str, args: list[object], name: str, kwargs: dict[str, str] | None = None) -> None:
         self._app.send_task(task, args=args, kwargs=kwargs or {}, queue=queue(name))
