@@ -178,6 +178,9 @@ class MediaSettings(BaseModel):
     # an hour of 30 fps video, the longest allowed by default, takes about 20 minutes.)
     isolate_video_decoder: bool = True
     video_decode_timeout_s: float = Field(default=3600.0, ge=0)
+    # Pages whose uploads (image and text layer) may still be going on while prep renders the next one:
+    # rendering does not wait for S3 round trips. 0: each page is stored before the next is rendered.
+    upload_pages_ahead: int = Field(default=4, ge=0, le=64)
 
 
 class ReprocessSettings(BaseModel):

@@ -17,10 +17,15 @@ rules when something breaks mid-stream (RELIABILITY.md, *Streaming prep*):
   later page is rendered; the job completes once those pages are done, and the results show the
   pages' lines and the source's own error line;
 * the job cancelled or expired: rendering stops at the next chunk, the source is cancelled.
+
+While a page renders, the pages before it may still be uploading (``workers.uploads``, at most
+``VLMQ_MEDIA__UPLOAD_PAGES_AHEAD``, 4): a page is recorded, in page order, only once its image and text
+layer are stored.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -39,6 +44,7 @@ from workers.media.office import convert_to_pdf
 from workers.media.page import RenderedPage, RenderOptions
 from workers.media.pdf import iter_pdf_pages
 from workers.media.video import Sampling, is_video, named_video
+from workers.uploads import Uploads
 
 log = logging.getLogger(__name__)
 
@@ -111,12 +117,20 @@ def _prepare(ctx: WorkerContext, work: PrepWork, chunks: Chunks) -> list[Prepare
     if work.granularity == "document":
         made = list(pages)
         return [_document(ctx, sha, opts, made, [_store_page(ctx, sha, opts, p) for p in made])]
+    uploads = Uploads(ctx.settings.media.upload_pages_ahead)  # the next page renders while these store
     try:
         for page in pages:
-            chunks.add(_store_page(ctx, sha, opts, page))
+            for unit in uploads.submit(functools.partial(_store_page, ctx, sha, opts, page)):
+                chunks.add(unit)
+        for unit in uploads.drain():
+            chunks.add(unit)
     except PermanentError:
-        chunks.flush()  # the pages before the bad one go on to their results (module docstring)
+        for unit in uploads.drain():  # the pages before the bad one go on to their results (docstring)
+            chunks.add(unit)
+        chunks.flush()
         raise
+    finally:
+        uploads.close()
     return chunks.take_pending()
 
 

@@ -74,11 +74,15 @@ class FakePrepService:
         return False
 
 
-def _run(pdf: bytes, batch_size: int = 2, **fakes: Any) -> FakePrepService:
+def _run(pdf: bytes, batch_size: int = 2, ahead: int = 0, **fakes: Any) -> FakePrepService:
+    """``ahead`` 0 by default: each page stored before the next renders, so that what was stored when
+    a chunk went out is exact; the overlapped uploads (the default setting) are tested on their own."""
     store = MemoryStore()
     store.objects["in/doc.pdf"] = pdf
     service = FakePrepService(store, **fakes)
-    settings = Settings(limits={"batch_size": batch_size}, _env_file=None)  # type: ignore[call-arg]
+    settings = Settings(
+        limits={"batch_size": batch_size}, media={"upload_pages_ahead": ahead}, _env_file=None
+    )  # type: ignore[call-arg]
     prep.prepare(WorkerContext(settings, cast(JobService, service), store), service.item_id)
     return service
 
@@ -113,16 +117,25 @@ def test_a_cancel_mid_stream_stops_the_rendering() -> None:
     assert service.finished is None and service.error is None and service.calls[-1] == "finalize"
 
 
-def test_a_transient_error_mid_stream_gives_the_source_back_for_a_retry() -> None:
+@pytest.mark.parametrize("ahead", [0, 1, 4])
+def test_a_transient_error_mid_stream_gives_the_source_back_for_a_retry(ahead: int) -> None:
     def s3_down_at_page_3(key: str) -> Exception | None:
         return StorageUnavailable("S3 unreachable") if key.endswith("page-00003.png") else None
 
     service = FakePrepService(MemoryStore(fail=s3_down_at_page_3))
     service.store.objects["in/doc.pdf"] = text_pdf(5)
-    settings = Settings(limits={"batch_size": 2}, _env_file=None)  # type: ignore[call-arg]
+    settings = Settings(limits={"batch_size": 2}, media={"upload_pages_ahead": ahead}, _env_file=None)  # type: ignore[call-arg]
     with pytest.raises(RetryableError):
         prep.prepare(WorkerContext(settings, cast(JobService, service), service.store), service.item_id)
-    # Pages 1-2 had gone out; the source is given back (its retry renders it again: the real service's
-    # ON CONFLICT keeps pages 1-2 single, tests/integration/test_streaming.py).
-    assert service.sent == [([1, 2], 2)] and isinstance(service.error, StorageUnavailable)
+    # Pages 1-2 had gone out, however far ahead the uploads ran; the source is given back (its retry
+    # renders it again: the real service's ON CONFLICT keeps pages 1-2 single, test_streaming.py).
+    assert [pages for pages, _ in service.sent] == [[1, 2]] and isinstance(service.error, StorageUnavailable)
     assert service.finished is None
+
+
+@pytest.mark.parametrize("ahead", [1, 4])
+def test_uploads_ahead_keep_the_page_order_and_every_page(ahead: int) -> None:
+    service = _run(text_pdf(7), batch_size=2, ahead=ahead)
+    assert [pages for pages, _ in service.sent] == [[1, 2], [3, 4], [5, 6], [7]]
+    assert service.finished is not None and service.finished[1] == 7 and service.error is None
+    assert service.stored_pages() == 7
