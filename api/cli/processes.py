@@ -38,7 +38,8 @@ def start_vlmq(
     envs = {"api": env, "worker-prep": env}
     for i, extra in enumerate(gpu_workers):
         name = gpu_worker_name(i)
-        specs[name] = [*VLMQ, "worker", "--queues", "gpu", *level, *(["--name", f"gpu{i}"] if i else [])]
+        celery = ["--name", _celery_name(i)] if i else []  # the first keeps Celery's default name
+        specs[name] = [*VLMQ, "worker", "--queues", "gpu", *level, *celery]
         envs[name] = {**env, **extra}
     for name, metrics_port in (metrics_ports or {}).items():
         specs[name] += ["--metrics-port", str(metrics_port)]
@@ -49,9 +50,13 @@ def gpu_worker_name(i: int) -> str:
     return "worker-gpu" if i == 0 else f"worker-gpu-{i}"
 
 
+def _celery_name(i: int) -> str:
+    return "celery" if i == 0 else f"gpu{i}"
+
+
 def celery_ready_line(i: int) -> str:
     """What the i-th inference worker's log shows once Celery consumes (``NAME@host ready.``)."""
-    return "celery@" if i == 0 else f"gpu{i}@"
+    return f"{_celery_name(i)}@"
 
 
 def _check_alive(procs: Sequence[ManagedProcess]) -> None:

@@ -34,20 +34,21 @@ def summary(timings: list[dict[str, Any]], t0_epoch: float) -> dict[str, Any]:
     out: dict[str, Any] = {"requests": len(timings)}
     stages = {"arrived": None, "scheduled": "scheduled_s", "first_token": "first_token_s"}
     for stage, key in {**stages, "done": "last_token_s"}.items():
-        at = sorted(t["arrival"] + (t[key] or 0 if key else 0) - t0_epoch for t in timings)
-        out[stage] = {"first": round(at[0], 2), "median": round(at[len(at) // 2], 2),
-                      "last": round(at[-1], 2)}  # fmt: skip
+        out[stage] = _spread([t["arrival"] + (t[key] or 0 if key else 0) - t0_epoch for t in timings])
     for name, a, b in (("wait", None, "scheduled_s"), ("prefill", "scheduled_s", "first_token_s"),
                        ("decode", "first_token_s", "last_token_s")):  # fmt: skip
         spans = [(t[b] or 0) - ((t[a] or 0) if a else 0) for t in timings]
         out[f"mean_{name}_s"] = round(statistics.fmean(spans), 2)
     late = [t["delivered"] - t["arrival"] - (t["last_token_s"] or 0) for t in timings if "delivered" in t]
     if late:  # the GPU worker's own log: when each output reached the task's coroutine
-        at = sorted(t["delivered"] - t0_epoch for t in timings if "delivered" in t)
-        out["delivered"] = {"first": round(at[0], 2), "median": round(at[len(at) // 2], 2),
-                            "last": round(at[-1], 2)}  # fmt: skip
+        out["delivered"] = _spread([t["delivered"] - t0_epoch for t in timings if "delivered" in t])
         out["delivery_lag_s"] = {"mean": round(statistics.fmean(late), 2), "max": round(max(late), 2)}
     return out
+
+
+def _spread(seconds: list[float]) -> dict[str, float]:
+    at = sorted(seconds)
+    return {"first": round(at[0], 2), "median": round(at[len(at) // 2], 2), "last": round(at[-1], 2)}
 
 
 def stats_series(lines: Iterable[tuple[float, str]], t0_epoch: float, t1_epoch: float) -> list[list[float]]:

@@ -41,13 +41,13 @@ def main() -> None:
     if a.what == "raw":
         from bench.gpu.raw import run_raw
 
-        res = run_raw(a.model, _sizes(a.sizes), a.per_doc, a.max_tokens, a.side, a.quantization, a.tp)
+        res = run_raw(a.model, _ints(a.sizes), a.per_doc, a.max_tokens, a.side, a.quantization, a.tp)
     elif a.what == "system":
         from bench.gpu.system import run_system
 
         res = run_system(
             a.model,
-            _sizes(a.sizes),
+            _ints(a.sizes),
             a.per_doc,
             a.max_tokens,
             a.side,
@@ -55,7 +55,7 @@ def main() -> None:
             a.in_flight,
             a.batch,
             prep_procs=a.prep_procs,
-            prep_nice=_sizes(a.prep_nice) if a.prep_nice else None,
+            prep_nice=_ints(a.prep_nice) if a.prep_nice else None,
             tp=a.tp,
             gpu_workers=a.gpu_workers,
             profile=a.profile,
@@ -87,7 +87,7 @@ def main() -> None:
             print("RESULT " + json.dumps(line | common), flush=True)
 
 
-def _sizes(text: str) -> list[int]:
+def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",")]
 
 

@@ -26,14 +26,15 @@ from migrations import upgrade
 
 
 def _env(
-    model: str, quantization: str | None, max_tokens: int, side: int, in_flight: int, batch: int, engine: str
-) -> dict[str, str]:
+    model: str, quantization: str | None, max_tokens: int, side: int, in_flight: int, batch: int, engine: str,
+    tp: int = 1,
+) -> dict[str, str]:  # fmt: skip
     env = {
         "VLMQ_API__KEYS": "bench-key:bench", "VLMQ_MODEL__ENGINE": engine, "VLMQ_MODEL__PATH": model,
         "VLMQ_MODEL__MAX_NEW_TOKENS": str(max_tokens), "VLMQ_MODEL__BATCHES_IN_FLIGHT": str(in_flight),
         "VLMQ_MODEL__GPU_MEMORY_UTILIZATION": "0.85", "VLMQ_LIMITS__BATCH_SIZE": str(batch),
         "VLMQ_LIMITS__RENDER_LONGEST_SIDE": str(side), "VLMQ_MODEL__MAX_NUM_SEQS": "256",
-        "VLMQ_MODEL__LOG_STATS_SECONDS": str(STATS_SECONDS),
+        "VLMQ_MODEL__LOG_STATS_SECONDS": str(STATS_SECONDS), "VLMQ_MODEL__TENSOR_PARALLEL_SIZE": str(tp),
     }  # fmt: skip
     if quantization:
         env["VLMQ_MODEL__QUANTIZATION"] = quantization
@@ -57,8 +58,8 @@ def run_system(
     prep_procs = prep_procs or os.cpu_count() or 1
     state = Path(tempfile.mkdtemp(prefix="vlmq-bench-"))
     with DevStack(Settings(_env_file=None, state_dir=state), state) as stack:  # type: ignore[call-arg]
-        bench_env = _env(model, quantization, max_tokens, side, in_flight, batch, engine)
-        env = {**os.environ, **stack.start(), **bench_env, "VLMQ_MODEL__TENSOR_PARALLEL_SIZE": str(tp)}
+        bench_env = _env(model, quantization, max_tokens, side, in_flight, batch, engine, tp)
+        env = {**os.environ, **stack.start(), **bench_env}
         upgrade(env["VLMQ_DB__URL"])
         port = free_port()
         t_start = time.monotonic()
