@@ -36,6 +36,7 @@ class Uploads:
     def __init__(self, ahead: int) -> None:
         self.ahead = ahead
         self._pending: deque[Future[PreparedUnit]] = deque()
+        self._failed = False  # an upload failed: no later page is handed on (close waits for them)
 
     def submit(self, store: Callable[[], PreparedUnit]) -> Iterator[PreparedUnit]:
         """Store one page: iterate the result (``for unit in uploads.submit(...)``). It yields the
@@ -54,9 +55,12 @@ class Uploads:
 
     def _ready(self, take: Callable[[], bool]) -> Iterator[PreparedUnit]:
         # A generator, so that the pages before a failed upload are handed on (the caller records
-        # them) before that upload's error is raised.
-        while self._pending and take():
-            yield self._pending.popleft().result()
+        # them) before that upload's error is raised; the pages after it never are, as when each page
+        # was stored before the next was rendered.
+        while self._pending and not self._failed and take():
+            f = self._pending.popleft()
+            self._failed = f.exception() is not None  # waits
+            yield f.result()
 
     def close(self) -> None:
         """Cancel what has not started and wait for the rest (their errors are not raised: the caller

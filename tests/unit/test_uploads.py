@@ -60,6 +60,7 @@ def test_the_pages_before_a_failed_upload_are_handed_on_first() -> None:
         for u in uploads.drain():
             out.append(u.page)
     assert out == [1, 2]
+    assert list(uploads.drain()) == []  # page 4 came after the failure: not handed on, even if stored
     uploads.close()  # page 4's upload is waited for (or cancelled), not left running
 
 
