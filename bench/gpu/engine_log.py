@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from workers.inference.vllm_engine import TIMING
+from workers.inference.vllm_engine import LOOP, TIMING
 
 _STATS = re.compile(
     r"Avg prompt throughput: ([\d.]+) tokens/s, Avg generation throughput: ([\d.]+) tokens/s, "
@@ -62,6 +62,18 @@ def stats_series(lines: Iterable[tuple[float, str]], t0_epoch: float, t1_epoch: 
     return series
 
 
+def loop_series(lines: Iterable[str], t0_epoch: float, t1_epoch: float) -> list[list[float]]:
+    """[[seconds after t0, lag ms, loop thread's CPU share, process CPU in cores]] from the engine's
+    event-loop lines (``VllmEngine._log_stats``) logged between ``t0_epoch`` and ``t1_epoch``."""
+    series = []
+    for line in lines:
+        if LOOP in line:
+            r = json.loads(line.split(LOOP, 1)[1])
+            if t0_epoch <= r["at"] <= t1_epoch + 1:
+                series.append([round(r["at"] - t0_epoch, 1), r["lag_ms"], r["loop_cpu"], r["process_cpu"]])
+    return series
+
+
 def read_log(text: str) -> tuple[list[dict[str, Any]], list[tuple[float, str]]]:
     """A worker's log: its engine timing records, and its stamped vLLM lines."""
     timings, stamped = [], []
@@ -76,23 +88,26 @@ def read_log(text: str) -> tuple[list[dict[str, Any]], list[tuple[float, str]]]:
 
 
 class Captured(logging.Handler):
-    """In-process (the raw engine): vLLM's log records as (time, message)."""
+    """In-process (the raw engine, vlmq's engine alone): log records as (time, message), vLLM's and
+    those of the other ``loggers`` named."""
 
-    def __init__(self) -> None:
+    def __init__(self, *loggers: str) -> None:
         super().__init__(logging.INFO)
         self.lines: list[tuple[float, str]] = []
+        self._loggers = [logging.getLogger(name) for name in ("vllm", *loggers)]
+        self._levels: list[int] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         self.lines.append((record.created, record.getMessage()))
 
     def __enter__(self) -> Captured:
-        vllm = logging.getLogger("vllm")
-        self._level = vllm.level
-        vllm.setLevel(min(vllm.getEffectiveLevel(), logging.INFO))  # the throughput line is INFO
-        vllm.addHandler(self)
+        for logger in self._loggers:
+            self._levels.append(logger.level)
+            logger.setLevel(min(logger.getEffectiveLevel(), logging.INFO))  # the throughput line is INFO
+            logger.addHandler(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        vllm = logging.getLogger("vllm")
-        vllm.removeHandler(self)
-        vllm.setLevel(self._level)
+        for logger, level in zip(self._loggers, self._levels, strict=True):
+            logger.removeHandler(self)
+            logger.setLevel(level)

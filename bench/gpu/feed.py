@@ -14,7 +14,9 @@ import threading
 import time
 from typing import Any
 
+from bench.gpu.engine_log import Captured, loop_series, read_log, stats_series, summary
 from bench.gpu.offline import offline_llm, page_requests
+from bench.gpu.raw import STATS_SECONDS
 from bench.pages import documents, page_images
 from jobs.config import ModelSettings, Settings
 from jobs.presets import DEFAULT
@@ -79,23 +81,37 @@ def run_engine(
 ) -> dict[str, Any]:
     """vlmq's engine alone on the raw baseline's inputs: once with every request in one call, once fed
     by 32 task threads x 8 pages as the GPU worker does. Compared with raw, this isolates the engine
-    wrapper (AsyncLLM, prompt building, output decoding) from the rest of the system."""
-    engine = _vlmq_engine(model, quantization, max_num_seqs=256)
+    wrapper (AsyncLLM, prompt building, output decoding) from the rest of the system; with the engine's
+    statistics on, as in the system run, the delivery lag and the event loop's series say whether the
+    engine's front end keeps up when nothing else runs in its process."""
+    engine = _vlmq_engine(model, quantization, max_num_seqs=256, log_stats_seconds=STATS_SECONDS)
     # Two sets of pages: the second run must not find the first one's prompts in the prefix cache.
     images = page_images(documents(2 * pages, per_doc), side)
     reqs = [GenerationRequest(f"p{i}", DEFAULT.prompt, [img], max_tokens) for i, img in enumerate(images)]
-    first, second = reqs[:pages], reqs[pages:]
-    t0 = time.monotonic()
-    tokens = _fed(engine, [first], 1)
-    one_call = time.monotonic() - t0
-    t1 = time.monotonic()
-    threaded = _fed(engine, [second[i : i + 8] for i in range(0, len(second), 8)], 32)
-    fed = time.monotonic() - t1
+    runs = {
+        "one_call": [reqs[:pages]],
+        "threads": [reqs[pages + i : pages + i + 8] for i in range(0, pages, 8)],
+    }
+    figures: dict[str, Any] = {}
+    walls: dict[str, float] = {}
+    for name, batches in runs.items():
+        with Captured("workers.inference.vllm_engine") as log:
+            t0, t0_epoch = time.monotonic(), time.time()
+            tokens = _fed(engine, batches, 1 if name == "one_call" else 32)
+            wall = walls[name] = time.monotonic() - t0
+        messages = [m for _, m in log.lines]
+        timings, _ = read_log("\n".join(messages))
+        figures[name] = {
+            "wall_s": round(wall, 2), "pages_per_s": round(pages / wall, 3), "output_tokens": tokens,
+            "engine": summary(timings, t0_epoch),
+            "engine_loop": loop_series(messages, t0_epoch, t0_epoch + wall),
+            "engine_stats": stats_series(log.lines, t0_epoch, t0_epoch + wall),
+        }  # fmt: skip
     engine.shutdown()
+    one = figures["one_call"]
     return _figures(
-        "engine", one_call, tokens, pages=pages, pages_per_s=round(pages / one_call, 3),
-        load_s=round(engine.load_seconds, 1), threads_wall_s=round(fed, 2),
-        threads_pages_per_s=round(pages / fed, 3), threads_output_tokens=threaded,
+        "engine", walls["one_call"], one["output_tokens"], pages=pages, load_s=round(engine.load_seconds, 1),
+        **figures,
     )  # fmt: skip
 
 

@@ -23,7 +23,8 @@ sizes=${SIZES:-256,512}
 tp=${TP:-1}
 model=${MODEL:-/opt/models/glm-awq}
 nice=${PREP_NICE:-}
-profile=${PROFILE:+--profile $work/gpu-worker.pyspy}  # PROFILE=1: py-spy, the GPU worker's first 60 s
+profile=${PROFILE:+--profile $work/gpu-worker.pyspy}  # PROFILE=1: py-spy on the GPU worker, mid-run and tail
+alone=${ENGINE_ALONE:-}  # ENGINE_ALONE=256: vlmq's engine alone (no Celery, S3, Postgres) on that many pages
 tests=${GPU_TESTS-tests/gpu/test_vllm_engine.py tests/gpu/test_quantize.py}  # GPU_TESTS= : none
 
 case $step in
@@ -51,6 +52,7 @@ $( [ "$tp" -gt 1 ] && echo "python3 -m bench.gpu.run raw --model /opt/models/glm
 python3 -m bench.gpu.run raw --model $model --quantization awq --tp $tp --sizes $sizes --out $work/bench.jsonl > $work/raw.log 2>&1
 python3 -m bench.gpu.run system --model $model --quantization awq --tp $tp --sizes $sizes ${nice:+--prep-nice $nice} $profile --out $work/bench.jsonl > $work/system.log 2>&1
 $( [ "$tp" -gt 1 ] && echo "python3 -m bench.gpu.run system --model $model --quantization awq --gpu-workers $tp --sizes $sizes --out $work/bench.jsonl > $work/system-dp.log 2>&1" )
+${alone:+python3 -m bench.gpu.run engine --model $model --quantization awq --pages $alone --out $work/bench.jsonl > $work/engine.log 2>&1}
 ${tests:+python3 -m pytest $tests -W default -p no:cacheprovider -x -q -rA > $work/tests.log 2>&1}
 echo done > $work/finished
 RUN
@@ -60,10 +62,10 @@ RUN
   ;;
 poll)
   date
-  for f in driver raw-g128 raw system system-dp tests; do
+  for f in driver raw-g128 raw system system-dp engine tests; do
     [ -f $work/$f.log ] && { echo "== $f"; grep -v "^\s*$" $work/$f.log | grep -E "RESULT|\[system|passed|failed|Error|error|^\+" | tail -n 8 | cut -c1-400; }
   done
   [ -f $work/finished ] && echo FINISHED
-  if [ -n "${OUT:-}" ]; then cp $work/*.log $work/*.jsonl $work/*.pyspy "$OUT"/ 2>/dev/null || true; fi
+  if [ -n "${OUT:-}" ]; then cp $work/*.log $work/*.jsonl $work/*.pyspy.* "$OUT"/ 2>/dev/null || true; fi
   ;;
 esac

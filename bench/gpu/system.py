@@ -3,11 +3,13 @@ the prep workers and the vLLM GPU worker, until every result is stored."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -17,12 +19,13 @@ from api.cli.client import Client
 from api.cli.devstack import DevStack, free_port
 from api.cli.processes import celery_ready_line, gpu_worker_name, start_vlmq, wait_for_log, wait_healthy
 from bench.gpu.cpu import BusyCores
-from bench.gpu.engine_log import read_log, stats_series, summary
+from bench.gpu.engine_log import loop_series, read_log, stats_series, summary
 from bench.gpu.raw import STATS_SECONDS, doc_seeds
 from bench.gpu.timeline import timeline
 from bench.pages import documents, make_pdf
 from jobs.config import Settings
 from migrations import upgrade
+from workers.inference.vllm_engine import TIMING
 
 
 def _env(
@@ -79,18 +82,21 @@ def run_system(
             # A warm-up job through every process (the raw run warms its engine up too): the API's and
             # the workers' first requests pay one-time costs (connections, lazy imports) of 0.1-0.4 s.
             _measure(port, [make_pdf(2, seed=999_999)])
-            spy = _profile(procs["worker-gpu"].proc.pid, profile)
             results = []
-            for pages, first, nice in zip(sizes, doc_seeds(sizes, per_doc), nices, strict=True):
+            for run, (pages, first, nice) in enumerate(
+                zip(sizes, doc_seeds(sizes, per_doc), nices, strict=True)
+            ):
                 docs = documents(pages, per_doc, first)
                 # The prep worker runs in its own process group: its pool children are niced with it.
                 os.setpriority(os.PRIO_PGRP, procs["worker-prep"].proc.pid, nice)
                 _say(f"submitting {len(docs)} PDFs ({pages} pages, prep nice {nice})")
-                with BusyCores(os.cpu_count() or 1) as cpu:
+                spy = TailProfile(gpu[0], profile) if profile is not None and run == 0 else None
+                with BusyCores(os.cpu_count() or 1) as cpu, spy or contextlib.nullcontext():
                     res = _measure(port, docs)
                 t0, job_id = res.pop("t0_epoch"), res["job_id"]
                 t1 = t0 + res["wall_s"]
-                logs = [read_log(w.log_path.read_text(errors="replace")) for w in gpu]
+                texts = [w.log_path.read_text(errors="replace") for w in gpu]
+                logs = [read_log(text) for text in texts]
                 mine = [t for timings, _ in logs for t in timings if t0 <= t["arrival"] <= t1]
                 series = [stats_series(lines, t0, t1) for _, lines in logs]
                 results.append({
@@ -98,11 +104,10 @@ def run_system(
                     "tp": tp, "gpu_workers": gpu_workers,
                     "timeline": timeline(env["VLMQ_DB__URL"], job_id, t0), "engine": summary(mine, t0),
                     "engine_stats": series[0], "engine_stats_other_workers": series[1:],
-                    "busy_cores": cpu.series,
+                    "engine_loop": loop_series(texts[0].splitlines(), t0, t1),
+                    "busy_cores": cpu.series, "profile": spy.outputs if spy else None,
                 })  # fmt: skip
                 _say(f"{pages} pages: {res['wall_s']} s")
-            if spy is not None:
-                spy.wait(timeout=120)
             return results
         except BaseException:
             _say("failed; the GPU worker's log ends with:\n" + gpu[0].log_tail(4000))
@@ -122,14 +127,55 @@ def _say(line: str) -> None:
     print(f"[system {time.strftime('%H:%M:%S')}] {line}", file=sys.stderr, flush=True)
 
 
-def _profile(pid: int, out: Path | None) -> subprocess.Popen[bytes] | None:
-    """py-spy samples the GPU worker (its Python threads: task threads and the engine's event loop)."""
-    spy = shutil.which("py-spy")
-    if out is None or spy is None:
-        return None
-    cmd = [spy, "record", "--pid", str(pid), "--duration", "60", "--rate", "50", "--format", "raw",
-           "--nonblocking", "--threads", "--output", str(out)]  # fmt: skip
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+class TailProfile:
+    """py-spy on a GPU worker during a run, in two windows of ``seconds``: mid-run (``mid_s`` after the
+    upload, the engine decoding) and at the end, from the run's first finished request (the worker logs
+    ``TIMING``). Each window samples twice at once: every thread, idle or not (``.threads``: what each
+    thread was doing), and only the thread holding the GIL (``.gil``: who keeps the others, the engine's
+    event loop among them, waiting). Raw (collapsed) stacks per thread. A whole-run profile would
+    dilute these seconds in the minutes of loading before them."""
+
+    def __init__(self, worker: Any, out: Path, seconds: int = 10, mid_s: float = 28.0) -> None:
+        self.worker, self.out, self.seconds, self.mid_s = worker, out, seconds, mid_s
+        self.outputs: list[str] = []
+        self._stop = threading.Event()
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> TailProfile:
+        self._offset, self._t0 = self.worker.log_path.stat().st_size, time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        for p in self._procs:
+            p.wait(timeout=self.seconds + 60)
+
+    def _watch(self) -> None:
+        seen, mark, mid = b"", TIMING.encode(), False
+        while shutil.which("py-spy") and not self._stop.wait(0.05):
+            if not mid and time.monotonic() - self._t0 >= self.mid_s:
+                mid = self._record("mid")
+            with self.worker.log_path.open("rb") as f:
+                f.seek(self._offset)
+                seen = seen[-len(mark) :] + f.read()
+                self._offset = f.tell()
+            if mark in seen:
+                self._record("tail")
+                return
+
+    def _record(self, window: str) -> bool:
+        spy, pid = shutil.which("py-spy") or "py-spy", str(self.worker.proc.pid)
+        for kind, extra in (("threads", "--idle"), ("gil", "--gil")):
+            path = f"{self.out}.{window}.{kind}"
+            cmd = [spy, "record", "--pid", pid, "--duration", str(self.seconds), "--rate", "100", "--format",
+                   "raw", "--nonblocking", "--threads", extra, "--output", path]  # fmt: skip
+            self._procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT))
+            self.outputs.append(path)
+        _say(f"py-spy on the GPU worker ({window}) for {self.seconds} s")
+        return True
 
 
 def _measure(port: int, docs: list[bytes]) -> dict[str, Any]:

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
-from bench.gpu.engine_log import Captured, read_log, stats_series, summary
+import pytest
+
+from bench.gpu.engine_log import Captured, loop_series, read_log, stats_series, summary
 from bench.gpu.raw import doc_seeds
-from workers.inference.vllm_engine import TIMING, request_timing
+from workers.inference.vllm_engine import LOOP, TIMING, request_timing
 
 T0 = time.mktime((time.localtime().tm_year, 6, 1, 12, 0, 0, 0, 0, -1))  # vLLM's log stamps have no year
 
@@ -86,6 +89,20 @@ def test_the_worker_log_and_in_process_records_give_the_same_series() -> None:
     ]
 
 
+def test_the_event_loops_lines_give_its_series_in_the_runs_window() -> None:
+    rec = {"at": T0 + 2.04, "lag_ms": 12.5, "loop_cpu": 0.61, "process_cpu": 1.8}
+    lines = [
+        f"[2026-11-25 08:00:05,000: INFO/MainProcess] {LOOP} {json.dumps(rec)}",
+        f"[2026-11-25 08:00:05,000: INFO/MainProcess] {LOOP} {json.dumps({**rec, 'at': T0 + 60})}",
+        "[2026-11-25 08:00:05,000: INFO/MainProcess] something else",
+    ]
+    assert loop_series(lines, T0, T0 + 10) == [[2.0, 12.5, 0.61, 1.8]]
+    with Captured("workers.inference.vllm_engine") as cap:  # in process: vlmq's engine alone
+        logging.getLogger("workers.inference.vllm_engine").info("%s %s", LOOP, json.dumps(rec))
+    assert loop_series([m for _, m in cap.lines], T0, T0 + 10) == [[2.0, 12.5, 0.61, 1.8]]
+    assert not logging.getLogger("workers.inference.vllm_engine").handlers  # taken off again
+
+
 def test_runs_in_one_lease_never_share_a_document() -> None:
     assert doc_seeds([256, 1024, 256], 8) == [0, 32, 160]
 
@@ -102,3 +119,32 @@ def test_busy_cores_reads_the_share_of_all_cores_in_use(tmp_path: Path) -> None:
         stat.write_text("cpu  400 0 100 300 0 0 0 0\n")  # +300 busy, +100 idle: 3/4 of 16 cores
         time.sleep(0.15)
     assert [row[1] for row in b.series] == [12.0]  # readings where nothing moved give no row
+
+
+def test_the_tail_profile_samples_mid_run_and_from_the_first_finished_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bench.gpu.system import TailProfile
+
+    # A stand-in py-spy on PATH: it records its arguments where the profile would go.
+    fake = tmp_path / "bin" / "py-spy"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/sh\nout=""\nwhile [ $# -gt 0 ]; do [ "$1" = --output ] && out=$2; shift; done\n'
+                    'printf "%s\\n" "sampled" > "$out"\n')  # fmt: skip
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    log = tmp_path / "worker.log"
+    log.write_text(f"{TIMING} " + json.dumps({"from": "an earlier run"}) + "\n")  # before: ignored
+    worker = SimpleNamespace(log_path=log, proc=SimpleNamespace(pid=os.getpid()))
+    out = tmp_path / "gpu.pyspy"
+    with TailProfile(worker, out, seconds=1, mid_s=0.2) as spy:
+        time.sleep(0.6)
+        assert [Path(p).name for p in spy.outputs] == ["gpu.pyspy.mid.threads", "gpu.pyspy.mid.gil"]
+        with log.open("a") as f:
+            f.write("[... INFO/MainProcess] engine loop {}\n")
+            f.write(f"[... INFO/MainProcess] {TIMING} " + json.dumps({"id": "u1"}) + "\n")
+        deadline = time.monotonic() + 5
+        while len(spy.outputs) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert [Path(p).name for p in spy.outputs][2:] == ["gpu.pyspy.tail.threads", "gpu.pyspy.tail.gil"]
+    assert all(Path(p).read_text() == "sampled\n" for p in spy.outputs)  # each py-spy ran and finished

@@ -56,6 +56,7 @@ def request_timing(out: Any) -> dict[str, Any] | None:
 
 
 TIMING = "engine timing"  # the per-request log line's prefix (bench/gpu reads it back)
+LOOP = "engine loop"  # the event loop's own line, every log_stats_seconds (see _log_stats)
 
 
 def engine_args(settings: Settings) -> Any:
@@ -133,10 +134,25 @@ class VllmEngine:
         return AsyncLLM.from_engine_args(engine_args(settings), usage_context=UsageContext.LLM_CLASS)
 
     async def _log_stats(self) -> None:
-        """vLLM's throughput line every ``log_stats_seconds`` (its API server runs the same loop)."""
+        """vLLM's throughput line every ``log_stats_seconds`` (its API server runs the same loop), and
+        this loop's own line: how late the loop woke (``lag_ms``: it was busy, or waited for the GIL),
+        the share of the interval its thread ran (``loop_cpu``: vLLM's output processing and the
+        requests' coroutines run there) and the CPU of the whole process, every thread (``process_cpu``,
+        in cores; vLLM's engine core is another process)."""
+        wall, loop_cpu, cpu = time.monotonic(), time.thread_time(), time.process_time()
         while True:
             await asyncio.sleep(self._stats_seconds)
+            lag = time.monotonic() - wall - self._stats_seconds
             await self._llm.do_log_stats()
+            now, now_loop, now_cpu = time.monotonic(), time.thread_time(), time.process_time()
+            span = now - wall
+            line = {
+                "at": round(time.time(), 3), "lag_ms": round(lag * 1000, 1),
+                "loop_cpu": round((now_loop - loop_cpu) / span, 3),
+                "process_cpu": round((now_cpu - cpu) / span, 2),
+            }  # fmt: skip
+            log.info("%s %s", LOOP, json.dumps(line))
+            wall, loop_cpu, cpu = now, now_loop, now_cpu
 
     def _call(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
