@@ -227,6 +227,14 @@ def settle_sources(s: Session, job_id: uuid.UUID, only: Sequence[uuid.UUID] | No
     return list(s.scalars(stmt))
 
 
+def lock_job_finalize(s: Session, job_id: uuid.UUID) -> None:
+    """A transaction-scoped advisory lock per job, taken first: finalizers of one job run one after
+    the other, each seeing what the one before it committed. An advisory lock, not the job's row, so
+    that nothing else (claims, prep, cancels, which lock rows) ever waits for it or deadlocks with it."""
+    key = int.from_bytes(job_id.bytes[:8], "big", signed=True)
+    s.execute(select(func.pg_advisory_xact_lock(key)))
+
+
 def open_items(s: Session, job_id: uuid.UUID) -> int:
     """The job's items not terminal: sources and units alike, since a source that failed while it
     was being prepared (a later page could not be rendered) may still have earlier pages running."""

@@ -344,6 +344,11 @@ class JobService:
         terminal, the job is completed (cancelled, when it was cancelling). Output files are written
         first, for either end."""
         with self.sessions() as s, s.begin():
+            # One finalizer of a job at a time. Without it, two workers that each settle the last
+            # source of their own batch at the same moment each count the other's source as still
+            # open (not yet committed), and neither completes the job (seen on the GPU: 32 batches
+            # ending together left a finished job running; only the sweeper would have ended it).
+            repo.lock_job_finalize(s, job_id)
             repo.settle_sources(s, job_id, sources)
             remaining = repo.open_items(s, job_id)
             job = repo.get_job(s, job_id)

@@ -3,10 +3,15 @@ a batch's results stored in one transaction (versions, history, rows of differen
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from jobs import repository as repo
 from jobs.config import Settings
@@ -69,6 +74,37 @@ def test_duplicate_deliveries_do_nothing_twice(service: JobService) -> None:
     keys = {_job(service, job_id).output_key, _job(service, job_id).error_key}
     assert keys == {f"jobs/{job_id}/output.jsonl", f"jobs/{job_id}/errors.jsonl"}
     assert service.store.get(f"jobs/{job_id}/output.jsonl").count(b"\n") == 2
+
+
+def test_two_workers_settling_the_last_two_sources_at_once_complete_the_job(
+    service: JobService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each worker settles its own source, then counts what is still open. Both at the same moment
+    (forced here: each waits after its settle for the other, up to 2 s) must not each count the other's
+    source as open and leave a finished job running (found on the GPU: 32 batches ending together)."""
+    job_id = _submit(service, 2)
+    sources = _sources(service, job_id)
+    for src in sources:
+        service.begin_prep(src.id)
+        (batch,) = service.finish_prep(src.id, [(1, f"media/{src.custom_id}/page-1.png")])
+        (unit,) = service.claim_units(batch)
+        assert service.complete_unit(unit, result())
+    both = threading.Barrier(2)
+    settle = repo.settle_sources
+
+    def settle_then_wait(
+        s: Session, job: uuid.UUID, only: Sequence[uuid.UUID] | None = None
+    ) -> list[uuid.UUID]:
+        settled = settle(s, job, only)
+        with contextlib.suppress(threading.BrokenBarrierError):  # fixed: the other waits for our commit
+            both.wait(timeout=2)
+        return settled
+
+    monkeypatch.setattr(repo, "settle_sources", settle_then_wait)
+    with ThreadPoolExecutor(2) as pool:
+        ended = list(pool.map(lambda src: service.finalize(job_id, [src.id]), sources))
+    assert sorted(ended) == [False, True]  # the second finalizer saw the first's source settled
+    assert _job(service, job_id).status == "completed"
 
 
 def test_transient_failures_retry_then_fail_with_the_last_reason(service: JobService) -> None:
