@@ -73,8 +73,13 @@ class ModelSettings(BaseModel):
     # Threads preprocessing images for the vLLM engine at once (0 or 1: on the engine's event loop).
     renderer_workers: int = 8
     # Inference tasks a GPU worker runs at once (threads sharing one engine); Settings.gpu_tasks. 0, the
-    # default: enough for twice max_num_seqs requests. Ignored by the transformers engine (one at a time).
+    # default: enough for the engine's backlog even when tasks are half full. Ignored by the transformers
+    # engine (one at a time).
     batches_in_flight: int = Field(default=0, ge=0)
+    # Requests the vLLM engine holds at once, running or waiting inside it (preprocessed: a 1288-px page
+    # holds 15-30 MB of pixel patches in host memory); the task threads' other requests wait, media
+    # fetched, for a place. 0, the default: twice max_num_seqs (Settings.engine_backlog).
+    max_requests_in_engine: int = Field(default=0, ge=0)
     # Written (JSON: engine, model, load seconds) once the engine is up and before tasks are taken.
     ready_file: str | None = None
     # vLLM engine: > 0 logs vLLM's throughput line (prompt and generation tokens/s, requests running and
@@ -104,6 +109,10 @@ class LimitSettings(BaseModel):
     max_items_per_job: int = 50_000
     render_longest_side: int = 1288
     batch_size: int = 8  # pages per inference task
+    # Pages of a source's first inference task: its first page goes to the GPU as soon as it is rendered
+    # (not after batch_size pages), so the engine starts a job's work one page's rendering after prep
+    # takes the file. Later tasks take batch_size pages. Capped at batch_size.
+    first_chunk_pages: int = Field(default=1, ge=1)
     max_attempts: int = 3
     # Transport failures (S3, the database unreachable) back off and retry up to this many attempts, so
     # an outage of a few minutes fails nothing; other failures stop at max_attempts.
@@ -247,9 +256,9 @@ class Settings(BaseSettings):
         return self.model.model_id or Path(self.model.path.rstrip("/")).name
 
     @property
-    def gpu_tasks(self) -> int:
-        """Inference tasks (Celery threads) a vLLM worker runs at once: ``model.batches_in_flight``, or
-        (0) enough batches for twice ``max_num_seqs`` requests: 64 of 8 pages against 256 slots.
+    def engine_backlog(self) -> int:
+        """Requests the vLLM engine holds at once: ``model.max_requests_in_engine``, or (0) twice
+        ``max_num_seqs``, 512 against 256 slots.
 
         With only as many requests as slots, a wave of requests that finish together leaves slots empty
         until their task threads have stored the results and claimed, fetched and preprocessed the next
@@ -257,7 +266,20 @@ class Settings(BaseSettings):
         the next wave already waits inside the engine, preprocessed. The cost is host memory: a waiting
         1288-px page holds its pixel patches, 15-30 MB, in the engine process."""
         m = self.model
-        return m.batches_in_flight or max(1, -(-2 * m.max_num_seqs // self.limits.batch_size))
+        return m.max_requests_in_engine or 2 * m.max_num_seqs
+
+    @property
+    def gpu_tasks(self) -> int:
+        """Inference tasks (Celery threads) a vLLM worker runs at once: ``model.batches_in_flight``, or
+        (0) enough to fill ``engine_backlog`` with tasks half full: 128 against 512 requests.
+
+        Tasks are often smaller than ``batch_size``: a source's first page goes alone
+        (``first_chunk_pages``), its last pages are what is left, and a job of single images makes
+        one-page tasks. Counted in full tasks, 8-page PDFs would keep only half the backlog. The engine
+        bounds what it holds itself (VllmEngine's backlog), so full tasks cost no more engine memory,
+        only the images fetched ahead by the tasks that wait for a place."""
+        m = self.model
+        return m.batches_in_flight or max(1, -(-2 * self.engine_backlog // self.limits.batch_size))
 
     @property
     def api_base_url(self) -> str:

@@ -1,6 +1,10 @@
 """A source's pages on their way to the GPU while the rest are rendered: every ``size`` pages stored are
 recorded (``JobService.add_units``, one short transaction) and their READY units dispatched at once.
 
+The first chunk is smaller (``first``, ``VLMQ_LIMITS__FIRST_CHUNK_PAGES``, 1 by default): a job's first
+pages then reach the engine one page's rendering after prep takes the file, not ``size`` pages' (an
+8-page chunk took 1.0 s to render under a full prep pool on the H100, with the GPU idle meanwhile).
+
 Within one prep a unit is dispatched once; ``dispatched`` lets finish_prep leave those out. A retry of
 the source (a transient error, a lost lease) sends the READY units of each chunk again, since the
 message sent the first time may be what was lost; a duplicate is harmless (claim_units moves a unit
@@ -26,6 +30,7 @@ class Chunks:
     service: JobService
     work: PrepWork
     size: int
+    first: int | None = None  # pages of the first chunk (None: ``size``)
     pages: int = 0  # pages rendered and stored by this prep
     dispatched: list[uuid.UUID] = field(default_factory=list)
     pending: list[PreparedUnit] = field(default_factory=list)
@@ -33,7 +38,8 @@ class Chunks:
     def add(self, unit: PreparedUnit) -> None:
         self.pending.append(unit)
         self.pages += 1
-        if len(self.pending) >= self.size:
+        recorded = self.pages - len(self.pending)  # 0: this is the first chunk
+        if len(self.pending) >= (self.size if recorded or self.first is None else self.first):
             self.flush()
 
     def flush(self) -> None:

@@ -5,9 +5,10 @@ a PDF is rendered page by page, an image becomes its page(s), an office file is 
 first; a video becomes one unit, its frames sampled as GLM-4.1V expects (``workers.media.video``).
 A new kind of input is one more entry in ``RENDERERS`` (and a rule in sniff).
 
-Pages stream to the GPU (granularity "page", the default): every ``limits.batch_size`` pages rendered
-and stored are recorded as units in their own short transaction and dispatched at once
-(``workers.chunks``), so a 300-page PDF's first pages are inferred while the rest are rendered. The
+Pages stream to the GPU (granularity "page", the default): the first ``limits.first_chunk_pages`` (1)
+pages, then every ``limits.batch_size`` pages rendered and stored are recorded as units in their own
+short transaction and dispatched at once (``workers.chunks``), so a 300-page PDF's first pages are
+inferred while the rest are rendered. The
 rules when something breaks mid-stream (RELIABILITY.md, *Streaming prep*):
 
 * transient (S3, database, broker): the source goes back to wait and its retry renders it again from
@@ -72,7 +73,8 @@ def prepare(ctx: WorkerContext, item_id: uuid.UUID) -> None:
     if work is None:
         log.info("item %s not queued (duplicate message or done); skipping", item_id)
         return
-    chunks = Chunks(ctx.service, work, ctx.settings.limits.batch_size)
+    limits = ctx.settings.limits
+    chunks = Chunks(ctx.service, work, limits.batch_size, min(limits.first_chunk_pages, limits.batch_size))
     try:
         units = _prepare(ctx, work, chunks)
     except Stopped:

@@ -28,7 +28,10 @@ _STAMP = re.compile(r"^\w+ (\d\d-\d\d \d\d:\d\d:\d\d)(\.\d+)? ")
 
 def summary(timings: list[dict[str, Any]], t0_epoch: float) -> dict[str, Any]:
     """Seconds after ``t0_epoch`` at which the first, median and last request reached each stage, and
-    the mean time a request spent waiting, in prefill (first token) and decoding."""
+    the mean time a request spent waiting, in prefill (first token) and decoding. With the engine
+    core's own clock (``queued_at``...: ``request_timing``), also when each request reached the engine
+    core (``queued``; ``input_lag_s``: after the front end took it) and, in the GPU worker, how long
+    its output took to reach the task (``delivery_lag_s``)."""
     if not timings:
         return {}
     out: dict[str, Any] = {"requests": len(timings)}
@@ -39,11 +42,25 @@ def summary(timings: list[dict[str, Any]], t0_epoch: float) -> dict[str, Any]:
                        ("decode", "first_token_s", "last_token_s")):  # fmt: skip
         spans = [(t[b] or 0) - ((t[a] or 0) if a else 0) for t in timings]
         out[f"mean_{name}_s"] = round(statistics.fmean(spans), 2)
-    late = [t["delivered"] - t["arrival"] - (t["last_token_s"] or 0) for t in timings if "delivered" in t]
-    if late:  # the GPU worker's own log: when each output reached the task's coroutine
-        out["delivered"] = _spread([t["delivered"] - t0_epoch for t in timings if "delivered" in t])
-        out["delivery_lag_s"] = {"mean": round(statistics.fmean(late), 2), "max": round(max(late), 2)}
+    clocked = [t for t in timings if t.get("queued_at")]
+    if clocked:  # the engine core's own times: no assumption that a request is queued as it arrives
+        for stage, key in (("queued", "queued_at"), ("first_token", "first_token_at"), ("done", "done_at")):
+            out[stage] = _spread([(t[key] or t["queued_at"]) - t0_epoch for t in clocked])
+        out["input_lag_s"] = _lag([t["queued_at"] - t["arrival"] for t in clocked])
+    delivered = [t for t in timings if "delivered" in t]
+    if delivered:  # the GPU worker's own log: when each output reached the task's coroutine
+        out["delivered"] = _spread([t["delivered"] - t0_epoch for t in delivered])
+        out["delivery_lag_s"] = _lag([t["delivered"] - _done(t) for t in delivered])
     return out
+
+
+def _done(t: dict[str, Any]) -> float:
+    """When the engine core finished the request (its own clock when logged, else from its arrival)."""
+    return float(t.get("done_at") or t["arrival"] + (t["last_token_s"] or 0))
+
+
+def _lag(seconds: list[float]) -> dict[str, float]:
+    return {"mean": round(statistics.fmean(seconds), 2), "max": round(max(seconds), 2)}
 
 
 def _spread(seconds: list[float]) -> dict[str, float]:
@@ -63,14 +80,16 @@ def stats_series(lines: Iterable[tuple[float, str]], t0_epoch: float, t1_epoch: 
 
 
 def loop_series(lines: Iterable[str], t0_epoch: float, t1_epoch: float) -> list[list[float]]:
-    """[[seconds after t0, lag ms, loop thread's CPU share, process CPU in cores]] from the engine's
-    event-loop lines (``VllmEngine._log_stats``) logged between ``t0_epoch`` and ``t1_epoch``."""
+    """[[seconds after t0, lag ms, loop thread's CPU share, process CPU in cores, requests inside the
+    engine's backlog, waiting for a place]] from the engine's event-loop lines
+    (``VllmEngine._log_stats``) logged between ``t0_epoch`` and ``t1_epoch``."""
     series = []
     for line in lines:
         if LOOP in line:
             r = json.loads(line.split(LOOP, 1)[1])
             if t0_epoch <= r["at"] <= t1_epoch + 1:
-                series.append([round(r["at"] - t0_epoch, 1), r["lag_ms"], r["loop_cpu"], r["process_cpu"]])
+                series.append([round(r["at"] - t0_epoch, 1), r["lag_ms"], r["loop_cpu"], r["process_cpu"],
+                               r.get("inside", -1), r.get("waiting", -1)])  # fmt: skip
     return series
 
 

@@ -79,6 +79,9 @@ def test_engine_statistics_give_each_requests_timing(engine, caplog) -> None:  #
     for t, out in zip(sorted(timings, key=lambda t: t["id"]), outs, strict=True):
         assert t0 <= t["arrival"] <= time.time()
         assert 0 <= t["scheduled_s"] <= t["first_token_s"] <= t["last_token_s"] < 60
+        # The engine core's clock on the wall clock (one monotonic clock for the host's processes).
+        assert t["arrival"] - 0.05 <= t["queued_at"] <= t["first_token_at"] <= t["done_at"] <= t["delivered"]
+        assert t["done_at"] - t["queued_at"] == pytest.approx(t["last_token_s"], abs=0.01)
         assert (t["prompt_tokens"], t["output_tokens"]) == (out.prompt_tokens, out.completion_tokens)
 
 
@@ -127,3 +130,25 @@ def test_abort_stops_a_running_request(engine) -> None:  # type: ignore[no-untyp
         engine.ignore_eos = False
     (out,) = result["out"]
     assert out.completion_tokens < 3500  # type: ignore[attr-defined]
+
+
+def test_the_backlog_bounds_the_engine_and_drops_a_cancelled_waiting_request(engine) -> None:  # type: ignore[no-untyped-def]
+    """With room for one request, a batch of three runs one after another, exactly as with room for
+    all; a cancelled job's request still waiting for its place is never sent to the engine."""
+    from workers.inference.backlog import Backlog
+
+    roomy, engine._backlog = engine._backlog, Backlog(1)
+    engine.ignore_eos = True
+    result: dict[str, list[object]] = {}
+    try:
+        worker = threading.Thread(target=lambda: result.update(out=engine.generate(_reqs(3, max_new=1500))))
+        worker.start()
+        time.sleep(0.3)
+        assert (engine._backlog.inside, engine._backlog.waiting) == (1, 2)
+        engine.abort(["r2"])  # waiting: dropped when its turn comes
+        worker.join(120)
+    finally:
+        engine._backlog, engine.ignore_eos = roomy, False
+    first, second, dropped = result["out"]
+    assert first.completion_tokens == second.completion_tokens == 1500  # type: ignore[attr-defined]
+    assert (dropped.text, dropped.completion_tokens) == ("", 0)  # type: ignore[attr-defined]

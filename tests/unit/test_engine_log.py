@@ -9,6 +9,7 @@ import os
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -31,38 +32,53 @@ def _out(rid: str, arrival: float, queued: float, sched: float, first: float, la
     return SimpleNamespace(request_id=rid, metrics=metrics, prompt_token_ids=[1] * 1600)
 
 
-def test_request_timing_is_relative_to_the_engine_queue() -> None:
-    t = request_timing(_out("a", T0 + 1, 50.0, 50.5, 52.0, 90.0))
+def _queued_on_arrival(out: SimpleNamespace) -> dict[str, Any] | None:
+    """The request reached the engine core the moment the front end took it (no input lag)."""
+    return request_timing(out, clock=out.metrics.arrival_time - out.metrics.queued_ts)
+
+
+def test_request_timing_is_relative_to_the_engine_queue_and_on_the_wall_clock() -> None:
+    # The engine core's monotonic clock reads 50.0 when the wall clock reads T0 + 2: queued 1 s late.
+    t = request_timing(_out("a", T0 + 1, 50.0, 50.5, 52.0, 90.0), clock=T0 + 2 - 50.0)
     assert t == {"id": "a", "arrival": T0 + 1, "scheduled_s": 0.5, "first_token_s": 2.0,
-                 "last_token_s": 40.0, "prompt_tokens": 1600, "output_tokens": 1024}  # fmt: skip
+                 "last_token_s": 40.0, "queued_at": T0 + 2, "first_token_at": T0 + 4, "done_at": T0 + 42,
+                 "prompt_tokens": 1600, "output_tokens": 1024}  # fmt: skip
     # Statistics off: vLLM attaches no metrics, and there is nothing to report.
     assert request_timing(SimpleNamespace(request_id="b", metrics=None, prompt_token_ids=[])) is None
 
 
 def test_summary_gives_each_stage_after_the_upload() -> None:
     timings = [
-        request_timing(_out("a", T0 + 1, 10.0, 10.0, 11.0, 51.0)),
-        request_timing(_out("b", T0 + 2, 20.0, 21.0, 23.0, 62.0)),
-        request_timing(_out("c", T0 + 4, 30.0, 33.0, 36.0, 76.0)),
+        _queued_on_arrival(_out("a", T0 + 1, 10.0, 10.0, 11.0, 51.0)),
+        _queued_on_arrival(_out("b", T0 + 2, 20.0, 21.0, 23.0, 62.0)),
+        _queued_on_arrival(_out("c", T0 + 4, 30.0, 33.0, 36.0, 76.0)),
     ]
     s = summary([t for t in timings if t], T0)
     assert s["requests"] == 3
-    assert s["arrived"] == {"first": 1.0, "median": 2.0, "last": 4.0}
+    assert s["arrived"] == s["queued"] == {"first": 1.0, "median": 2.0, "last": 4.0}
     assert s["scheduled"] == {"first": 1.0, "median": 3.0, "last": 7.0}
     assert s["done"] == {"first": 42.0, "median": 44.0, "last": 50.0}
     assert (s["mean_wait_s"], s["mean_prefill_s"], s["mean_decode_s"]) == (1.33, 2.0, 39.67)
+    assert s["input_lag_s"] == {"mean": 0.0, "max": 0.0}
     assert "delivered" not in s  # the raw engine's outputs all come back when generate returns
     assert summary([], T0) == {}
 
 
-def test_summary_says_how_late_the_worker_got_each_output() -> None:
-    # The engine finished a at T0 + 42 and b at T0 + 44; the worker got them at T0 + 43 and T0 + 47.
-    done = [request_timing(_out("a", T0 + 1, 10.0, 10.0, 11.0, 51.0)),
-            request_timing(_out("b", T0 + 2, 20.0, 21.0, 23.0, 62.0))]  # fmt: skip
-    timings = [{**t, "delivered": T0 + at} for t, at in zip(done, (43.0, 47.0), strict=True) if t]
+def test_summary_tells_the_way_in_from_the_way_out() -> None:
+    # a reached the engine core 3 s after the front end took it (its tensors were in transit), and the
+    # engine finished it at T0 + 45, not T0 + 42 as its arrival would suggest; the worker got it at
+    # T0 + 46: 1 s on the way out, not 4. b: no lag in, 3 s out.
+    a = request_timing(_out("a", T0 + 1, 10.0, 10.0, 11.0, 51.0), clock=T0 + 4 - 10.0)
+    b = _queued_on_arrival(_out("b", T0 + 2, 20.0, 21.0, 23.0, 62.0))
+    timings = [{**t, "delivered": T0 + at} for t, at in ((a, 46.0), (b, 47.0)) if t]
     s = summary(timings, T0)
-    assert s["delivered"] == {"first": 43.0, "median": 47.0, "last": 47.0}
+    assert s["done"] == {"first": 44.0, "median": 45.0, "last": 45.0}
+    assert s["input_lag_s"] == {"mean": 1.5, "max": 3.0}
+    assert s["delivered"] == {"first": 46.0, "median": 47.0, "last": 47.0}
     assert s["delivery_lag_s"] == {"mean": 2.0, "max": 3.0}
+    # Lines logged before the engine's own clock was: from the arrival, as before.
+    old = [{k: v for k, v in t.items() if not k.endswith("_at")} for t in timings]
+    assert summary(old, T0)["delivery_lag_s"] == {"mean": 3.5, "max": 4.0}
 
 
 def test_the_worker_log_and_in_process_records_give_the_same_series() -> None:
@@ -71,7 +87,7 @@ def test_the_worker_log_and_in_process_records_give_the_same_series() -> None:
         "Engine 000: Avg prompt throughput: 40960.0 tokens/s, Avg generation throughput: 6144.5 tokens/s, "
         "Running: 256 reqs, Waiting: 12 reqs, GPU KV cache usage: 41.0%"
     )
-    timing = request_timing(_out("u1", T0 + 1, 5.0, 5.0, 6.0, 46.0))
+    timing = _queued_on_arrival(_out("u1", T0 + 1, 5.0, 5.0, 6.0, 46.0))
     log = "\n".join([
         "[2026-11-25 08:00:00,000: INFO/MainProcess] celery@gpu ready.",
         f"INFO {stamp}.250 [loggers.py:270] {line}",
@@ -90,16 +106,25 @@ def test_the_worker_log_and_in_process_records_give_the_same_series() -> None:
 
 
 def test_the_event_loops_lines_give_its_series_in_the_runs_window() -> None:
-    rec = {"at": T0 + 2.04, "lag_ms": 12.5, "loop_cpu": 0.61, "process_cpu": 1.8}
+    rec = {
+        "at": T0 + 2.04,
+        "lag_ms": 12.5,
+        "loop_cpu": 0.61,
+        "process_cpu": 1.8,
+        "inside": 512,
+        "waiting": 40,
+    }
     lines = [
         f"[2026-11-25 08:00:05,000: INFO/MainProcess] {LOOP} {json.dumps(rec)}",
         f"[2026-11-25 08:00:05,000: INFO/MainProcess] {LOOP} {json.dumps({**rec, 'at': T0 + 60})}",
         "[2026-11-25 08:00:05,000: INFO/MainProcess] something else",
     ]
-    assert loop_series(lines, T0, T0 + 10) == [[2.0, 12.5, 0.61, 1.8]]
+    assert loop_series(lines, T0, T0 + 10) == [[2.0, 12.5, 0.61, 1.8, 512, 40]]
     with Captured("workers.inference.vllm_engine") as cap:  # in process: vlmq's engine alone
         logging.getLogger("workers.inference.vllm_engine").info("%s %s", LOOP, json.dumps(rec))
-    assert loop_series([m for _, m in cap.lines], T0, T0 + 10) == [[2.0, 12.5, 0.61, 1.8]]
+    assert loop_series([m for _, m in cap.lines], T0, T0 + 10) == [[2.0, 12.5, 0.61, 1.8, 512, 40]]
+    old = {k: v for k, v in rec.items() if k not in ("inside", "waiting")}  # logged before the backlog was
+    assert loop_series([f"{LOOP} {json.dumps(old)}"], T0, T0 + 10) == [[2.0, 12.5, 0.61, 1.8, -1, -1]]
     assert not logging.getLogger("workers.inference.vllm_engine").handlers  # taken off again
 
 

@@ -74,15 +74,17 @@ class FakePrepService:
         return False
 
 
-def _run(pdf: bytes, batch_size: int = 2, ahead: int = 0, **fakes: Any) -> FakePrepService:
+def _run(
+    pdf: bytes, batch_size: int = 2, ahead: int = 0, first: int | None = None, **fakes: Any
+) -> FakePrepService:
     """``ahead`` 0 by default: each page stored before the next renders, so that what was stored when
-    a chunk went out is exact; the overlapped uploads (the default setting) are tested on their own."""
+    a chunk went out is exact; the overlapped uploads (the default setting) are tested on their own.
+    ``first``: the first chunk's pages (default ``batch_size``: every chunk the same size)."""
     store = MemoryStore()
     store.objects["in/doc.pdf"] = pdf
     service = FakePrepService(store, **fakes)
-    settings = Settings(
-        limits={"batch_size": batch_size}, media={"upload_pages_ahead": ahead}, _env_file=None
-    )  # type: ignore[call-arg]
+    limits = {"batch_size": batch_size, "first_chunk_pages": first or batch_size}
+    settings = Settings(limits=limits, media={"upload_pages_ahead": ahead}, _env_file=None)  # type: ignore[call-arg]
     prep.prepare(WorkerContext(settings, cast(JobService, service), store), service.item_id)
     return service
 
@@ -94,6 +96,24 @@ def test_the_first_batch_is_dispatched_before_the_last_page_is_rendered() -> Non
     # finish_prep records the last page with the source: the page count, and what went out already.
     assert service.finished == ([5], 5, [service.units[p] for p in (1, 2, 3, 4)])
     assert service.sent[2] == ([5], 5) and service.error is None
+
+
+def test_the_first_page_goes_alone_by_default_then_full_batches() -> None:
+    store = MemoryStore()
+    store.objects["in/doc.pdf"] = text_pdf(8)
+    service = FakePrepService(store)
+    settings = Settings(limits={"batch_size": 3}, media={"upload_pages_ahead": 0}, _env_file=None)  # type: ignore[call-arg]
+    assert settings.limits.first_chunk_pages == 1
+    prep.prepare(WorkerContext(settings, cast(JobService, service), store), service.item_id)
+    # Page 1 went to the GPU with one page stored; then 3 at a time; the last two with the source.
+    assert service.sent == [([1], 1), ([2, 3, 4], 4), ([5, 6, 7], 7), ([8], 8)]
+    assert service.finished is not None and service.finished[:2] == ([8], 8)
+
+
+@pytest.mark.parametrize("ahead", [1, 4])
+def test_a_first_chunk_larger_than_the_batch_is_capped_and_uploads_ahead_keep_it(ahead: int) -> None:
+    service = _run(text_pdf(7), batch_size=2, ahead=ahead, first=5)
+    assert [pages for pages, _ in service.sent] == [[1, 2], [3, 4], [5, 6], [7]]
 
 
 def test_the_document_granularity_still_makes_one_unit_at_the_end() -> None:
@@ -124,7 +144,8 @@ def test_a_transient_error_mid_stream_gives_the_source_back_for_a_retry(ahead: i
 
     service = FakePrepService(MemoryStore(fail=s3_down_at_page_3))
     service.store.objects["in/doc.pdf"] = text_pdf(5)
-    settings = Settings(limits={"batch_size": 2}, media={"upload_pages_ahead": ahead}, _env_file=None)  # type: ignore[call-arg]
+    limits = {"batch_size": 2, "first_chunk_pages": 2}
+    settings = Settings(limits=limits, media={"upload_pages_ahead": ahead}, _env_file=None)  # type: ignore[call-arg]
     with pytest.raises(RetryableError):
         prep.prepare(WorkerContext(settings, cast(JobService, service), service.store), service.item_id)
     # Pages 1-2 had gone out, however far ahead the uploads ran; the source is given back (its retry

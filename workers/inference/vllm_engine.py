@@ -3,8 +3,10 @@
 The AsyncLLM lives on its own asyncio loop in a daemon thread. ``generate`` (called from Celery task
 threads) submits every request of its batch to that loop and waits; since several task threads do
 this at once, the engine's continuous batching always has work from many batches, and no batch waits
-for another's slowest request. Tensor parallelism is a setting (1, 2, 4): vLLM starts its own worker
-processes, which is why the GPU worker must not run inside a prefork child.
+for another's slowest request. The engine holds at most ``Settings.engine_backlog`` requests at once
+(``workers.inference.backlog``); the task threads' other requests wait for a place, media fetched.
+Tensor parallelism is a setting (1, 2, 4): vLLM starts its own worker processes, which is why the GPU
+worker must not run inside a prefork child.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from PIL import Image
 
 from jobs.config import Settings
 from workers.inference import tensor_parallel
+from workers.inference.backlog import Backlog
 from workers.inference.budget import PassResult, generate_with_budget
 from workers.inference.engine import FinishReason, GenerationOutput, GenerationRequest, strip_stop
 from workers.inference.prompts import build_messages
@@ -38,19 +41,29 @@ def _media(req: GenerationRequest) -> dict[str, Any] | None:
     return {"image": list(req.images)} if req.images else None
 
 
-def request_timing(out: Any) -> dict[str, Any] | None:
-    """When vLLM's statistics are on: a finished request's path through the engine, as seconds after it
-    was queued in the engine core (``arrival``: the wall-clock time it was handed to the engine)."""
+def request_timing(out: Any, clock: float | None = None) -> dict[str, Any] | None:
+    """When vLLM's statistics are on: a finished request's path through the engine. ``arrival``: the
+    wall-clock time the front end took it; the rest as seconds after it was queued in the engine core
+    (``*_s``) and as wall-clock times (``*_at``). vLLM stamps those in the engine core with
+    ``time.monotonic()``, which on Linux is one clock for every process of the host: ``clock`` (wall
+    minus monotonic, taken here) turns them into wall-clock times, comparable with ``arrival`` and with
+    when the worker got the output. So the time a request took to reach the engine core (its image
+    tensors travel there) is told apart from the time its output took to come back."""
     m = getattr(out, "metrics", None)
     if m is None or not m.queued_ts:
         return None
+    clock = time.time() - time.monotonic() if clock is None else clock
 
     def after(ts: float) -> float | None:
         return round(ts - m.queued_ts, 4) if ts else None
 
+    def at(ts: float) -> float | None:
+        return round(ts + clock, 4) if ts else None
+
     return {
         "id": out.request_id, "arrival": m.arrival_time, "scheduled_s": after(m.scheduled_ts),
         "first_token_s": after(m.first_token_ts), "last_token_s": after(m.last_token_ts),
+        "queued_at": at(m.queued_ts), "first_token_at": at(m.first_token_ts), "done_at": at(m.last_token_ts),
         "prompt_tokens": len(out.prompt_token_ids or []), "output_tokens": m.num_generation_tokens,
     }  # fmt: skip
 
@@ -105,6 +118,7 @@ class VllmEngine:
         self._stats_task: Any = None
         self._vllm_ids: dict[str, set[str]] = {}  # request id -> its running vLLM request ids
         self._ids_lock = threading.Lock()
+        self._backlog = Backlog(settings.engine_backlog)
         self._processor = AutoProcessor.from_pretrained(m.path, local_files_only=True)
         self._tokenizer = self._processor.tokenizer
         self._loop = asyncio.new_event_loop()
@@ -137,8 +151,9 @@ class VllmEngine:
         """vLLM's throughput line every ``log_stats_seconds`` (its API server runs the same loop), and
         this loop's own line: how late the loop woke (``lag_ms``: it was busy, or waited for the GIL),
         the share of the interval its thread ran (``loop_cpu``: vLLM's output processing and the
-        requests' coroutines run there) and the CPU of the whole process, every thread (``process_cpu``,
-        in cores; vLLM's engine core is another process)."""
+        requests' coroutines run there), the CPU of the whole process, every thread (``process_cpu``,
+        in cores; vLLM's engine core is another process), and the backlog: requests holding a place
+        (``inside``) and waiting for one (``waiting``)."""
         wall, loop_cpu, cpu = time.monotonic(), time.thread_time(), time.process_time()
         while True:
             await asyncio.sleep(self._stats_seconds)
@@ -150,6 +165,7 @@ class VllmEngine:
                 "at": round(time.time(), 3), "lag_ms": round(lag * 1000, 1),
                 "loop_cpu": round((now_loop - loop_cpu) / span, 3),
                 "process_cpu": round((now_cpu - cpu) / span, 2),
+                "inside": self._backlog.inside, "waiting": self._backlog.waiting,
             }  # fmt: skip
             log.info("%s %s", LOOP, json.dumps(line))
             wall, loop_cpu, cpu = now, now_loop, now_cpu
@@ -169,6 +185,13 @@ class VllmEngine:
         return list(await asyncio.gather(*(self._one(r) for r in requests)))
 
     async def _one(self, req: GenerationRequest) -> GenerationOutput:
+        async with self._backlog.place(req.request_id) as go:
+            if go:
+                return await self._run(req)
+        # Its job stopped while it waited for a place: nothing was generated (as for an aborted request).
+        return GenerationOutput(req.request_id, "", 0, 0, "stop")
+
+    async def _run(self, req: GenerationRequest) -> GenerationOutput:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
@@ -226,10 +249,15 @@ class VllmEngine:
     def abort(self, request_ids: Sequence[str]) -> None:
         """Stop these requests now (their job was cancelled); called from the worker's heartbeat
         thread. vLLM finishes them as aborted, and the worker drops what they produced."""
+        self._call(self._abort(list(request_ids)))
+
+    async def _abort(self, request_ids: list[str]) -> None:
+        waiting = self._backlog.cancel(request_ids)  # not in the engine yet: dropped when their turn comes
         with self._ids_lock:
             ids = [v for r in request_ids for v in self._vllm_ids.get(r, ())]
         if ids:
-            self._call(self._llm.abort(ids))
+            await self._llm.abort(ids)
+        log.info("aborted %d engine requests, dropped %d waiting for a place", len(ids), waiting)
 
     async def _render(self, text: str, mm: dict[str, Any] | None) -> Any:
         """Prompt + media -> the engine's processed input, on vLLM's renderer thread pool (the same

@@ -1,0 +1,70 @@
+"""The engine's backlog (workers.inference.backlog): at most ``limit`` requests inside the engine, the
+rest waiting in arrival order, and a cancelled job's waiting requests dropped when their turn comes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from workers.inference.backlog import Backlog
+
+
+async def _requests(backlog: Backlog, ids: list[str], release: asyncio.Event, log: list[str]) -> list[bool]:
+    async def one(rid: str) -> bool:
+        async with backlog.place(rid) as go:
+            log.append(f"in {rid}")
+            if go:
+                await release.wait()
+            log.append(f"out {rid}")
+            return go
+
+    return list(await asyncio.gather(*(one(r) for r in ids)))
+
+
+def test_at_most_the_limit_is_inside_and_the_rest_go_in_in_arrival_order() -> None:
+    async def main() -> None:
+        backlog, release, log = Backlog(2), asyncio.Event(), []
+        run = asyncio.ensure_future(_requests(backlog, ["a", "b", "c", "d"], release, log))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert (backlog.inside, backlog.waiting) == (2, 2) and log == ["in a", "in b"]
+        release.set()
+        assert await run == [True] * 4
+        assert [x for x in log if x.startswith("in")] == ["in a", "in b", "in c", "in d"]
+        assert (backlog.inside, backlog.waiting) == (0, 0)
+
+    asyncio.run(main())
+
+
+def test_a_cancelled_request_that_waits_is_dropped_and_one_inside_is_left_to_the_engine() -> None:
+    async def main() -> None:
+        backlog, release, log = Backlog(1), asyncio.Event(), []
+        run = asyncio.ensure_future(_requests(backlog, ["a", "b", "c"], release, log))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        # a is inside (vLLM's abort stops it); b waits and is dropped; c was not cancelled.
+        assert backlog.cancel(["a", "b", "unknown"]) == 1
+        release.set()
+        assert await run == [True, False, True]
+        assert backlog.cancel(["b"]) == 0  # forgotten once it left: nothing leaks
+
+    asyncio.run(main())
+
+
+def test_two_requests_of_one_unit_waiting_are_both_dropped() -> None:
+    async def main() -> None:
+        backlog, release, log = Backlog(1), asyncio.Event(), []
+        run = asyncio.ensure_future(_requests(backlog, ["a", "u", "u"], release, log))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert backlog.cancel(["u"]) == 2
+        release.set()
+        assert await run == [True, False, False]
+
+    asyncio.run(main())
+
+
+def test_a_backlog_holds_at_least_one_request() -> None:
+    with pytest.raises(ValueError, match="at least one request"):
+        Backlog(0)
