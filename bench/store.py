@@ -1,0 +1,152 @@
+"""CPU a GPU worker spends on each page after the engine has answered: the result payload to S3, the
+result rows and states to Postgres, the page's source and job settled.
+
+    python -m bench.store [--docs 16] [--per-doc 8] [--batch 8] [--repeats 3]
+
+That work runs in the GPU worker's own process, beside vLLM's front end (its event loop delivers the
+engine's outputs), and mostly holds the GIL. When a job's last requests finish together, it is the
+job's tail: on the H200 (BENCHMARKS.md, session 5) 1.9 s from the engine's last token to the job's
+completion, for 256 pages. This measures it on any machine, against real services: a dev stack
+(embedded Postgres and Redis, moto's S3 server) is started, PDFs are uploaded through the API and
+prepared by the real prep code, and their pages go through ``workers.infer`` with an engine that
+answers at once with a 1,024-token-sized text. Thread CPU time is taken at the engine's answer and at
+the end of each batch. The first-chunk rule (``VLMQ_LIMITS__FIRST_CHUNK_PAGES``) is applied as prep
+applies it: each source's first page is a batch of its own.
+
+Prints one Markdown table row for BENCHMARKS.md: CPU ms per page after the engine (median of the
+repeats), and for the whole inference task (media fetch and decode included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import string
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from bench.pages import documents
+from workers.inference.engine import GenerationOutput, GenerationRequest
+from workers.inference.fake_engine import FakeEngine
+
+# About what GLM-4.1V's tokenizer makes of 1,024 tokens of English: 4 KB, reasoning and answer.
+_WORDS = "".join(random.Random(0).choices(string.ascii_lowercase + "     ", k=4096))
+TEXT = f"<think>{_WORDS[:2600]}</think><answer>{_WORDS[2600:]}</answer>"
+
+
+class AnsweringEngine(FakeEngine):
+    """Answers at once with a long well-formed text; records the thread's CPU time at each answer."""
+
+    def __init__(self) -> None:
+        super().__init__(latency=0.0)
+        self.answered_cpu: list[float] = []
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
+        outs = [GenerationOutput(r.request_id, TEXT, 1600, 1024, "stop") for r in requests]
+        self.answered_cpu.append(time.thread_time())
+        return outs
+
+
+@contextmanager
+def _stack() -> Iterator[object]:
+    """A dev stack and the worker context on it (the settings read from the stack's env)."""
+    from api.cli.devstack import DevStack
+    from jobs.config import Settings, get_settings
+    from migrations import upgrade
+    from workers import context
+
+    state = Path(tempfile.mkdtemp(prefix="vlmq-bench-store-"))
+    saved = dict(os.environ)
+    try:
+        with DevStack(Settings(_env_file=None, state_dir=state), state) as stack:  # type: ignore[call-arg]
+            os.environ.update({**stack.start(), "VLMQ_API__KEYS": "bench-key:bench"})
+            get_settings.cache_clear()
+            context.reset()
+            upgrade(os.environ["VLMQ_DB__URL"])
+            ctx = context.get_context()
+            try:
+                yield ctx
+            finally:  # its connections, before the stack's Postgres stops
+                ctx.service.sessions.kw["bind"].dispose()
+    finally:  # the process's settings as they were (a test runs this too)
+        os.environ.clear()
+        os.environ.update(saved)
+        get_settings.cache_clear()
+        context.reset()
+
+
+def _batches(ctx: object, docs: int, per_doc: int, batch: int, seed: int) -> list[list[uuid.UUID]]:
+    """Upload and prepare ``docs`` PDFs; their pages in inference batches as prep dispatches them."""
+    from fastapi.testclient import TestClient
+    from sqlalchemy import select
+
+    from api.app import create_app
+    from jobs.models import Item
+    from workers import prep
+
+    files = [
+        ("file", (f"d{i}.pdf", pdf, "application/pdf"))
+        for i, pdf in enumerate(documents(docs * per_doc, per_doc, seed))
+    ]
+    with TestClient(create_app(ctx.settings)) as client:  # type: ignore[attr-defined]
+        r = client.post("/v1/jobs", headers={"Authorization": "Bearer bench-key"}, files=files)
+        r.raise_for_status()
+        job_id = uuid.UUID(r.json()["id"])
+    with ctx.service.sessions() as s:  # type: ignore[attr-defined]
+        sources = list(s.scalars(select(Item.id).where(Item.job_id == job_id, Item.parent_id.is_(None))))
+        for source in sources:
+            prep.prepare(ctx, source)  # type: ignore[arg-type]
+        out = []
+        first = ctx.settings.limits.first_chunk_pages  # type: ignore[attr-defined]
+        for source in sources:
+            q = select(Item.id).where(Item.parent_id == source).order_by(Item.page)
+            pages = list(s.scalars(q))
+            out.append(pages[:first])
+            out += [pages[i : i + batch] for i in range(first, len(pages), batch)]
+        return [b for b in out if b]
+
+
+def run(docs: int, per_doc: int, batch: int, repeats: int) -> dict[str, float]:
+    from workers import infer
+
+    after, whole = [], []
+    with _stack() as ctx:
+        for rep in range(repeats + 1):  # the first round warms up (connections, statement caches)
+            batches = _batches(ctx, docs, per_doc, batch, seed=1000 * rep)
+            engine = AnsweringEngine()
+            spent_after = spent_whole = 0.0
+            for units in batches:
+                c0 = time.thread_time()
+                infer.infer(ctx, engine, units)  # type: ignore[arg-type]
+                c1 = time.thread_time()
+                spent_whole += c1 - c0
+                spent_after += c1 - engine.answered_cpu[-1]
+            pages = sum(map(len, batches))
+            if rep:
+                after.append(1000 * spent_after / pages)
+                whole.append(1000 * spent_whole / pages)
+    return {"after_ms": statistics.median(after), "whole_ms": statistics.median(whole), "pages": pages,
+            "batches": len(batches)}  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--docs", type=int, default=16)
+    ap.add_argument("--per-doc", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=3)
+    a = ap.parse_args()
+    r = run(a.docs, a.per_doc, a.batch, a.repeats)
+    print(f"| GPU worker's CPU per page after the engine ({r['pages']} pages in {r['batches']} batches) | "
+          f"**{r['after_ms']:.1f} ms** after the engine; {r['whole_ms']:.1f} ms for the whole task | "
+          f"`python -m bench.store --docs {a.docs} --per-doc {a.per_doc} --batch {a.batch}` |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

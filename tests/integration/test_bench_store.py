@@ -1,0 +1,20 @@
+"""The storage benchmark (bench/store.py) runs against real services (a dev stack: embedded Postgres and
+Redis, moto's S3 server) through the real prep and inference code, so a change that breaks it shows
+up in CI rather than when its figure is next wanted."""
+
+from __future__ import annotations
+
+import os
+
+from bench.store import TEXT, run
+from jobs.config import get_settings
+
+
+def test_the_storage_benchmark_stores_every_page_and_reports_cpu_per_page() -> None:
+    env = dict(os.environ)
+    r = run(docs=2, per_doc=5, batch=2, repeats=1)
+    # Each source: its first page alone, then pairs: [1], [2, 3], [4, 5].
+    assert (r["pages"], r["batches"]) == (10, 6)
+    assert 0 < r["after_ms"] < r["whole_ms"]
+    assert dict(os.environ) == env and get_settings().db.url == get_settings.__wrapped__().db.url
+    assert len(TEXT) > 4000 and "</think><answer>" in TEXT
