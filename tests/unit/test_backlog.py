@@ -22,12 +22,20 @@ async def _requests(backlog: Backlog, ids: list[str], release: asyncio.Event, lo
     return list(await asyncio.gather(*(one(r) for r in ids)))
 
 
+async def _started(
+    limit: int, ids: list[str]
+) -> tuple[Backlog, asyncio.Event, asyncio.Future[list[bool]], list[str]]:
+    """The requests under way: those that got a place hold it until ``release`` is set."""
+    backlog, release, log = Backlog(limit), asyncio.Event(), []
+    run = asyncio.ensure_future(_requests(backlog, ids, release, log))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    return backlog, release, run, log
+
+
 def test_at_most_the_limit_is_inside_and_the_rest_go_in_in_arrival_order() -> None:
     async def main() -> None:
-        backlog, release, log = Backlog(2), asyncio.Event(), []
-        run = asyncio.ensure_future(_requests(backlog, ["a", "b", "c", "d"], release, log))
-        for _ in range(5):
-            await asyncio.sleep(0)
+        backlog, release, run, log = await _started(2, ["a", "b", "c", "d"])
         assert (backlog.inside, backlog.waiting) == (2, 2) and log == ["in a", "in b"]
         release.set()
         assert await run == [True] * 4
@@ -39,10 +47,7 @@ def test_at_most_the_limit_is_inside_and_the_rest_go_in_in_arrival_order() -> No
 
 def test_a_cancelled_request_that_waits_is_dropped_and_one_inside_is_left_to_the_engine() -> None:
     async def main() -> None:
-        backlog, release, log = Backlog(1), asyncio.Event(), []
-        run = asyncio.ensure_future(_requests(backlog, ["a", "b", "c"], release, log))
-        for _ in range(5):
-            await asyncio.sleep(0)
+        backlog, release, run, _ = await _started(1, ["a", "b", "c"])
         # a is inside (vLLM's abort stops it); b waits and is dropped; c was not cancelled.
         assert backlog.cancel(["a", "b", "unknown"]) == 1
         release.set()
@@ -54,10 +59,7 @@ def test_a_cancelled_request_that_waits_is_dropped_and_one_inside_is_left_to_the
 
 def test_two_requests_of_one_unit_waiting_are_both_dropped() -> None:
     async def main() -> None:
-        backlog, release, log = Backlog(1), asyncio.Event(), []
-        run = asyncio.ensure_future(_requests(backlog, ["a", "u", "u"], release, log))
-        for _ in range(5):
-            await asyncio.sleep(0)
+        backlog, release, run, _ = await _started(1, ["a", "u", "u"])
         assert backlog.cancel(["u"]) == 2
         release.set()
         assert await run == [True, False, False]
