@@ -10,7 +10,9 @@ completion, for 256 pages. This measures it on any machine, against real service
 (embedded Postgres and Redis, moto's S3 server) is started, PDFs are uploaded through the API and
 prepared by the real prep code, and their pages go through ``workers.infer`` with an engine that
 answers at once with a 1,024-token-sized text. Thread CPU time is taken at the engine's answer and at
-the end of each batch. The first-chunk rule (``VLMQ_LIMITS__FIRST_CHUNK_PAGES``) is applied as prep
+the end of each batch, in the calling thread: with result writer processes
+(``VLMQ_MODEL__RESULT_WRITERS=2``, workers.writers), what is left in the worker's own process. The
+first-chunk rule (``VLMQ_LIMITS__FIRST_CHUNK_PAGES``) is applied as prep
 applies it: each source's first page is a batch of its own.
 
 Prints one Markdown table row for BENCHMARKS.md: CPU ms per page after the engine (median of the
@@ -115,12 +117,13 @@ def _batches(ctx: object, docs: int, per_doc: int, batch: int, seed: int) -> lis
 def run(docs: int, per_doc: int, batch: int, repeats: int) -> dict[str, float]:
     from workers import infer
 
-    after, whole = [], []
+    after, whole, wall = [], [], []
     with _stack() as ctx:
         for rep in range(repeats + 1):  # the first round warms up (connections, statement caches)
             batches = _batches(ctx, docs, per_doc, batch, seed=1000 * rep)
             engine = AnsweringEngine()
             spent_after = spent_whole = 0.0
+            w0 = time.perf_counter()
             for units in batches:
                 c0 = time.thread_time()
                 infer.infer(ctx, engine, units)  # type: ignore[arg-type]
@@ -131,8 +134,10 @@ def run(docs: int, per_doc: int, batch: int, repeats: int) -> dict[str, float]:
             if rep:
                 after.append(1000 * spent_after / pages)
                 whole.append(1000 * spent_whole / pages)
+                wall.append(1000 * (time.perf_counter() - w0) / pages)
     return {"after_ms": statistics.median(after), "whole_ms": statistics.median(whole), "pages": pages,
-            "batches": len(batches)}  # fmt: skip
+            "batches": len(batches), "wall_ms": statistics.median(wall),
+            "writers": ctx.settings.result_writers}  # type: ignore[attr-defined]  # fmt: skip
 
 
 def main() -> None:
@@ -143,8 +148,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args()
     r = run(a.docs, a.per_doc, a.batch, a.repeats)
-    print(f"| GPU worker's CPU per page after the engine ({r['pages']} pages in {r['batches']} batches) | "
-          f"**{r['after_ms']:.1f} ms** after the engine; {r['whole_ms']:.1f} ms for the whole task | "
+    print(f"| GPU worker's CPU per page after the engine ({r['pages']} pages in {r['batches']} batches, "
+          f"{r['writers']} result writers) | **{r['after_ms']:.1f} ms** after the engine; "
+          f"{r['whole_ms']:.1f} ms for the whole task; {r['wall_ms']:.1f} ms of wall time, "
+          "one batch after another | "
           f"`python -m bench.store --docs {a.docs} --per-doc {a.per_doc} --batch {a.batch}` |")  # fmt: skip
 
 

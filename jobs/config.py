@@ -80,6 +80,9 @@ class ModelSettings(BaseModel):
     # holds 15-30 MB of pixel patches in host memory); the task threads' other requests wait, media
     # fetched, for a place. 0, the default: twice max_num_seqs (Settings.engine_backlog).
     max_requests_in_engine: int = Field(default=0, ge=0)
+    # Processes beside a GPU worker that store its results (workers.writers), away from the engine's
+    # front end and its GIL. None, the default: 4 for the vLLM engine, 0 (the task itself) otherwise.
+    result_writers: int | None = Field(default=None, ge=0)
     # Written (JSON: engine, model, load seconds) once the engine is up and before tasks are taken.
     ready_file: str | None = None
     # vLLM engine: > 0 logs vLLM's throughput line (prompt and generation tokens/s, requests running and
@@ -267,6 +270,12 @@ class Settings(BaseSettings):
         1288-px page holds its pixel patches, 15-30 MB, in the engine process."""
         m = self.model
         return m.max_requests_in_engine or 2 * m.max_num_seqs
+
+    @property
+    def result_writers(self) -> int:
+        """Result writer processes a GPU worker starts (``model.result_writers``; see workers.writers)."""
+        m = self.model
+        return m.result_writers if m.result_writers is not None else (4 if m.engine == "vllm" else 0)
 
     @property
     def gpu_tasks(self) -> int:

@@ -37,7 +37,8 @@ VlmqError                     error
     ├── TransportError        transport_error: infrastructure unreachable; up to max_transport_attempts
     │   ├── StorageUnavailable    storage_unavailable
     │   └── DatabaseUnavailable   database_unavailable
-    └── EngineError           engine_error
+    ├── EngineError           engine_error
+    └── WriterLost            writer_lost: a result writer process died (killed, out of memory) mid-batch
 """
 
 from __future__ import annotations
@@ -214,3 +215,7 @@ class DatabaseUnavailable(TransportError):
 
 class EngineError(RetryableError):
     code = "engine_error"
+
+
+class WriterLost(RetryableError):
+    code = "writer_lost"

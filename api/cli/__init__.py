@@ -156,10 +156,21 @@ def _engine_pool() -> list[str]:
     from workers.context import get_context
 
     get_context()  # database pool and S3 client, before the task threads start
+    _start_writers()
     _write_ready_file(engine.name, engine.model_id, load_s)
     if engine.name == "vllm":
         return ["--pool=threads", f"--concurrency={get_settings().gpu_tasks}"]
     return ["--pool=solo"]
+
+
+def _start_writers() -> None:
+    """The result writer processes (workers.writers), started before the first batch needs them."""
+    from workers import writers
+
+    pool = writers.for_settings(get_settings())
+    if pool is not None:
+        pids = pool.start()
+        err.print(f"vlmq worker: {len(pids)} result writer processes ({', '.join(map(str, pids))})")
 
 
 def _write_ready_file(engine: str, model_id: str, load_s: float) -> None:

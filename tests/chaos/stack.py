@@ -39,6 +39,9 @@ FAST = {  # recovery on a test's time scale; RELIABILITY.md gives the production
     "VLMQ_MODEL__ENGINE": "fake",
     "VLMQ_MODEL__MODEL_ID": "fake-engine",
     "VLMQ_MODEL__FAKE_LATENCY_SECONDS": "0.05",
+    # The GPU worker stores results in writer processes, as a vLLM worker does by default: the kill,
+    # restart and outage tests go through them.
+    "VLMQ_MODEL__RESULT_WRITERS": "2",
     "VLMQ_LIMITS__BATCH_SIZE": "8",
     "VLMQ_LIMITS__RENDER_LONGEST_SIDE": "64",
     "VLMQ_QUEUE__LEASE_SECONDS": "5",
@@ -137,6 +140,7 @@ class Stack:
     def start_gpu_worker(self) -> ManagedProcess:
         proc = self.start("worker-gpu", "worker", "--queues", "gpu")
         wait_for_log(proc, "vlmq worker: engine", 120)
+        wait_for_log(proc, "result writer processes", 60)  # FAST's VLMQ_MODEL__RESULT_WRITERS
         return proc
 
     def _healthy(self) -> bool:

@@ -4,6 +4,7 @@ duplicates, nothing stuck, the job terminal (tests.chaos.checks). 200 items per 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 import uuid
@@ -60,6 +61,15 @@ def _prep_children(stack: Stack) -> list[int]:
     return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
+def _writers(stack: Stack) -> list[int]:
+    """The GPU worker's result writer processes, from its start line (workers.writers)."""
+    found = re.findall(
+        r"(\d+) result writer processes \(([\d, ]+)\)", stack.procs["worker-gpu"].log_tail(20000)
+    )
+    assert found, "the GPU worker started no result writers"
+    return [int(p) for p in found[-1][1].split(", ")]
+
+
 def _running(stack: Stack, job_id: str) -> set[str]:
     engine = create_engine(stack.db_url)
     try:
@@ -91,6 +101,7 @@ def test_kill_9_workers_mid_batch(stack: Stack) -> None:
         held.update(_kill_mid_batch(stack, job_id))
         for child in _prep_children(stack)[:1]:  # and one prep process, mid-task or between tasks
             os.kill(child, signal.SIGKILL)
+        os.kill(_writers(stack)[0], signal.SIGKILL)  # and a result writer of the new GPU worker
 
     figures = _run(stack, "kill -9 workers mid-batch", kill)
     assert figures.failures == 0

@@ -1,0 +1,60 @@
+"""Where an inference batch's units are claimed from and where their outcome goes (``Lane``): the job
+lane, which moves the units themselves, or jobs.reprocess's refresh lane."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Protocol
+
+from jobs.errors import VlmqError
+from jobs.service import JobService
+from jobs.work import UnitWork
+
+
+class Lane(Protocol):
+    """Where units are claimed from and their outcome goes. The job lane (below) moves the unit itself;
+    jobs.reprocess's refresh lane claims a reprocessing entry and leaves the unit's state alone.
+
+    ``leased``: the claim is the unit's own lease (renewed by a heartbeat) and the unit follows its job's
+    state (cancel, expiry). A refresh lane's units stay succeeded: nothing to renew or to stop."""
+
+    leased: bool
+
+    def claim(self, unit_ids: Sequence[uuid.UUID]) -> list[UnitWork]: ...
+
+    def complete(self, done: Sequence[tuple[UnitWork, dict[str, object]]]) -> None: ...
+
+    def fail(self, unit_ids: Sequence[uuid.UUID], error: VlmqError) -> None: ...
+
+    def give_back(self, unit_ids: Sequence[uuid.UUID], error: VlmqError) -> list[uuid.UUID]: ...
+
+    def settle(self, units: Sequence[UnitWork]) -> None: ...
+
+
+class JobLane:
+    """The normal path: units move ready -> running -> succeeded | failed, then their jobs finalize."""
+
+    leased = True
+
+    def __init__(self, service: JobService) -> None:
+        self.service = service
+
+    def claim(self, unit_ids: Sequence[uuid.UUID]) -> list[UnitWork]:
+        return self.service.claim_units(unit_ids)
+
+    def complete(self, done: Sequence[tuple[UnitWork, dict[str, object]]]) -> None:
+        self.service.complete_units(done)
+
+    def fail(self, unit_ids: Sequence[uuid.UUID], error: VlmqError) -> None:
+        self.service.fail_items(unit_ids, error)
+
+    def give_back(self, unit_ids: Sequence[uuid.UUID], error: VlmqError) -> list[uuid.UUID]:
+        return self.service.give_back(unit_ids, error)
+
+    def settle(self, units: Sequence[UnitWork]) -> None:
+        """Settle the sources of these pages (only those: see repository.settle_sources), and the jobs."""
+        for job_id in {u.job_id for u in units}:
+            self.service.finalize(
+                job_id, sorted({u.parent_id for u in units if u.job_id == job_id and u.parent_id})
+            )
