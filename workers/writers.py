@@ -62,8 +62,10 @@ class Writers:
         """Start every writer now and wait until each has its context: the worker's start pays for the
         spawn and the imports (about a second), not its first batches. Returns the writers' pids."""
         pool = self._executor()
-        barrier = [pool.submit(_pid) for _ in range(self.processes)]
-        return sorted({f.result() for f in barrier})
+        answered = {f.result() for f in [pool.submit(_pid) for _ in range(self.processes)]}
+        # Every process the pool spawned (one may have answered twice while another was starting):
+        # the executor's own table, a private attribute it has kept since Python 3.2.
+        return sorted(getattr(pool, "_processes", None) or answered)
 
     def finish(self, units: Sequence[UnitWork], answered: Sequence[Answered], engine: EngineFacts) -> None:
         """``results.finish`` for the job lane, in a writer; raises what it raised there."""
