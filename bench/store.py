@@ -1,7 +1,7 @@
 """CPU a GPU worker spends on each page after the engine has answered: the result payload to S3, the
 result rows and states to Postgres, the page's source and job settled.
 
-    python -m bench.store [--docs 16] [--per-doc 8] [--batch 8] [--repeats 3]
+    python -m bench.store [--docs 16] [--per-doc 8] [--repeats 3]
 
 That work runs in the GPU worker's own process, beside vLLM's front end (its event loop delivers the
 engine's outputs), and mostly holds the GIL. When a job's last requests finish together, it is the
@@ -11,9 +11,9 @@ completion, for 256 pages. This measures it on any machine, against real service
 prepared by the real prep code, and their pages go through ``workers.infer`` with an engine that
 answers at once with a 1,024-token-sized text. Thread CPU time is taken at the engine's answer and at
 the end of each batch, in the calling thread: with result writer processes
-(``VLMQ_MODEL__RESULT_WRITERS=2``, workers.writers), what is left in the worker's own process. The
-first-chunk rule (``VLMQ_LIMITS__FIRST_CHUNK_PAGES``) is applied as prep
-applies it: each source's first page is a batch of its own.
+(``VLMQ_MODEL__RESULT_WRITERS=2``, workers.writers), what is left in the worker's own process. The pages
+go in the batches prep itself dispatched (``VLMQ_LIMITS__BATCH_SIZE``, 8, and
+``VLMQ_LIMITS__FIRST_CHUNK_PAGES``, 1: each source's first page is a batch of its own).
 
 Prints one Markdown table row for BENCHMARKS.md: CPU ms per page after the engine (median of the
 repeats), and for the whole inference task (media fetch and decode included).
@@ -83,8 +83,22 @@ def _stack() -> Iterator[object]:
         context.reset()
 
 
-def _batches(ctx: object, docs: int, per_doc: int, batch: int, seed: int) -> list[list[uuid.UUID]]:
-    """Upload and prepare ``docs`` PDFs; their pages in inference batches as prep dispatches them."""
+class _Recorder:
+    """Stands in for the service's dispatcher while prep runs: the inference batches prep sends, kept
+    here (in prep's own grouping: each source's first page alone, then full batches) instead of queued."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[uuid.UUID]] = []
+
+    def prep(self, item_id: uuid.UUID, priority: str = "normal") -> None:
+        raise AssertionError("prep sends no prep messages")
+
+    def infer(self, unit_ids: Sequence[uuid.UUID], priority: str = "normal") -> None:
+        self.batches.append(list(unit_ids))
+
+
+def _batches(ctx: object, docs: int, per_doc: int, seed: int) -> list[list[uuid.UUID]]:
+    """Upload and prepare ``docs`` PDFs; their pages in the inference batches prep dispatched."""
     from fastapi.testclient import TestClient
     from sqlalchemy import select
 
@@ -100,27 +114,26 @@ def _batches(ctx: object, docs: int, per_doc: int, batch: int, seed: int) -> lis
         r = client.post("/v1/jobs", headers={"Authorization": "Bearer bench-key"}, files=files)
         r.raise_for_status()
         job_id = uuid.UUID(r.json()["id"])
-    with ctx.service.sessions() as s:  # type: ignore[attr-defined]
+    service = ctx.service  # type: ignore[attr-defined]
+    with service.sessions() as s:
         sources = list(s.scalars(select(Item.id).where(Item.job_id == job_id, Item.parent_id.is_(None))))
+    dispatcher, service.dispatcher = service.dispatcher, _Recorder()
+    try:
         for source in sources:
             prep.prepare(ctx, source)  # type: ignore[arg-type]
-        out = []
-        first = ctx.settings.limits.first_chunk_pages  # type: ignore[attr-defined]
-        for source in sources:
-            q = select(Item.id).where(Item.parent_id == source).order_by(Item.page)
-            pages = list(s.scalars(q))
-            out.append(pages[:first])
-            out += [pages[i : i + batch] for i in range(first, len(pages), batch)]
-        return [b for b in out if b]
+        return list(service.dispatcher.batches)
+    finally:
+        service.dispatcher = dispatcher
 
 
-def run(docs: int, per_doc: int, batch: int, repeats: int) -> dict[str, float]:
+def run(docs: int, per_doc: int, repeats: int) -> dict[str, float]:
+    """``VLMQ_LIMITS__BATCH_SIZE`` and ``..._FIRST_CHUNK_PAGES`` group the pages, as in prep."""
     from workers import infer
 
     after, whole, wall = [], [], []
     with _stack() as ctx:
         for rep in range(repeats + 1):  # the first round warms up (connections, statement caches)
-            batches = _batches(ctx, docs, per_doc, batch, seed=1000 * rep)
+            batches = _batches(ctx, docs, per_doc, seed=1000 * rep)
             engine = AnsweringEngine()
             spent_after = spent_whole = 0.0
             w0 = time.perf_counter()
@@ -144,15 +157,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--docs", type=int, default=16)
     ap.add_argument("--per-doc", type=int, default=8)
-    ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args()
-    r = run(a.docs, a.per_doc, a.batch, a.repeats)
+    r = run(a.docs, a.per_doc, a.repeats)
     print(f"| GPU worker's CPU per page after the engine ({r['pages']} pages in {r['batches']} batches, "
           f"{r['writers']} result writers) | **{r['after_ms']:.1f} ms** after the engine; "
           f"{r['whole_ms']:.1f} ms for the whole task; {r['wall_ms']:.1f} ms of wall time, "
           "one batch after another | "
-          f"`python -m bench.store --docs {a.docs} --per-doc {a.per_doc} --batch {a.batch}` |")  # fmt: skip
+          f"`python -m bench.store --docs {a.docs} --per-doc {a.per_doc}` |")  # fmt: skip
 
 
 if __name__ == "__main__":

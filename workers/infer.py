@@ -53,6 +53,7 @@ def run(
     units = lane.claim(unit_ids)
     if not units:
         return
+    facts = EngineFacts(engine.name, engine.model_id)
     try:
         if lane.leased:
             beat = Heartbeat(
@@ -61,14 +62,13 @@ def run(
                 ctx.settings.queue.heartbeat_seconds,
                 _aborter(engine, units),
             )
-            with beat:
+            with beat:  # stored while the heartbeat still renews the units' leases
                 answered = _run(
                     ctx, engine, lane, results.going_on(ctx, units), lambda: bool(beat.stopped_jobs)
                 )
-                _finish(ctx, lane, units, answered, EngineFacts(engine.name, engine.model_id), writer)
+                _finish(ctx, lane, units, answered, facts, writer)
         else:
-            answered = _run(ctx, engine, lane, units, lambda: False)
-            results.finish(ctx, lane, units, answered, EngineFacts(engine.name, engine.model_id))
+            _finish(ctx, lane, units, _run(ctx, engine, lane, units, lambda: False), facts, writer)
     except Exception as e:
         err = as_vlmq_error(e, EngineError)
         # give_back is a compare-and-set on running units: the ones already stored stay succeeded.

@@ -8,8 +8,8 @@ A new kind of input is one more entry in ``RENDERERS`` (and a rule in sniff).
 Pages stream to the GPU (granularity "page", the default): the first ``limits.first_chunk_pages`` (1)
 pages, then every ``limits.batch_size`` pages rendered and stored are recorded as units in their own
 short transaction and dispatched at once (``workers.chunks``), so a 300-page PDF's first pages are
-inferred while the rest are rendered. The
-rules when something breaks mid-stream (RELIABILITY.md, *Streaming prep*):
+inferred while the rest are rendered. The rules when something breaks mid-stream (RELIABILITY.md,
+*Streaming prep*):
 
 * transient (S3, database, broker): the source goes back to wait and its retry renders it again from
   the start; units made before are found, not added again, and only READY ones are sent again;

@@ -16,13 +16,13 @@ from sqlalchemy import select
 from api.app import create_app
 from jobs.config import Settings
 from jobs.errors import InvalidInput, StorageUnavailable
-from jobs.models import Item, Result
+from jobs.models import Result
 from jobs.service import build_service
 from jobs.status import ItemStatus
 from jobs.storage import BlobStore, result_key
 from tests.fakes import FakeEngine
-from tests.fixtures.make_fixtures import text_pdf
-from workers import infer, prep
+from tests.integration.prepared import page_units, prepared_pdf
+from workers import infer
 from workers.context import WorkerContext
 
 A = {"Authorization": "Bearer test-key"}
@@ -59,12 +59,6 @@ def client(settings: Settings) -> Iterator[TestClient]:
         yield c
 
 
-def _units(ctx: WorkerContext, job_id: uuid.UUID) -> list[Item]:
-    with ctx.service.sessions() as s:
-        q = select(Item).where(Item.job_id == job_id, Item.parent_id.is_not(None)).order_by(Item.page)
-        return list(s.scalars(q))
-
-
 def _results(ctx: WorkerContext, job_id: uuid.UUID) -> dict[uuid.UUID, list[Result]]:
     with ctx.service.sessions() as s:
         rows = s.scalars(select(Result).where(Result.job_id == job_id).order_by(Result.version))
@@ -81,14 +75,8 @@ def test_s3_failing_on_the_second_payload_keeps_the_first_and_gives_back_the_res
     store = FailingResultPut(service.store, nth=2)
     ctx = WorkerContext(settings, service, store)
     engine = FakeEngine(lambda r: f"<think>t</think><answer>{r.request_id}</answer>")
-    files = [("file", ("three.pdf", text_pdf(3, "batch-store"), "application/pdf"))]
-    r = client.post("/v1/jobs", headers=A, files=files)
-    assert r.status_code == 202, r.text
-    job_id = uuid.UUID(r.json()["id"])
-    with service.sessions() as s:
-        (source,) = s.scalars(select(Item.id).where(Item.job_id == job_id, Item.parent_id.is_(None)))
-    prep.prepare(ctx, source)
-    units = _units(ctx, job_id)
+    job_id = prepared_pdf(client, ctx, "batch-store", 3)
+    units = page_units(ctx, job_id)
     assert [u.status for u in units] == [ItemStatus.READY] * 3
     keys = {result_key(job_id, u.id, 1): u.id for u in units}
 
@@ -100,7 +88,7 @@ def test_s3_failing_on_the_second_payload_keeps_the_first_and_gives_back_the_res
     assert json.loads(store.get(store.result_puts[0]))["answer"] == str(written)
     with pytest.raises(InvalidInput):  # not in S3
         store.get(store.result_puts[1])
-    by_id = {u.id: u for u in _units(ctx, job_id)}
+    by_id = {u.id: u for u in page_units(ctx, job_id)}
     assert (by_id[written].status, by_id[written].attempts) == (ItemStatus.SUCCEEDED, 1)
     for other in set(by_id) - {written}:
         assert (by_id[other].status, by_id[other].attempts) == (ItemStatus.READY, 1)
@@ -124,7 +112,7 @@ def test_s3_failing_on_the_second_payload_keeps_the_first_and_gives_back_the_res
         (row,) = rows  # exactly once: one row, version 1, current
         assert (row.is_current, row.version, row.answer) == (True, 1, str(item_id))
         assert json.loads(store.get(row.payload_key or ""))["answer"] == str(item_id)
-    assert {u.id: u.attempts for u in _units(ctx, job_id)} == {
+    assert {u.id: u.attempts for u in page_units(ctx, job_id)} == {
         u: 1 if u == written else 2 for u in keys.values()
     }
     lines = [json.loads(x) for x in client.get(f"/v1/jobs/{job_id}/results", headers=A).text.splitlines()]

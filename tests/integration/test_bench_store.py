@@ -6,14 +6,19 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from bench.store import TEXT, run
 from jobs.config import get_settings
 
 
-def test_the_storage_benchmark_stores_every_page_and_reports_cpu_per_page() -> None:
+def test_the_storage_benchmark_stores_every_page_and_reports_cpu_per_page(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("VLMQ_LIMITS__BATCH_SIZE", "2")
     env = dict(os.environ)
-    r = run(docs=2, per_doc=5, batch=2, repeats=1)
-    # Each source: its first page alone, then pairs: [1], [2, 3], [4, 5].
+    r = run(docs=2, per_doc=5, repeats=1)
+    # The batches prep dispatched: each source's first page alone, then pairs: [1], [2, 3], [4, 5].
     assert (r["pages"], r["batches"]) == (10, 6)
     assert 0 < r["after_ms"] < r["whole_ms"]
     assert dict(os.environ) == env and get_settings().db.url == get_settings.__wrapped__().db.url

@@ -23,12 +23,10 @@ from jobs.models import Item, Job, Result
 from jobs.service import build_service
 from jobs.status import ItemStatus
 from tests.fakes import FakeEngine
-from tests.fixtures.make_fixtures import text_pdf
-from workers import infer, prep
+from tests.integration.prepared import page_units, prepared_pdf
+from workers import infer
 from workers.context import WorkerContext
 from workers.writers import Writers
-
-A = {"Authorization": "Bearer test-key"}
 
 
 @pytest.fixture
@@ -42,20 +40,8 @@ def _job(settings: Settings, pages: int, name: str) -> tuple[WorkerContext, uuid
     service = build_service(settings)
     ctx = WorkerContext(settings, service, service.store)
     with TestClient(create_app(settings)) as client:
-        files = [("file", (f"{name}.pdf", text_pdf(pages, name), "application/pdf"))]
-        r = client.post("/v1/jobs", headers=A, files=files)
-        assert r.status_code == 202, r.text
-    job_id = uuid.UUID(r.json()["id"])
-    with service.sessions() as s:
-        (source,) = s.scalars(select(Item.id).where(Item.job_id == job_id, Item.parent_id.is_(None)))
-    prep.prepare(ctx, source)
-    return ctx, job_id, _units(ctx, job_id)
-
-
-def _units(ctx: WorkerContext, job_id: uuid.UUID) -> list[Item]:
-    with ctx.service.sessions() as s:
-        q = select(Item).where(Item.job_id == job_id, Item.parent_id.is_not(None)).order_by(Item.page)
-        return list(s.scalars(q))
+        job_id = prepared_pdf(client, ctx, name, pages)
+    return ctx, job_id, page_units(ctx, job_id)
 
 
 def _engine() -> FakeEngine:
@@ -67,7 +53,7 @@ def test_a_writer_stores_the_batch_and_settles_the_job(settings: Settings, write
     (pid,) = writers.start()
     assert pid != os.getpid()
     infer.run(ctx, _engine(), infer.JobLane(ctx.service), [u.id for u in units], writers)
-    assert [u.status for u in _units(ctx, job_id)] == [ItemStatus.SUCCEEDED] * 3
+    assert [u.status for u in page_units(ctx, job_id)] == [ItemStatus.SUCCEEDED] * 3
     with ctx.service.sessions() as s:
         rows = list(s.scalars(select(Result).where(Result.job_id == job_id)))
         job = s.get(Job, job_id)
@@ -87,7 +73,7 @@ def test_an_error_in_the_writer_comes_back_as_itself_and_gives_the_units_back(
     writers.start()
     with pytest.raises(StorageUnavailable):
         infer.run(ctx, _engine(), infer.JobLane(ctx.service), [u.id for u in units], writers)
-    after = _units(ctx, job_id)
+    after = page_units(ctx, job_id)
     assert [(u.status, u.error_code) for u in after] == [(ItemStatus.READY, "storage_unavailable")] * 2
 
 
@@ -100,8 +86,10 @@ def test_a_killed_writer_fails_the_batch_as_writer_lost_and_the_next_gets_a_new_
     time.sleep(0.5)  # the pool's manager thread notices
     with pytest.raises(WriterLost):
         infer.run(ctx, _engine(), infer.JobLane(ctx.service), [u.id for u in units], writers)
-    assert [(u.status, u.error_code) for u in _units(ctx, job_id)] == [(ItemStatus.READY, "writer_lost")] * 2
+    assert [(u.status, u.error_code) for u in page_units(ctx, job_id)] == [
+        (ItemStatus.READY, "writer_lost")
+    ] * 2
     infer.run(ctx, _engine(), infer.JobLane(ctx.service), [u.id for u in units], writers)  # redelivered
-    assert [u.status for u in _units(ctx, job_id)] == [ItemStatus.SUCCEEDED] * 2
+    assert [u.status for u in page_units(ctx, job_id)] == [ItemStatus.SUCCEEDED] * 2
     (new_pid,) = writers.start()
     assert new_pid != pid
