@@ -17,6 +17,13 @@ go in the batches prep itself dispatched (``VLMQ_LIMITS__BATCH_SIZE``, 8, and
 
 Prints one Markdown table row for BENCHMARKS.md: CPU ms per page after the engine (median of the
 repeats), and for the whole inference task (media fetch and decode included).
+
+    python -m bench.store --tail [--docs 32]
+
+The job's tail itself, in wall time: every batch runs in a task thread of its own, as in the GPU
+worker, and the engine answers them all at once (the benchmark's 256 pages of 1,024 tokens end within
+a second of each other). Reported: seconds from that answer to the job's completion (the last batch
+stored, its sources and the job settled, the output files written), median of the repeats.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import random
 import statistics
 import string
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -53,6 +61,22 @@ class AnsweringEngine(FakeEngine):
         outs = [GenerationOutput(r.request_id, TEXT, 1600, 1024, "stop") for r in requests]
         self.answered_cpu.append(time.thread_time())
         return outs
+
+
+class TogetherEngine(AnsweringEngine):
+    """Answers only once all ``batches`` callers are waiting, all at once; records when (monotonic)."""
+
+    def __init__(self, batches: int) -> None:
+        super().__init__()
+        self.answered_at = 0.0
+        self._all_in = threading.Barrier(batches, action=self._stamp)
+
+    def _stamp(self) -> None:
+        self.answered_at = time.perf_counter()
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
+        self._all_in.wait(timeout=120)
+        return super().generate(requests)
 
 
 @contextmanager
@@ -153,12 +177,46 @@ def run(docs: int, per_doc: int, repeats: int) -> dict[str, float]:
             "writers": ctx.settings.result_writers}  # type: ignore[attr-defined]  # fmt: skip
 
 
+def tail(docs: int, per_doc: int, repeats: int) -> dict[str, float]:
+    """Seconds from one answer to every batch at once until the job is completed (see the module)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from jobs.models import Item, Job
+    from workers import infer
+
+    tails: list[float] = []
+    with _stack() as ctx:
+        for rep in range(repeats + 1):  # the first round warms up
+            batches = _batches(ctx, docs, per_doc, seed=1000 * rep)
+            engine = TogetherEngine(len(batches))
+            with ThreadPoolExecutor(len(batches)) as pool:
+                for f in [pool.submit(infer.infer, ctx, engine, units) for units in batches]:  # type: ignore[arg-type]
+                    f.result()
+            done = time.perf_counter()
+            with ctx.service.sessions() as s:  # type: ignore[attr-defined]
+                job = s.get(Item, batches[0][0]).job_id
+                status = s.get(Job, job).status
+            if status != "completed":
+                raise RuntimeError(f"the job ended {status}, not completed")
+            if rep:
+                tails.append(done - engine.answered_at)
+    return {"tail_s": statistics.median(tails), "pages": sum(map(len, batches)), "batches": len(batches),
+            "writers": ctx.settings.result_writers}  # type: ignore[attr-defined]  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--docs", type=int, default=16)
     ap.add_argument("--per-doc", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--tail", action="store_true", help="the job's tail in wall time (see the module)")
     a = ap.parse_args()
+    if a.tail:
+        t = tail(a.docs, a.per_doc, a.repeats)
+        print(f"| a job's tail: {t['pages']} pages in {t['batches']} batches answered at once, "
+              f"{t['writers']} result writers | **{t['tail_s']:.2f} s** to the job's completion | "
+              f"`python -m bench.store --tail --docs {a.docs} --per-doc {a.per_doc}` |")  # fmt: skip
+        return
     r = run(a.docs, a.per_doc, a.repeats)
     print(f"| GPU worker's CPU per page after the engine ({r['pages']} pages in {r['batches']} batches, "
           f"{r['writers']} result writers) | **{r['after_ms']:.1f} ms** after the engine; "

@@ -41,6 +41,9 @@ class S3Settings(BaseModel):
     access_key_id: str | None = None
     secret_access_key: SecretStr | None = None
     create_bucket: bool = True  # create the bucket at start when missing (dev, MinIO)
+    # A batch's result payloads are written this many at once (threads; the connection pool is sized
+    # to match). When a job's last pages finish together, its results wait on S3 round trips, not CPU.
+    put_concurrency: int = Field(default=8, ge=1, le=64)
 
 
 class ModelSettings(BaseModel):

@@ -350,9 +350,10 @@ class JobService:
             # ending together left a finished job running; only the sweeper would have ended it).
             repo.lock_job_finalize(s, job_id)
             repo.settle_sources(s, job_id, sources)
-            remaining = repo.open_items(s, job_id)
+            if repo.open_items(s, job_id):
+                return False
             job = repo.get_job(s, job_id)
-        if job is None or remaining or repo.job_is_terminal(job):
+        if job is None or repo.job_is_terminal(job):
             return False
         end = JobStatus.CANCELLED if job.status == JobStatus.CANCELLING else JobStatus.COMPLETED
         return self.close_job(job_id, end)

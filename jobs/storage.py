@@ -98,7 +98,10 @@ class S3BlobStore:
             aws_access_key_id=s3.access_key_id,
             aws_secret_access_key=secret,
             config=Config(
-                retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60
+                retries={"max_attempts": 3, "mode": "standard"},
+                connect_timeout=5,
+                read_timeout=60,
+                max_pool_connections=max(10, 2 * s3.put_concurrency),  # botocore's default is 10
             ),
         )
         self._create = s3.create_bucket

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,19 +49,45 @@ def finish(
     engine: EngineFacts,
 ) -> None:
     """Store ``answered`` and settle ``units`` (every unit the batch claimed). Units whose job stopped
-    meanwhile are cancelled (or failed ``expired``) instead, their outputs dropped. If a payload cannot
-    be written, the results before it are still stored and the error is raised (the caller gives the
-    rest back and settles)."""
+    meanwhile are cancelled (or failed ``expired``) instead, their outputs dropped. The payloads are
+    written ``s3.put_concurrency`` at once; if one cannot be written, the results whose payloads were
+    written are still stored and the first error is raised (the caller gives the rest back and settles)."""
     done_units = [a.unit for a in answered]
     live = {u.id for u in going_on(ctx, done_units)} if lane.leased else {u.id for u in done_units}
-    done: list[tuple[UnitWork, dict[str, object]]] = []
-    try:
-        for a in answered:
-            if a.unit.id in live:
-                done.append((a.unit, _store(ctx, engine, a)))
-    finally:  # one transaction for the batch; if a payload could not be written, those before it still go
-        lane.complete(done)
+    done, error = _store_all(ctx, engine, [a for a in answered if a.unit.id in live])
+    lane.complete(done)  # one transaction for the batch, for the payloads that were written
+    if error is not None:
+        raise error
     lane.settle(units)
+
+
+def _store_all(
+    ctx: WorkerContext, engine: EngineFacts, answered: Sequence[Answered]
+) -> tuple[list[tuple[UnitWork, dict[str, object]]], Exception | None]:
+    """Each payload written (several at once: each PUT is a round trip, and a batch's are independent),
+    in the batch's order: the rows for those written, and the first error."""
+    if len(answered) <= 1 or ctx.settings.s3.put_concurrency <= 1:
+        futures = [_now(_store, ctx, engine, a) for a in answered]
+    else:
+        with ThreadPoolExecutor(min(len(answered), ctx.settings.s3.put_concurrency)) as pool:
+            futures = [pool.submit(_store, ctx, engine, a) for a in answered]
+    done, error = [], None
+    for a, f in zip(answered, futures, strict=True):
+        if f.exception() is None:
+            done.append((a.unit, f.result()))
+        elif error is None:
+            error = f.exception()
+    return done, error  # type: ignore[return-value]
+
+
+def _now(fn: Callable[..., dict[str, object]], *args: object) -> Future[dict[str, object]]:
+    """``fn(*args)`` run here, as a settled future (the one-payload path takes no thread)."""
+    f: Future[dict[str, object]] = Future()
+    try:
+        f.set_result(fn(*args))
+    except Exception as e:
+        f.set_exception(e)
+    return f
 
 
 def going_on(ctx: WorkerContext, units: list[UnitWork]) -> list[UnitWork]:

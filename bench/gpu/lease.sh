@@ -46,6 +46,7 @@ start)
 set -x
 eval "\$(tail -1 /opt/setup.out)"
 export VLLM_CACHE_ROOT=/opt/vllm-cache PATH=/opt/vlmq/bin:\$PATH VLMQ_TEST_CACHE=/opt/models/cache
+export VLMQ_TEST_FULL_MODEL=$model VLMQ_TEST_FULL_QUANTIZATION=awq  # tests/gpu/test_full_model.py
 cd $repo
 nvidia-smi --query-gpu=name,memory.total --format=csv
 $( [ "$tp" -gt 1 ] && echo "python3 -m bench.gpu.run raw --model /opt/models/glm-awq --quantization awq --tp $tp --sizes 8 --out $work/g128.jsonl > $work/raw-g128.log 2>&1" )
