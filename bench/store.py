@@ -9,9 +9,10 @@ job's tail: on the H200 (BENCHMARKS.md, session 5) 1.9 s from the engine's last 
 completion, for 256 pages. This measures it on any machine, against real services: a dev stack
 (embedded Postgres and Redis, moto's S3 server) is started, PDFs are uploaded through the API and
 prepared by the real prep code, and their pages go through ``workers.infer`` with an engine that
-answers at once with a 1,024-token-sized text. Thread CPU time is taken at the engine's answer and at
-the end of each batch, in the calling thread: with result writer processes
-(``VLMQ_MODEL__RESULT_WRITERS=2``, workers.writers), what is left in the worker's own process. The pages
+answers at once with a 1,024-token-sized text. The process's CPU time (every thread: the payloads are
+written from several, ``VLMQ_S3__PUT_CONCURRENCY``) is taken at the engine's answer and at the end of
+each batch, one batch at a time: with result writer processes (``VLMQ_MODEL__RESULT_WRITERS=2``,
+workers.writers), what is left in the worker's own process. The pages
 go in the batches prep itself dispatched (``VLMQ_LIMITS__BATCH_SIZE``, 8, and
 ``VLMQ_LIMITS__FIRST_CHUNK_PAGES``, 1: each source's first page is a batch of its own).
 
@@ -51,7 +52,7 @@ TEXT = f"<think>{_WORDS[:2600]}</think><answer>{_WORDS[2600:]}</answer>"
 
 
 class AnsweringEngine(FakeEngine):
-    """Answers at once with a long well-formed text; records the thread's CPU time at each answer."""
+    """Answers at once with a long well-formed text; records the process CPU time at each answer."""
 
     def __init__(self) -> None:
         super().__init__(latency=0.0)
@@ -59,7 +60,7 @@ class AnsweringEngine(FakeEngine):
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
         outs = [GenerationOutput(r.request_id, TEXT, 1600, 1024, "stop") for r in requests]
-        self.answered_cpu.append(time.thread_time())
+        self.answered_cpu.append(time.process_time())
         return outs
 
 
@@ -162,9 +163,9 @@ def run(docs: int, per_doc: int, repeats: int) -> dict[str, float]:
             spent_after = spent_whole = 0.0
             w0 = time.perf_counter()
             for units in batches:
-                c0 = time.thread_time()
+                c0 = time.process_time()
                 infer.infer(ctx, engine, units)  # type: ignore[arg-type]
-                c1 = time.thread_time()
+                c1 = time.process_time()
                 spent_whole += c1 - c0
                 spent_after += c1 - engine.answered_cpu[-1]
             pages = sum(map(len, batches))
