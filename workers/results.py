@@ -7,10 +7,11 @@ the GPU worker can do this work (``workers.writers``) as well as the worker's ow
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,28 +67,22 @@ def _store_all(
 ) -> tuple[list[tuple[UnitWork, dict[str, object]]], Exception | None]:
     """Each payload written (several at once: each PUT is a round trip, and a batch's are independent),
     in the batch's order: the rows for those written, and the first error."""
-    if len(answered) <= 1 or ctx.settings.s3.put_concurrency <= 1:
-        futures = [_now(_store, ctx, engine, a) for a in answered]
-    else:
-        with ThreadPoolExecutor(min(len(answered), ctx.settings.s3.put_concurrency)) as pool:
-            futures = [pool.submit(_store, ctx, engine, a) for a in answered]
-    done, error = [], None
-    for a, f in zip(answered, futures, strict=True):
-        if f.exception() is None:
-            done.append((a.unit, f.result()))
-        elif error is None:
-            error = f.exception()
-    return done, error  # type: ignore[return-value]
+    store = functools.partial(_try_store, ctx, engine)
+    threads = min(len(answered), ctx.settings.s3.put_concurrency)
+    if threads > 1:
+        with ThreadPoolExecutor(threads) as pool:
+            outcomes = list(pool.map(store, answered))
+    else:  # one payload (a first page, an image): no thread
+        outcomes = [store(a) for a in answered]
+    done = [(a.unit, o) for a, o in zip(answered, outcomes, strict=True) if not isinstance(o, Exception)]
+    return done, next((o for o in outcomes if isinstance(o, Exception)), None)
 
 
-def _now(fn: Callable[..., dict[str, object]], *args: object) -> Future[dict[str, object]]:
-    """``fn(*args)`` run here, as a settled future (the one-payload path takes no thread)."""
-    f: Future[dict[str, object]] = Future()
+def _try_store(ctx: WorkerContext, engine: EngineFacts, a: Answered) -> dict[str, object] | Exception:
     try:
-        f.set_result(fn(*args))
-    except Exception as e:
-        f.set_exception(e)
-    return f
+        return _store(ctx, engine, a)
+    except Exception as e:  # the others of the batch are still written; the first error is raised after
+        return e
 
 
 def going_on(ctx: WorkerContext, units: list[UnitWork]) -> list[UnitWork]:
