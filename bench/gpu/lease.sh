@@ -54,7 +54,7 @@ python3 -m bench.gpu.run raw --model $model --quantization awq --tp $tp --sizes 
 python3 -m bench.gpu.run system --model $model --quantization awq --tp $tp --sizes $sizes ${nice:+--prep-nice $nice} $profile --out $work/bench.jsonl > $work/system.log 2>&1
 $( [ "$tp" -gt 1 ] && echo "python3 -m bench.gpu.run system --model $model --quantization awq --gpu-workers $tp --sizes $sizes --out $work/bench.jsonl > $work/system-dp.log 2>&1" )
 ${alone:+python3 -m bench.gpu.run engine --model $model --quantization awq --pages $alone --out $work/bench.jsonl > $work/engine.log 2>&1}
-${tests:+python3 -m pytest $tests -W default -p no:cacheprovider -x -q -rA > $work/tests.log 2>&1}
+${tests:+python3 -m pytest $tests -W default -p no:cacheprovider -q -rA > $work/tests.log 2>&1}
 echo done > $work/finished
 RUN
   rm -f $work/finished
@@ -64,9 +64,10 @@ RUN
 poll)
   date
   for f in driver raw-g128 raw system system-dp engine tests; do
-    [ -f $work/$f.log ] && { echo "== $f"; grep -v "^\s*$" $work/$f.log | grep -E "RESULT|\[system|passed|failed|Error|error|^\+" | tail -n 8 | cut -c1-400; }
+    # A log with no matching line yet (grep: status 1) must not end the poll before the copy below.
+    [ -f $work/$f.log ] && { echo "== $f"; grep -v "^\s*$" $work/$f.log | grep -E "RESULT|\[system|passed|failed|Error|error|^\+" | tail -n 8 | cut -c1-400 || true; }
   done
-  [ -f $work/finished ] && echo FINISHED
   if [ -n "${OUT:-}" ]; then cp $work/*.log $work/*.jsonl $work/*.pyspy.* "$OUT"/ 2>/dev/null || true; fi
+  if [ -f $work/finished ]; then echo FINISHED; fi
   ;;
 esac

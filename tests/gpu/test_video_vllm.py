@@ -43,13 +43,18 @@ def model_dir() -> Path:
 def llm(model_dir: Path) -> Iterator[object]:
     from vllm import LLM
 
-    engine = LLM(
-        model=str(model_dir),
-        limit_mm_per_prompt={"image": 1, "video": 1},
-        max_model_len=4096,
-        gpu_memory_utilization=0.3,
-        seed=0,
-    )
+    # Spawned, never forked: in a pytest process that has already used torch (the taught model is built
+    # here), vLLM's forked engine core failed in session 7's lease ("Cannot re-initialize CUDA in
+    # forked subprocess"). VllmEngine asks for spawn the same way.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
+        engine = LLM(
+            model=str(model_dir),
+            limit_mm_per_prompt={"image": 1, "video": 1},
+            max_model_len=4096,
+            gpu_memory_utilization=0.3,
+            seed=0,
+        )
     yield engine
     del engine
 
