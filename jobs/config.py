@@ -41,8 +41,9 @@ class S3Settings(BaseModel):
     access_key_id: str | None = None
     secret_access_key: SecretStr | None = None
     create_bucket: bool = True  # create the bucket at start when missing (dev, MinIO)
-    # A batch's result payloads are written this many at once (threads; the connection pool is sized
-    # to match). When a job's last pages finish together, its results wait on S3 round trips, not CPU.
+    # S3 writes at once: a batch's result payloads (threads; the connection pool is sized to match) and
+    # an upload's files in the API. When a job's last pages finish together, its results wait on S3
+    # round trips, not CPU; so does a many-file upload before its job exists.
     put_concurrency: int = Field(default=8, ge=1, le=64)
 
 

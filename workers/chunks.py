@@ -35,11 +35,16 @@ class Chunks:
     dispatched: list[uuid.UUID] = field(default_factory=list)
     pending: list[PreparedUnit] = field(default_factory=list)
 
+    @property
+    def first_pages(self) -> int:
+        """Pages in the first chunk."""
+        return self.size if self.first is None else self.first
+
     def add(self, unit: PreparedUnit) -> None:
         self.pending.append(unit)
         self.pages += 1
         recorded = self.pages - len(self.pending)  # 0: this is the first chunk
-        if len(self.pending) >= (self.size if recorded or self.first is None else self.first):
+        if len(self.pending) >= (self.size if recorded else self.first_pages):
             self.flush()
 
     def flush(self) -> None:

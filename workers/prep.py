@@ -21,7 +21,8 @@ inferred while the rest are rendered. The rules when something breaks mid-stream
 
 While a page renders, the pages before it may still be uploading (``workers.uploads``, at most
 ``VLMQ_MEDIA__UPLOAD_PAGES_AHEAD``, 4): a page is recorded, in page order, only once its image and text
-layer are stored.
+layer are stored. The first chunk's last page is the exception to the overlap: its upload is waited for
+before the next page renders, so the source's first chunk reaches the GPU one page's rendering sooner.
 """
 
 from __future__ import annotations
@@ -121,8 +122,11 @@ def _prepare(ctx: WorkerContext, work: PrepWork, chunks: Chunks) -> list[Prepare
         return [_document(ctx, sha, opts, made, [_store_page(ctx, sha, opts, p) for p in made])]
     uploads = Uploads(ctx.settings.media.upload_pages_ahead)  # the next page renders while these store
     try:
-        for page in pages:
-            for unit in uploads.submit(functools.partial(_store_page, ctx, sha, opts, page)):
+        for n, page in enumerate(pages, 1):
+            # The first chunk's last page is waited for: the chunk then goes to the GPU as soon as it
+            # is stored, not one page's rendering later (the GPU may be idle waiting for it).
+            store = functools.partial(_store_page, ctx, sha, opts, page)
+            for unit in uploads.submit(store, wait=n == chunks.first_pages):
                 chunks.add(unit)
         for unit in uploads.drain():
             chunks.add(unit)

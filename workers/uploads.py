@@ -38,16 +38,18 @@ class Uploads:
         self._pending: deque[Future[PreparedUnit]] = deque()
         self._failed = False  # an upload failed: no later page is handed on (close waits for them)
 
-    def submit(self, store: Callable[[], PreparedUnit]) -> Iterator[PreparedUnit]:
+    def submit(self, store: Callable[[], PreparedUnit], wait: bool = False) -> Iterator[PreparedUnit]:
         """Store one page: iterate the result (``for unit in uploads.submit(...)``). It yields the
         oldest pages first while ``ahead`` are in flight (waiting for them), starts this one, then
-        yields those stored meanwhile, all in page order. ``ahead`` 0: the page is stored here."""
+        yields those stored meanwhile, all in page order. ``wait``: this page and those before it are
+        all yielded, once stored (the caller needs this page now, not after rendering the next).
+        ``ahead`` 0: the page is stored here."""
         if self.ahead == 0:
             yield store()
             return
         yield from self._ready(lambda: len(self._pending) >= self.ahead)
         self._pending.append(_executor(self.ahead).submit(store))
-        yield from self._ready(lambda: self._pending[0].done())
+        yield from self._ready(lambda: wait or self._pending[0].done())
 
     def drain(self) -> Iterator[PreparedUnit]:
         """Every page still in flight, once stored, in order."""

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
+import anyio
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -157,8 +158,7 @@ async def _from_upload(request: Request, service: JobService, settings: Settings
         files = [f for f in form.getlist("file") if isinstance(f, UploadFile)]
         if not files:
             raise InvalidInput("multipart upload needs at least one 'file' part")
-        seen: set[str] = set()
-        items = [await _store_upload(f, service, tenant, limit, seen) for f in files]
+        items = await _store_uploads(files, service, tenant, limit, settings.s3.put_concurrency)
         options, prompt = form.get("options"), form.get("prompt")
     try:
         opts = json.loads(options) if isinstance(options, str) and options else {}
@@ -168,16 +168,44 @@ async def _from_upload(request: Request, service: JobService, settings: Settings
     return _parse(JobCreate, body)
 
 
-async def _store_upload(
-    f: UploadFile, service: JobService, tenant: str, limit: int, seen: set[str]
-) -> dict[str, str]:
+async def _store_uploads(
+    files: list[UploadFile], service: JobService, tenant: str, limit: int, concurrency: int
+) -> list[dict[str, str]]:
+    """The files stored in S3 ``concurrency`` at once (``VLMQ_S3__PUT_CONCURRENCY``), as items in upload
+    order. Each PUT is a round trip: 32 PDFs one after another took 0.15-0.26 s against moto on the
+    development machine, and S3 across a network takes tens of milliseconds a PUT. At most
+    ``concurrency`` files are read into memory at once. The first error (a file over the limit, S3
+    down) is raised as itself; the other uploads are stopped (content-addressed: any stored is harmless)."""
+    seen: set[str] = set()
+    names = [_custom_id(f.filename or "upload", seen) for f in files]
+    uris = [""] * len(files)
+    limiter = anyio.CapacityLimiter(concurrency)
+
+    async def store(i: int, f: UploadFile) -> None:
+        async with limiter:
+            uris[i] = await _store_upload(f, service, tenant, limit)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for i, f in enumerate(files):
+                tg.start_soon(store, i, f)
+    except BaseExceptionGroup as group:  # the task group's wrapping, off: the error handlers see the error
+        raise _first(group) from None
+    return [{"custom_id": n, "uri": u} for n, u in zip(names, uris, strict=True)]
+
+
+def _first(group: BaseExceptionGroup) -> BaseException:
+    e = group.exceptions[0]
+    return _first(e) if isinstance(e, BaseExceptionGroup) else e
+
+
+async def _store_upload(f: UploadFile, service: JobService, tenant: str, limit: int) -> str:
     data = await f.read()
     if len(data) > limit:
         raise SourceTooLarge(f"{f.filename}: {len(data)} bytes; the limit is {limit}")
-    name = f.filename or "upload"
-    key = upload_key(tenant, data, name)
+    key = upload_key(tenant, data, f.filename or "upload")
     await run_in_threadpool(service.store.put, key, data, f.content_type or "application/octet-stream")
-    return {"custom_id": _custom_id(name, seen), "uri": f"s3://{service.store.bucket}/{key}"}
+    return f"s3://{service.store.bucket}/{key}"
 
 
 def _custom_id(filename: str, seen: set[str]) -> str:

@@ -138,6 +138,51 @@ def test_upload_over_limit_is_413(settings: Settings, monkeypatch: pytest.Monkey
     assert r.json()["error"]["code"] == "source_too_large"
 
 
+def test_an_uploads_files_are_stored_several_at_once_and_each_item_points_at_its_own(
+    client: TestClient, settings: Settings
+) -> None:
+    """Stored ``VLMQ_S3__PUT_CONCURRENCY`` at once (8 here, 20 files): the items keep the upload's
+    order, and each one's object holds that file's bytes."""
+    from sqlalchemy import select
+
+    from jobs.db import session_factory
+    from jobs.models import Item
+
+    datas = [b"%PDF-1.7 file " + bytes(str(i), "ascii") * (i + 1) for i in range(20)]
+    files = [("file", (f"d{i}.pdf", d, "application/pdf")) for i, d in enumerate(datas)]
+    r = client.post("/v1/jobs", files=files, headers=A)
+    assert r.status_code == 202, r.text
+    with session_factory(settings)() as s:
+        items = s.scalars(select(Item).where(Item.job_id == uuid.UUID(r.json()["id"]))).all()
+    store, prefix = S3BlobStore(settings), f"s3://{settings.s3.bucket}/"
+    by_name = {i.custom_id: i.uri for i in items}
+    assert sorted(by_name) == sorted(f"d{i}.pdf" for i in range(20))
+    for i, data in enumerate(datas):
+        uri = by_name[f"d{i}.pdf"]
+        assert uri is not None and uri.startswith(prefix)
+        assert store.get(uri.removeprefix(prefix)) == data
+
+
+def test_one_file_over_the_limit_among_many_refuses_the_upload_naming_it(settings: Settings) -> None:
+    limited = settings.model_copy(
+        update={"limits": settings.limits.model_copy(update={"max_upload_bytes": 100})}
+    )
+    from sqlalchemy import func, select
+
+    from jobs.db import session_factory
+    from jobs.models import Item
+
+    tag = uuid.uuid4().hex[:8]
+    files = [("file", (f"{tag}-{i}.pdf", b"%PDF-1.7 small", "application/pdf")) for i in range(12)]
+    files.insert(7, ("file", ("big.pdf", b"%PDF" + b"x" * 500, "application/pdf")))
+    with TestClient(create_app(limited)) as c:
+        r = c.post("/v1/jobs", files=files, headers=A)
+    assert r.status_code == 413
+    assert r.json()["error"]["code"] == "source_too_large" and "big.pdf" in r.json()["error"]["message"]
+    with session_factory(settings)() as s:  # no job was made of the others
+        assert s.scalar(select(func.count()).where(Item.custom_id.like(f"{tag}-%"))) == 0
+
+
 def test_unknown_job_is_404(client: TestClient) -> None:
     r = client.get(f"/v1/jobs/{uuid.uuid4()}/results", headers=A)
     assert r.status_code == 404

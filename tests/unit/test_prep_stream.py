@@ -4,6 +4,7 @@ mid-stream ends as RELIABILITY.md says (*Streaming prep*)."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -114,6 +115,34 @@ def test_the_first_page_goes_alone_by_default_then_full_batches() -> None:
 def test_a_first_chunk_larger_than_the_batch_is_capped_and_uploads_ahead_keep_it(ahead: int) -> None:
     service = _run(text_pdf(7), batch_size=2, ahead=ahead, first=5)
     assert [pages for pages, _ in service.sent] == [[1, 2], [3, 4], [5, 6], [7]]
+
+
+@pytest.mark.parametrize("first", [1, 3])
+def test_the_first_chunk_goes_out_before_the_next_page_renders_while_uploads_overlap(
+    first: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With uploads overlapping the rendering (the default), a page is handed on once stored, which for
+    later pages is when the next page has rendered. The first chunk's last page is waited for instead:
+    the GPU gets the source's first chunk one page's rendering sooner."""
+    events: list[str] = []
+    render = prep.iter_source
+
+    def rendering(data: bytes, opts: Any) -> Any:
+        for page in render(data, opts):
+            events.append(f"rendered {page.page}")
+            yield page
+
+    put = MemoryStore.put
+
+    def slow_put(self: MemoryStore, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.02)  # an S3 round trip: the upload is still going on when the next page could render
+        return put(self, *args, **kwargs)
+
+    monkeypatch.setattr(prep, "iter_source", rendering)
+    monkeypatch.setattr(MemoryStore, "put", slow_put)
+    monkeypatch.setattr(FakePrepService, "infer", lambda self, ids, priority="normal": events.append("sent"))
+    _run(text_pdf(6), batch_size=3, ahead=4, first=first)
+    assert events[: first + 1] == [*(f"rendered {n}" for n in range(1, first + 1)), "sent"]
 
 
 def test_the_document_granularity_still_makes_one_unit_at_the_end() -> None:

@@ -69,3 +69,11 @@ def test_ahead_zero_stores_each_page_before_returning() -> None:
     uploads = Uploads(ahead=0)
     assert [u.page for u in uploads.submit(_page(1, log=stored))] == [1] and stored == [1]
     assert list(uploads.drain()) == []
+
+
+def test_wait_hands_on_this_page_and_those_before_it_once_stored() -> None:
+    """What prep asks for the first chunk's last page: that page now, not after the next renders."""
+    uploads = Uploads(ahead=4)
+    assert list(uploads.submit(_page(1, 0.1))) == []  # still uploading: handed on later
+    assert [u.page for u in uploads.submit(_page(2, 0.1), wait=True)] == [1, 2]  # both, once stored
+    assert list(uploads.drain()) == []
