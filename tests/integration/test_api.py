@@ -126,11 +126,14 @@ def test_multipart_upload_stores_files_first(client: TestClient, settings: Setti
     assert [line for line in lines if '"custom_id":"scan_one.pdf-2"' in line]
 
 
-def test_upload_over_limit_is_413(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    limited = settings.model_copy(
-        update={"limits": settings.limits.model_copy(update={"max_upload_bytes": 100})}
+def _upload_limit(settings: Settings, max_bytes: int) -> Settings:
+    return settings.model_copy(
+        update={"limits": settings.limits.model_copy(update={"max_upload_bytes": max_bytes})}
     )
-    with TestClient(create_app(limited)) as c:
+
+
+def test_upload_over_limit_is_413(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    with TestClient(create_app(_upload_limit(settings, 100))) as c:
         r = c.post(
             "/v1/jobs", files=[("file", ("big.pdf", b"%PDF" + b"x" * 500, "application/pdf"))], headers=A
         )
@@ -164,9 +167,6 @@ def test_an_uploads_files_are_stored_several_at_once_and_each_item_points_at_its
 
 
 def test_one_file_over_the_limit_among_many_refuses_the_upload_naming_it(settings: Settings) -> None:
-    limited = settings.model_copy(
-        update={"limits": settings.limits.model_copy(update={"max_upload_bytes": 100})}
-    )
     from sqlalchemy import func, select
 
     from jobs.db import session_factory
@@ -175,7 +175,7 @@ def test_one_file_over_the_limit_among_many_refuses_the_upload_naming_it(setting
     tag = uuid.uuid4().hex[:8]
     files = [("file", (f"{tag}-{i}.pdf", b"%PDF-1.7 small", "application/pdf")) for i in range(12)]
     files.insert(7, ("file", ("big.pdf", b"%PDF" + b"x" * 500, "application/pdf")))
-    with TestClient(create_app(limited)) as c:
+    with TestClient(create_app(_upload_limit(settings, 100))) as c:
         r = c.post("/v1/jobs", files=files, headers=A)
     assert r.status_code == 413
     assert r.json()["error"]["code"] == "source_too_large" and "big.pdf" in r.json()["error"]["message"]
