@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from jobs.config import Settings
 from jobs.storage import S3BlobStore
+from tests.integration import with_limits
 
 A = {"Authorization": "Bearer test-key"}
 B = {"X-API-Key": "other-key"}
@@ -126,14 +127,8 @@ def test_multipart_upload_stores_files_first(client: TestClient, settings: Setti
     assert [line for line in lines if '"custom_id":"scan_one.pdf-2"' in line]
 
 
-def _upload_limit(settings: Settings, max_bytes: int) -> Settings:
-    return settings.model_copy(
-        update={"limits": settings.limits.model_copy(update={"max_upload_bytes": max_bytes})}
-    )
-
-
 def test_upload_over_limit_is_413(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    with TestClient(create_app(_upload_limit(settings, 100))) as c:
+    with TestClient(create_app(with_limits(settings, max_upload_bytes=100))) as c:
         r = c.post(
             "/v1/jobs", files=[("file", ("big.pdf", b"%PDF" + b"x" * 500, "application/pdf"))], headers=A
         )
@@ -175,7 +170,7 @@ def test_one_file_over_the_limit_among_many_refuses_the_upload_naming_it(setting
     tag = uuid.uuid4().hex[:8]
     files = [("file", (f"{tag}-{i}.pdf", b"%PDF-1.7 small", "application/pdf")) for i in range(12)]
     files.insert(7, ("file", ("big.pdf", b"%PDF" + b"x" * 500, "application/pdf")))
-    with TestClient(create_app(_upload_limit(settings, 100))) as c:
+    with TestClient(create_app(with_limits(settings, max_upload_bytes=100))) as c:
         r = c.post("/v1/jobs", files=files, headers=A)
     assert r.status_code == 413
     assert r.json()["error"]["code"] == "source_too_large" and "big.pdf" in r.json()["error"]["message"]

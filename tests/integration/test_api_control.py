@@ -19,13 +19,10 @@ from pydantic import SecretStr
 from api.app import create_app
 from api.cli.devstack import free_port
 from jobs.config import Settings
+from tests.integration import with_limits
 
 A = {"Authorization": "Bearer test-key"}
 B = {"Authorization": "Bearer other-key"}
-
-
-def _limited(settings: Settings, **limits: int) -> Settings:
-    return settings.model_copy(update={"limits": settings.limits.model_copy(update=limits)})
 
 
 def _body(settings: Settings, n: int = 1) -> dict[str, object]:
@@ -54,7 +51,7 @@ def test_cancel_and_retry_endpoints(client: TestClient, settings: Settings) -> N
 def test_tenant_limits_answer_429_with_a_clear_body(settings: Settings) -> None:
     tenant = f"limits-{uuid.uuid4().hex[:6]}"
     keys = SecretStr(f"{tenant}-key:{tenant},other-{tenant}:other-{tenant}")
-    busy = _limited(settings, max_active_jobs_per_tenant=2, max_active_items_per_tenant=5)
+    busy = with_limits(settings, max_active_jobs_per_tenant=2, max_active_items_per_tenant=5)
     busy = busy.model_copy(update={"api": busy.api.model_copy(update={"keys": keys})})
     me, other = {"X-API-Key": f"{tenant}-key"}, {"X-API-Key": f"other-{tenant}"}
     with TestClient(create_app(busy)) as c:
@@ -97,7 +94,7 @@ def test_a_chunked_upload_is_cut_off_while_it_streams(settings: Settings) -> Non
     """No Content-Length: the server answers 413 once the limit is crossed, long before the body ends."""
     limit, chunk, total = 1 << 20, 64 << 10, 64 << 20
     with (
-        _server(_limited(settings, max_request_bytes=limit)) as port,
+        _server(with_limits(settings, max_request_bytes=limit)) as port,
         socket.create_connection(("127.0.0.1", port)) as sock,
     ):
         head = (

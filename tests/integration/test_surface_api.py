@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from api.app import create_app
 from jobs.config import Settings
 from jobs.storage import S3BlobStore
+from tests.integration import with_limits
 
 A = {"Authorization": "Bearer test-key"}
 
@@ -83,9 +84,7 @@ def test_batch_create_refusals(client: TestClient, body: dict[str, str], status:
 
 
 def test_file_upload_limit_and_cancel_of_a_failed_batch(settings: Settings) -> None:
-    small = settings.model_copy(
-        update={"limits": settings.limits.model_copy(update={"max_upload_bytes": 400})}
-    )
+    small = with_limits(settings, max_upload_bytes=400)
     with TestClient(create_app(small)) as c:
         big = c.post(
             "/v1/files", files={"file": ("a.jsonl", b"x" * 1000)}, data={"purpose": "batch"}, headers=A
