@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from api import errors
 from api.auth import load_keys
+from api.limits import BodyLimit
 from api.routes import batches, files, health, jobs, metrics, ui
 from jobs.batches import BatchService
 from jobs.config import Settings, get_settings
@@ -37,6 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics.state_registry(app.state.service, settings)
     app.state.api_keys, app.state.dev_key = load_keys(settings)
     errors.install(app)
+    app.add_middleware(BodyLimit, settings=settings)
     logging.getLogger("vlmq").info(
         "api: database %s, redis %s, s3 %s", settings.db.url, settings.redis.url, settings.s3.endpoint_url
     )

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import hmac
 import os
+import re
 import secrets
 from pathlib import Path
 
 from jobs.config import Settings
 
 DEV_TENANT = "dev"
+# A tenant's name is part of its storage prefix (uploads/TENANT/): no "/" (tenant "a" must not own the
+# prefix of tenant "a/b"), nothing S3 or a shell would read otherwise; the tenant columns hold 64.
+TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 def dev_key_path(settings: Settings) -> Path:
@@ -35,6 +39,11 @@ def parse_keys(raw: str) -> dict[str, str]:
         key, sep, tenant = pair.partition(":")
         if not sep or not key or not tenant:
             raise ValueError("VLMQ_API__KEYS must be comma-separated key:tenant pairs")
+        if not TENANT_NAME.match(tenant):
+            raise ValueError(
+                f"VLMQ_API__KEYS: tenant {tenant!r} is not a valid name (letters, digits, '.', '_', '-'; "
+                "at most 64; no '/')"
+            )
         keys[key] = tenant
     return keys
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from jobs import errors as e
 
 STATUS: list[tuple[type[e.VlmqError], int]] = [  # first match wins: subclasses before their parents
     (e.Unauthorized, 401),
+    (e.Forbidden, 403),
     (e.NotFound, 404),
     (e.Conflict, 409),
     (e.TenantLimitExceeded, 429),
@@ -45,6 +47,23 @@ async def _validation(_: Request, err: Exception) -> JSONResponse:
     return JSONResponse(error_body("invalid_request", "request failed validation", details=details), 422)
 
 
+# Starlette's own answers (an unknown route, a method a route does not take, a multipart body that does
+# not parse, a body over its limit: api.limits) in the same shape.
+HTTP_CODES = {400: "invalid_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
+              413: "source_too_large", 415: "unsupported_media_type"}  # fmt: skip
+
+
+async def _http(request: Request, err: Exception) -> JSONResponse:
+    assert isinstance(err, HTTPException)
+    code = getattr(err, "code", None) or HTTP_CODES.get(err.status_code, "http_error")
+    message = str(err.detail)
+    if err.status_code in (404, 405) and message in ("Not Found", "Method Not Allowed"):
+        what = "no such route" if err.status_code == 404 else "method not allowed"
+        message = f"{what}: {request.method} {request.url.path}"
+    return JSONResponse(error_body(code, message), status_code=err.status_code, headers=err.headers)
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(e.VlmqError, _domain)
     app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(HTTPException, _http)

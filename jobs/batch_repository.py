@@ -24,7 +24,38 @@ def insert_file(s: Session, values: dict[str, Any]) -> None:
 
 
 def get_file(s: Session, tenant: str, file_id: str) -> File | None:
-    return s.scalar(select(File).where(File.id == file_id, File.tenant == tenant))
+    return s.scalar(select(File).where(File.id == file_id, File.tenant == tenant, File.deleted_at.is_(None)))
+
+
+def list_files(
+    s: Session, tenant: str, purpose: str | None, after: str | None, limit: int, newest_first: bool
+) -> list[File]:
+    """The tenant's files in creation order (newest first by default); ``after`` is the last id of the
+    previous page (a cursor, as OpenAI's)."""
+    q = select(File).where(File.tenant == tenant, File.deleted_at.is_(None))
+    if purpose:
+        q = q.where(File.purpose == purpose)
+    key = tuple_(File.created_at, File.id)
+    if after:
+        row = s.execute(
+            select(File.created_at, File.id).where(File.id == after, File.tenant == tenant)
+        ).first()
+        if row is not None:
+            at = tuple_(row.created_at, row.id)
+            q = q.where(key < at if newest_first else key > at)
+    order = (File.created_at.desc(), File.id.desc()) if newest_first else (File.created_at, File.id)
+    return list(s.scalars(q.order_by(*order).limit(limit)))
+
+
+def delete_file(s: Session, tenant: str, file_id: str) -> str | None:
+    """Mark the tenant's file deleted; its S3 key, or None when there is no such file."""
+    stmt = (
+        update(File)
+        .where(File.id == file_id, File.tenant == tenant, File.deleted_at.is_(None))
+        .values(deleted_at=func.now())
+        .returning(File.key)
+    )
+    return s.scalar(stmt)
 
 
 def get_batch(s: Session, tenant: str | None, batch_id: str) -> Batch | None:

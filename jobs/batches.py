@@ -15,24 +15,27 @@ files (deterministic ids and keys, so a takeover after a crash rewrites the same
 from __future__ import annotations
 
 import contextlib
+import logging
 import secrets
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import IO, Any
 
 from pydantic import ValidationError
 from sqlalchemy import func
 
 from jobs import batch_repository as brepo
 from jobs import openai_batch as ob
-from jobs.errors import Conflict, InvalidInput, NotFound, PermanentError, VlmqError
+from jobs.errors import Conflict, ForbiddenUri, InvalidInput, NotFound, PermanentError, VlmqError
 from jobs.models import Batch, File
 from jobs.schemas import ItemIn, JobCreate, JobOptions, JobOut
 from jobs.service import JobService
 from jobs.status import JobStatus
-from jobs.storage import upload_key
+from jobs.storage import sha256_hex, upload_key
+from jobs.uris import UriPolicy
 
+log = logging.getLogger(__name__)
 INPUT_PURPOSE = "batch"
 OUTPUT_PURPOSE = "batch_output"
 FINALIZE_TAKEOVER = timedelta(minutes=5)  # a finalizing batch untouched this long lost its process
@@ -56,20 +59,47 @@ class BatchService:
 
     # -- files ---------------------------------------------------------------------------------------
 
-    def upload(self, tenant: str, filename: str, purpose: str, data: bytes) -> dict[str, Any]:
+    def upload(self, tenant: str, filename: str, purpose: str, f: IO[bytes], size: int) -> dict[str, Any]:
+        """Store an input file streamed from ``f`` (S3 multipart: never whole in memory)."""
         if purpose != INPUT_PURPOSE:
             raise InvalidInput(f"purpose must be {INPUT_PURPOSE!r}: this server runs batch files only")
-        return self._save_file(tenant, f"file-{secrets.token_hex(12)}", filename, purpose, data)
+        file_id = f"file-{secrets.token_hex(12)}"
+        self.store.put_file(_file_key(tenant, file_id), f, "application/jsonl")
+        return self._record_file(tenant, file_id, filename, purpose, size)
 
     def _save_file(
         self, tenant: str, file_id: str, filename: str, purpose: str, data: bytes
     ) -> dict[str, Any]:
-        key = f"files/{tenant}/{file_id}"
-        self.store.put(key, data, "application/jsonl")
+        self.store.put(_file_key(tenant, file_id), data, "application/jsonl")
+        return self._record_file(tenant, file_id, filename, purpose, len(data))
+
+    def _record_file(
+        self, tenant: str, file_id: str, filename: str, purpose: str, size: int
+    ) -> dict[str, Any]:
         values = {"id": file_id, "tenant": tenant, "purpose": purpose, "filename": filename[:255]}
         with self.sessions() as s, s.begin():
-            brepo.insert_file(s, {**values, "bytes": len(data), "key": key})
+            brepo.insert_file(s, {**values, "bytes": size, "key": _file_key(tenant, file_id)})
         return self.file(tenant, file_id)
+
+    def list_files(
+        self, tenant: str, purpose: str | None, after: str | None, limit: int, newest_first: bool
+    ) -> tuple[list[dict[str, Any]], bool]:
+        with self.sessions() as s:
+            rows = brepo.list_files(s, tenant, purpose, after, limit + 1, newest_first)
+        return [_file_object(f) for f in rows[:limit]], len(rows) > limit
+
+    def delete_file(self, tenant: str, file_id: str) -> dict[str, Any]:
+        """Gone from every read at once; its bytes after the commit (an S3 error then leaves an object
+        no one can name, never a listed file without content)."""
+        with self.sessions() as s, s.begin():
+            key = brepo.delete_file(s, tenant, file_id)
+        if key is None:
+            raise NotFound(f"file {file_id} not found")
+        try:
+            self.store.delete(key)
+        except VlmqError:
+            log.warning("file %s: its object %s was not deleted from S3", file_id, key, exc_info=True)
+        return {"id": file_id, "object": "file", "deleted": True}
 
     def _file_row(self, tenant: str, file_id: str) -> File:
         with self.sessions() as s:
@@ -79,18 +109,7 @@ class BatchService:
         return row
 
     def file(self, tenant: str, file_id: str) -> dict[str, Any]:
-        f = self._file_row(tenant, file_id)
-        return {
-            "id": f.id,
-            "object": "file",
-            "bytes": f.bytes,
-            "created_at": _ts(f.created_at),
-            "filename": f.filename,
-            "purpose": f.purpose,
-            "status": "processed",
-            "expires_at": None,
-            "status_details": None,
-        }
+        return _file_object(self._file_row(tenant, file_id))
 
     def file_content(self, tenant: str, file_id: str) -> bytes:
         return self.store.get(self._file_row(tenant, file_id).key)
@@ -126,7 +145,7 @@ class BatchService:
         except Exception as e:
             # Never leave a batch validating: it fails with the reason; a transient cause is raised too.
             err = e if isinstance(e, VlmqError) else VlmqError(f"{type(e).__name__}: {e}")
-            values = {"errors": [{"code": err.code, "message": str(err)}], "failed_at": func.now()}
+            values = {"errors": [ob.LineError(err.code, str(err)).batch_error()], "failed_at": func.now()}
             self._move(batch_id, ("validating",), "failed", values)
             if not isinstance(e, PermanentError):
                 raise
@@ -152,10 +171,12 @@ class BatchService:
         self._move(batch_id, ("validating",), "in_progress", {**values, "in_progress_at": func.now()})
 
     def _items(self, tenant: str, parsed: ob.ParsedFile) -> tuple[list[ItemIn], list[ob.LineError]]:
-        """One item per valid request; a request whose image cannot be used is rejected alone."""
+        """One item per valid request; a request that cannot run (its image not allowed or not usable,
+        a parameter the batch cannot honour) goes to the error file alone, and the others run."""
         items: list[ItemIn] = []
         rejected = list(parsed.rejected)
         temperature = next((r.temperature for r in parsed.requests if r.temperature is not None), None)
+        policy = UriPolicy.from_settings(self.settings)
         for r in parsed.requests:
             try:
                 if r.temperature is not None and r.temperature != temperature:
@@ -163,7 +184,11 @@ class BatchService:
                         f"temperature {r.temperature} differs from the batch's {temperature}: "
                         "a batch runs as one job with one temperature"
                     )
+                if r.image_uri is not None:
+                    policy.check(r.image_uri, tenant)
                 items.append(ItemIn(custom_id=r.custom_id, uri=self._image_uri(tenant, r), prompt=r.prompt))
+            except ForbiddenUri as e:
+                rejected.append(ob.LineError(e.code, str(e), r.line, "image_url", r.custom_id))
             except (InvalidInput, ValidationError) as e:
                 message = e.errors()[0]["msg"] if isinstance(e, ValidationError) else str(e)
                 rejected.append(ob.LineError("invalid_request", message, r.line, None, r.custom_id))
@@ -171,12 +196,9 @@ class BatchService:
 
     def _image_uri(self, tenant: str, r: ob.ParsedRequest) -> str:
         if r.image_data is None:
-            uri = r.image_uri or ""
-            if uri.startswith("s3://") and uri[5:].partition("/")[0] != self.store.bucket:
-                raise InvalidInput(f"image_url {uri}: only the bucket {self.store.bucket!r} is allowed")
-            return uri
-        name = f"{r.custom_id.replace('/', '_')}.{_EXTS.get(r.image_type or '', 'bin')}"
-        key = upload_key(tenant, r.image_data, name)
+            return r.image_uri or ""
+        name = f"image.{_EXTS.get(r.image_type or '', 'bin')}"  # the custom_id never goes into a key
+        key = upload_key(tenant, sha256_hex(r.image_data), name)
         self.store.put(key, r.image_data, r.image_type or "application/octet-stream")
         return f"s3://{self.store.bucket}/{key}"
 
@@ -264,9 +286,7 @@ class BatchService:
         self._save_file(b.tenant, err_id, f"{b.id}_error.jsonl", OUTPUT_PURPOSE, rejected + ob.jsonl(bad))
         values = {"output_file_id": out_id, "error_file_id": err_id, f"{final}_at": func.now()}
         if final == "failed" and job is not None:
-            values["errors"] = [
-                {"code": "job_failed", "message": job.error or "the job failed", "param": None}
-            ]
+            values["errors"] = [ob.LineError("job_failed", job.error or "the job failed").batch_error()]
         self._move(b.id, ("finalizing",), final, values)
 
     def _render(self, b: Batch, job: JobOut | None) -> dict[str, Any]:
@@ -301,6 +321,24 @@ _STAMPS = (
     "cancelling",
     "cancelled",
 )
+
+
+def _file_key(tenant: str, file_id: str) -> str:
+    return f"files/{tenant}/{file_id}"
+
+
+def _file_object(f: File) -> dict[str, Any]:
+    return {
+        "id": f.id,
+        "object": "file",
+        "bytes": f.bytes,
+        "created_at": _ts(f.created_at),
+        "filename": f.filename,
+        "purpose": f.purpose,
+        "status": "processed",
+        "expires_at": None,
+        "status_details": None,
+    }
 
 
 def _derived_id(batch_id: str, kind: str) -> str:

@@ -164,15 +164,34 @@ class QueueSettings(BaseModel):
 
 
 class InputSettings(BaseModel):
-    """Which input URIs a job may name. s3:// in the allowed buckets (empty: the configured bucket);
-    https:// only when listed in ``allowed_schemes``, and then never to a loopback, link-local or
-    private address (every address the host resolves to, redirects included) unless allowed."""
+    """Which input URIs a job may name (the rule is jobs.uris.UriPolicy; SECURITY.md says why).
+
+    s3://: a tenant may name its own uploads (``s3://BUCKET/uploads/TENANT/...``) and what ``grants``
+    gives it; the server's own prefixes (uploads of others, files, media, results, job outputs) are
+    never reachable by naming them. https:// only when listed in ``allowed_schemes``, and then never to a
+    loopback, link-local or private address (every address the host resolves to, redirects included)
+    unless ``allow_private_addresses`` is set."""
 
     allowed_schemes: list[str] = Field(default_factory=lambda: ["s3"])
-    allowed_buckets: list[str] = Field(default_factory=list)
+    # Tenant (or "*" for every tenant) -> the s3:// buckets or prefixes it may name, e.g.
+    # VLMQ_INPUTS__GRANTS='{"acme": ["s3://acme-corpus/"], "*": ["s3://vlmq/shared/"]}'.
+    grants: dict[str, list[str]] = Field(default_factory=dict)
     allow_private_addresses: bool = False
     https_timeout_seconds: float = 30.0
     max_redirects: int = 5
+
+    @field_validator("grants")
+    @classmethod
+    def _grant_form(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        for tenant, prefixes in v.items():
+            for p in prefixes:
+                if not p.startswith("s3://") or not p[5:].partition("/")[0]:
+                    raise ValueError(
+                        f"grant {p!r} for {tenant!r}: expected s3://bucket/ or s3://bucket/prefix"
+                    )
+                if any(seg in (".", "..") for seg in p[5:].split("/")):
+                    raise ValueError(f"grant {p!r} for {tenant!r}: '.' and '..' segments are not allowed")
+        return v
 
 
 class MediaSettings(BaseModel):
@@ -225,6 +244,9 @@ class ApiSettings(BaseModel):
     # "key:tenant" pairs, comma separated; empty means a development key is made and printed.
     keys: SecretStr | None = None
     base_url: str | None = None  # what the CLI talks to; default http://host:port
+    # The bearer token a scraper sends for the API's /metrics (counts over every tenant). Unset: /metrics
+    # is refused; a tenant's API key never opens it.
+    metrics_token: SecretStr | None = None
 
 
 class MetricsSettings(BaseModel):

@@ -4,7 +4,7 @@ VlmqError                     error
 ├── PermanentError            permanent_error: bad input or a state retrying cannot fix; never retried
 │   ├── InvalidInput          invalid_input
 │   │   ├── PromptMediaLimit      prompt_media_limit: more media in one prompt than GLM-4.1V takes
-│   │   └── ForbiddenUri          forbidden_uri: scheme, bucket or address not allowed (jobs.uris)
+│   │   └── ForbiddenUri          forbidden_uri: scheme, object or address not allowed to the tenant (jobs.uris)
 │   ├── MediaError            media_error
 │   │   ├── CorruptMedia          corrupt_media
 │   │   │   └── CorruptVideo          corrupt_video: unreadable, truncated, not a video, crashed the decoder
@@ -28,6 +28,7 @@ VlmqError                     error
 │   ├── NotFound              not_found
 │   ├── Conflict              conflict
 │   ├── Unauthorized          unauthorized
+│   ├── Forbidden             forbidden: a known caller, not allowed there (/metrics without its token)
 │   ├── TenantLimitExceeded   tenant_limit_exceeded: too many unfinished jobs or items (HTTP 429)
 │   ├── InvalidTransition     invalid_transition
 │   ├── Expired               expired: the job passed its expiry time before this item finished
@@ -179,6 +180,12 @@ class Conflict(PermanentError):
 
 class Unauthorized(PermanentError):
     code = "unauthorized"
+
+
+class Forbidden(PermanentError):
+    """Known caller, not allowed here (e.g. /metrics without its scrape token)."""
+
+    code = "forbidden"
 
 
 class TenantLimitExceeded(PermanentError):

@@ -211,6 +211,8 @@ class File(Base):
     bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
     key: Mapped[str] = mapped_column(Text, nullable=False)
     created_at: Mapped[datetime] = _created()
+    # Deleted by its tenant: gone from reads and S3; the row stays while a batch names it as its input.
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Batch(Base):

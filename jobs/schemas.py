@@ -11,7 +11,25 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from jobs import pagerange, presets
 
-CUSTOM_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@+=-]{0,254}$"
+# Any string, as OpenAI takes it ("req 1", unicode, slashes), up to the items column's 255 characters.
+# It is kept safe where it is used by encoding it (JSON, HTML escaping, repr in messages and logs, never
+# in an S3 key), not by refusing it. Only what Postgres text cannot hold is refused: NUL, and lone
+# surrogates (not UTF-8).
+CUSTOM_ID_MAX = 255
+
+
+def check_custom_id(v: str) -> str:
+    if not v:
+        raise ValueError("custom_id must not be empty")
+    if len(v) > CUSTOM_ID_MAX:
+        raise ValueError(f"custom_id is {len(v)} characters; at most {CUSTOM_ID_MAX}")
+    if "\x00" in v:
+        raise ValueError("custom_id must not contain NUL (U+0000)")
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError("custom_id must be valid Unicode (it holds a lone surrogate)") from e
+    return v
 
 
 Task = Literal["caption", "ocr", "qa", "grounding"]
@@ -60,7 +78,7 @@ class JobOptions(ItemOptions):
 class ItemIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    custom_id: str = Field(pattern=CUSTOM_ID_PATTERN)
+    custom_id: str = Field(description=f"any string of 1-{CUSTOM_ID_MAX} characters, unique in the job")
     uri: str = Field(
         min_length=6,
         max_length=2048,
@@ -69,16 +87,15 @@ class ItemIn(BaseModel):
     prompt: str | None = Field(default=None, max_length=20_000)
     options: ItemOptions | None = None
 
+    _custom_id = field_validator("custom_id")(check_custom_id)
+
     @field_validator("uri")
     @classmethod
-    def _known_scheme(cls, v: str) -> str:
-        # Only the form here; which schemes, buckets and hosts are allowed is the server's policy
-        # (settings "inputs", checked in jobs.uris at submission and again at fetch time).
-        if v.startswith("s3://"):
-            if "/" not in v[5:] or v.endswith("/"):
-                raise ValueError("uri must be s3://bucket/key")
-        elif not v.startswith("https://"):
-            raise ValueError("uri must be s3://bucket/key (or https://host/path where allowed)")
+    def _s3_form(cls, v: str) -> str:
+        # Only the form of an s3:// URI here; which schemes, buckets, prefixes and hosts a tenant may
+        # name is the server's policy (jobs.uris: forbidden_uri, at submission and again at fetch time).
+        if v.startswith("s3://") and ("/" not in v[5:] or v.endswith("/")):
+            raise ValueError("uri must be s3://bucket/key")
         return v
 
 

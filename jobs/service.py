@@ -52,7 +52,7 @@ class JobService:
 
     def submit(self, tenant: str, req: JobCreate, idempotency_key: str | None = None) -> tuple[Job, bool]:
         """Store the job and its items in one transaction, then enqueue. Returns (job, created)."""
-        self._validate(req)
+        self._validate(tenant, req)
         digest = request_hash(req)
         if idempotency_key and (prior := self._prior(tenant, idempotency_key, digest)):
             return prior, False
@@ -85,7 +85,7 @@ class JobService:
         except Exception as e:  # any broker failure: the sweeper is the way back
             log.warning("enqueue failed (%s: %s); the sweeper will re-enqueue", type(e).__name__, e)
 
-    def _validate(self, req: JobCreate) -> None:
+    def _validate(self, tenant: str, req: JobCreate) -> None:
         limit = self.settings.limits.max_items_per_job
         if len(req.items) > limit:
             raise InvalidInput(f"a job holds at most {limit} items; this one has {len(req.items)}")
@@ -93,7 +93,7 @@ class JobService:
         policy = uris.UriPolicy.from_settings(self.settings)
         for it in req.items:
             check_prompt_text(it.prompt, f"item {it.custom_id}")
-            policy.check_syntax(it.uri, it.custom_id)
+            policy.check(it.uri, tenant, it.custom_id)
 
     def _prior(self, tenant: str, key: str, digest: str) -> Job | None:
         with self.sessions() as s:
@@ -232,7 +232,7 @@ class JobService:
             job = repo.get_job(s, item.job_id)
             assert job is not None
             repo.move_job(s, job.id, JobStatus.RUNNING, {"started_at": func.now()})
-            return prep_work(item, job.options, self.settings.limits.render_longest_side, job.priority)
+            return prep_work(item, job, self.settings.limits.render_longest_side)
 
     def add_units(
         self, item_id: uuid.UUID, units: Sequence[PreparedUnit | tuple[int, str]], attempt: int = 0

@@ -9,7 +9,7 @@ import hashlib
 import threading
 import uuid
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 import boto3
 from botocore.config import Config
@@ -30,6 +30,19 @@ class BlobStore(Protocol):
 
     def read_uri(self, uri: str, max_bytes: int) -> bytes: ...
 
+    def put_file(self, key: str, f: IO[bytes], content_type: str = "application/octet-stream") -> str: ...
+
+    def delete(self, key: str) -> None: ...
+
+
+# Where the server writes in its own bucket. A tenant never reaches these by naming them in a job, except
+# its own uploads (jobs.uris); a new writer's prefix belongs here.
+UPLOADS, SERVER_PREFIXES = "uploads/", ("uploads/", "files/", "media/", "results/", "jobs/", "batches/")
+
+
+def uploads_prefix(tenant: str) -> str:
+    return f"{UPLOADS}{tenant}/"
+
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
     if not uri.startswith("s3://"):
@@ -44,9 +57,18 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def upload_key(tenant: str, data: bytes, filename: str) -> str:
-    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in filename)[-100:] or "upload"
-    return f"uploads/{tenant}/{sha256_hex(data)}/{safe}"
+def file_sha256(f: IO[bytes]) -> str:
+    """The sha256 of a seekable file read in 1 MiB pieces; the file is left at its start."""
+    f.seek(0)
+    digest = hashlib.file_digest(f, "sha256").hexdigest()  # type: ignore[arg-type]
+    f.seek(0)
+    return digest
+
+
+def upload_key(tenant: str, digest: str, filename: str) -> str:
+    """Content-addressed within the tenant's own prefix: ``digest`` is the bytes' sha256 (hex)."""
+    safe = "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "_" for c in filename)[-100:]
+    return f"{uploads_prefix(tenant)}{digest}/{safe.lstrip('.') or 'upload'}"
 
 
 def _size_tag(size: int | str) -> str:
@@ -90,7 +112,6 @@ class S3BlobStore:
         s3 = settings.s3
         secret = s3.secret_access_key.get_secret_value() if s3.secret_access_key else None
         self.bucket = s3.bucket
-        self._allowed = set(settings.inputs.allowed_buckets) or {s3.bucket}
         self._client = boto3.client(
             "s3",
             endpoint_url=s3.endpoint_url,
@@ -132,12 +153,20 @@ class S3BlobStore:
     def get(self, key: str) -> bytes:
         return self._get(self.bucket, key, max_bytes=None)
 
+    def put_file(self, key: str, f: IO[bytes], content_type: str = "application/octet-stream") -> str:
+        """Stream a file object to S3 (multipart above 8 MiB): memory stays bounded whatever its size."""
+        self._ensure_bucket()
+        extra = {"ContentType": content_type}
+        self._call(self._client.upload_fileobj, Fileobj=f, Bucket=self.bucket, Key=key, ExtraArgs=extra)
+        return key
+
+    def delete(self, key: str) -> None:
+        self._ensure_bucket()
+        self._call(self._client.delete_object, Bucket=self.bucket, Key=key)
+
     def read_uri(self, uri: str, max_bytes: int) -> bytes:
+        """Whether ``uri`` may be read is the caller's policy (jobs.uris), checked before this."""
         bucket, key = split_s3_uri(uri)
-        if bucket not in self._allowed:
-            raise InvalidInput(
-                f"bucket {bucket!r} is not allowed; allowed: {', '.join(sorted(self._allowed))}"
-            )
         return self._get(bucket, key, max_bytes=max_bytes)
 
     def _get(self, bucket: str, key: str, max_bytes: int | None) -> bytes:

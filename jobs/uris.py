@@ -1,18 +1,25 @@
-"""Which input URIs a job may name, and fetching the https ones safely.
+"""Which input URIs a tenant's job may name, and fetching the https ones safely. The one place of the rule.
 
-Policy (settings ``inputs``): a scheme must be listed in ``allowed_schemes`` (default: s3 only; never
-``file``); an s3:// bucket must be in ``allowed_buckets`` (default: the configured bucket); an https://
-host must not be, or resolve to, a loopback, link-local, private or otherwise non-global address unless
-``allow_private_addresses`` is set. Submission checks the form and literal addresses (cheap, no DNS);
-the fetch resolves the host, checks every address it resolves to, connects to a checked address (so a
-second DNS answer cannot swap in another), and repeats all of it for each redirect.
+Policy (settings ``inputs``; SECURITY.md has the threat model):
+- a scheme must be listed in ``allowed_schemes`` (default: s3 only; never ``file``);
+- s3://: a tenant names its own uploads (``uploads/TENANT/`` in the server's bucket) and the buckets or
+  prefixes ``grants`` gives it (or gives "*", every tenant). The server's own prefixes
+  (jobs.storage.SERVER_PREFIXES: others' uploads, batch files, rendered media, results, job outputs)
+  are never reachable by naming them, whatever a grant says. Keys with ``.``/``..`` segments are
+  refused (some S3 servers resolve them). A refusal names the rule, never an object's content, and is
+  the same whether the object exists or not: it is no oracle;
+- https://: the host must not be, or resolve to, a loopback, link-local, private or otherwise
+  non-global address unless ``allow_private_addresses`` is set.
+Submission checks the form, ownership and literal addresses (cheap, no DNS); the fetch checks all of it
+again for the item's tenant, resolves the host, checks every address it resolves to, connects to a
+checked address (so a second DNS answer cannot swap in another), and repeats all of it for each redirect.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -21,10 +28,11 @@ import httpx
 
 from jobs.config import Settings
 from jobs.errors import ForbiddenUri, InvalidInput, SourceTooLarge, StorageUnavailable
-from jobs.storage import BlobStore, split_s3_uri
+from jobs.storage import SERVER_PREFIXES, BlobStore, split_s3_uri, uploads_prefix
 
 Resolver = Callable[[str, int], list[str]]
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+EVERY_TENANT = "*"
 
 
 def system_resolver(host: str, port: int) -> list[str]:
@@ -35,10 +43,21 @@ def system_resolver(host: str, port: int) -> list[str]:
     return sorted({str(info[4][0]) for info in infos})
 
 
+def _grant_pairs(grants: Mapping[str, list[str]]) -> frozenset[tuple[str, str, str]]:
+    """(tenant, bucket, key prefix) of each grant; a bare bucket grants all of it."""
+    pairs = set()
+    for tenant, uris in grants.items():
+        for uri in uris:
+            bucket, _, prefix = uri[5:].partition("/")
+            pairs.add((tenant, bucket, prefix))
+    return frozenset(pairs)
+
+
 @dataclass(frozen=True)
 class UriPolicy:
     schemes: frozenset[str]
-    buckets: frozenset[str]
+    server_bucket: str
+    grants: frozenset[tuple[str, str, str]] = frozenset()
     allow_private: bool = False
     timeout: float = 30.0
     max_redirects: int = 5
@@ -48,26 +67,48 @@ class UriPolicy:
         i = settings.inputs
         return cls(
             schemes=frozenset(s.lower() for s in i.allowed_schemes) - {"file"},
-            buckets=frozenset(i.allowed_buckets or [settings.s3.bucket]),
+            server_bucket=settings.s3.bucket,
+            grants=_grant_pairs(i.grants),
             allow_private=i.allow_private_addresses,
             timeout=i.https_timeout_seconds,
             max_redirects=i.max_redirects,
         )
 
-    def check_syntax(self, uri: str, custom_id: str = "") -> None:
-        """Scheme, bucket, and (for https) the host's form and any literal address. No DNS."""
+    def check(self, uri: str, tenant: str, custom_id: str = "") -> None:
+        """May ``tenant`` name ``uri``: scheme, ownership (s3), host form and literal addresses
+        (https). No DNS, no S3 request."""
         who = f"item {custom_id}: " if custom_id else ""
-        scheme = uri.partition("://")[0].lower()
+        scheme = uri.partition("://")[0].lower() if "://" in uri else uri.partition(":")[0].lower()
         if scheme not in self.schemes:
             allowed = ", ".join(f"{s}://" for s in sorted(self.schemes))
             raise ForbiddenUri(f"{who}scheme {scheme}:// is not allowed; allowed: {allowed}")
         if scheme == "s3":
-            bucket, _ = split_s3_uri(uri)
-            if bucket not in self.buckets:
-                raise ForbiddenUri(
-                    f"{who}bucket {bucket!r} is not allowed; allowed: {', '.join(sorted(self.buckets))}"
-                )
-            return
+            self._check_s3(uri, tenant, who)
+        else:
+            self.check_https(uri, who)
+
+    def _check_s3(self, uri: str, tenant: str, who: str) -> None:
+        bucket, key = split_s3_uri(uri)
+        if any(seg in (".", "..") for seg in key.split("/")):
+            raise ForbiddenUri(f"{who}s3 keys with '.' or '..' segments are not allowed")
+        if bucket == self.server_bucket and key.startswith(uploads_prefix(tenant)):
+            return  # the tenant's own upload
+        if bucket == self.server_bucket and key.startswith(SERVER_PREFIXES):
+            top = key.split("/", 1)[0]
+            raise ForbiddenUri(
+                f"{who}s3://{bucket}/{top}/ is the server's own storage; a job names its own uploads "
+                f"(s3://{bucket}/{uploads_prefix(tenant)}) or the buckets and prefixes granted to its "
+                "tenant (settings inputs.grants)"
+            )
+        for who_for, b, prefix in self.grants:
+            if who_for in (tenant, EVERY_TENANT) and b == bucket and key.startswith(prefix):
+                return
+        raise ForbiddenUri(
+            f"{who}s3://{bucket}/{key} is not granted to tenant {tenant!r}: a job names its own uploads "
+            "or the buckets and prefixes granted to its tenant (settings inputs.grants)"
+        )
+
+    def check_https(self, uri: str, who: str = "") -> None:
         host = self._https_host(uri, who)
         if host == "localhost" or host.endswith(".localhost"):
             self._check_address(ipaddress.ip_address("127.0.0.1"), host, who)
@@ -117,10 +158,11 @@ def _ip_or_none(host: str) -> IpAddress | None:
         return None
 
 
-def read_source(store: BlobStore, settings: Settings, uri: str, max_bytes: int) -> bytes:
-    """A source's bytes from S3 or (where allowed) https, with the policy checked again at fetch time."""
+def read_source(store: BlobStore, settings: Settings, uri: str, tenant: str, max_bytes: int) -> bytes:
+    """A source's bytes from S3 or (where allowed) https, with the policy checked again at fetch time
+    for the job's tenant (grants may have changed since submission)."""
     policy = UriPolicy.from_settings(settings)
-    policy.check_syntax(uri)
+    policy.check(uri, tenant)
     if uri.startswith("s3://"):
         return store.read_uri(uri, max_bytes=max_bytes)
     return fetch_https(policy, uri, max_bytes)
@@ -136,7 +178,7 @@ def fetch_https(
     url = uri
     with httpx.Client(transport=transport, timeout=policy.timeout, follow_redirects=False) as client:
         for _ in range(policy.max_redirects + 1):
-            policy.check_syntax(url)  # a redirect may lead anywhere: the same rules again
+            policy.check_https(url)  # a redirect may lead anywhere: the same rules again
             parts = urlsplit(url)
             host, port = parts.hostname or "", parts.port or 443
             ip = policy.checked_addresses(host, port, resolver)[0]

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobs import presets
-from jobs.models import Item
+from jobs.models import Item, Job
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,7 @@ class PrepWork:
     uri: str
     longest_side: int
     priority: str = "normal"
+    tenant: str = ""  # whose job: the URI is checked again for this tenant when it is read
     dpi: int | None = None
     pages: str | None = None  # page ranges, e.g. "1-3,7"
     password: str | None = field(default=None, repr=False)
@@ -64,14 +65,15 @@ class UnitWork:
     settings: Mapping[str, Any] = field(default_factory=dict)  # jobs.fingerprint.output_settings
 
 
-def prep_work(item: Item, job_options: dict[str, Any], default_side: int, priority: str) -> PrepWork:
-    opts = {**job_options, **item.options}  # the item's own pages/password win over the job's
+def prep_work(item: Item, job: Job, default_side: int) -> PrepWork:
+    opts = {**job.options, **item.options}  # the item's own pages/password win over the job's
     return PrepWork(
         item.id,
         item.job_id,
         item.uri or "",
         int(opts.get("longest_side", default_side)),
-        priority,
+        job.priority,
+        job.tenant,
         dpi=opts.get("dpi"),
         pages=opts.get("pages"),
         password=opts.get("password"),

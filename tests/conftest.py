@@ -13,6 +13,7 @@ Tests never assume an empty server.
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import tempfile
 import uuid
@@ -28,6 +29,7 @@ import redis
 from jobs.config import Settings, get_settings
 
 RUN_ID = uuid.uuid4().hex[:10]
+METRICS_TOKEN = "test-metrics-token"
 _started: list[Any] = []  # embedded servers this session started, stopped at exit
 
 
@@ -149,16 +151,21 @@ def service_env(
 ) -> dict[str, str]:
     """Environment variables that point a vlmq process at this session's services."""
     state = tmp_path_factory.mktemp("state")
+    bucket = f"vlmq-test-{RUN_ID}"
     return {
         "VLMQ_DB__URL": pg_url,
         "VLMQ_REDIS__URL": REDIS_URL,
         "VLMQ_REDIS__KEY_PREFIX": redis_prefix,
         "VLMQ_S3__ENDPOINT_URL": s3_endpoint,
-        "VLMQ_S3__BUCKET": f"vlmq-test-{RUN_ID}",
+        "VLMQ_S3__BUCKET": bucket,
         "VLMQ_S3__ACCESS_KEY_ID": "testing",
         "VLMQ_S3__SECRET_ACCESS_KEY": "testing",
         "VLMQ_STATE_DIR": str(state),
         "VLMQ_API__KEYS": "test-key:tenant-a,other-key:tenant-b",
+        "VLMQ_API__METRICS_TOKEN": METRICS_TOKEN,
+        # Tests put their inputs anywhere in the bucket but the server's own prefixes; the security
+        # tests attack the rule with these grants in force (tests/security).
+        "VLMQ_INPUTS__GRANTS": json.dumps({"*": [f"s3://{bucket}/"]}),
     }
 
 

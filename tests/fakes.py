@@ -4,6 +4,7 @@ in memory."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import IO
 
 from workers.inference.engine import GenerationOutput, GenerationRequest
 
@@ -41,3 +42,9 @@ class MemoryStore:
 
     def read_uri(self, uri: str, max_bytes: int) -> bytes:
         return self.get(uri.split("/", 3)[3])
+
+    def put_file(self, key: str, f: IO[bytes], content_type: str = "application/octet-stream") -> str:
+        return self.put(key, f.read(), content_type)
+
+    def delete(self, key: str) -> None:
+        self.objects.pop(key, None)

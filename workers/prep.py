@@ -112,7 +112,7 @@ def render_options(ctx: WorkerContext, work: PrepWork) -> RenderOptions:
 
 def _prepare(ctx: WorkerContext, work: PrepWork, chunks: Chunks) -> list[PreparedUnit]:
     """The units for finish_prep: all of them, or (pages streamed through ``chunks``) the last few."""
-    data = read_source(ctx.store, ctx.settings, work.uri, max_bytes=ctx.settings.limits.max_source_bytes)
+    data = read_source(ctx.store, ctx.settings, work.uri, work.tenant, ctx.settings.limits.max_source_bytes)
     sha, opts = sha256_hex(data), render_options(ctx, work)
     if is_video(data) or named_video(work.uri):  # a video is one unit: its sampled clip
         return [PreparedUnit(1, _store_clip(ctx, data, sha, opts.name), None, ())]

@@ -15,19 +15,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
-from starlette.types import Message
 
 from api.deps import ServiceDep, SettingsDep, TenantDep
 from jobs.config import Settings
 from jobs.errors import InvalidInput, SourceTooLarge
 from jobs.schemas import JobCreate, JobOut
 from jobs.service import JobService
-from jobs.storage import upload_key
+from jobs.storage import file_sha256, upload_key
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
-JSON_BODY_LIMIT = 16 * 1024 * 1024
 
 _SUBMIT_DOC: dict[str, Any] = {
     "requestBody": {
@@ -62,12 +60,11 @@ async def create_job(
     idempotency_key: IdempotencyKey = None,
 ) -> JobOut:
     """202 with the new job; 200 with the earlier job when the Idempotency-Key was seen before."""
+    # The body's size is capped while it streams, for every route alike (api.limits).
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        req = await _from_upload(
-            _capped(request, settings.limits.max_request_bytes), service, settings, tenant
-        )
+        req = await _from_upload(request, service, settings, tenant)
     else:
-        req = _parse(JobCreate, await _json_body(_capped(request, JSON_BODY_LIMIT)))
+        req = _parse(JobCreate, await request.body())
     job, created = await run_in_threadpool(service.submit, tenant, req, idempotency_key)
     response.status_code = 202 if created else 200
     return await run_in_threadpool(service.get, tenant, job.id)
@@ -115,30 +112,6 @@ async def get_results(
     return StreamingResponse(body(), media_type="application/x-ndjson")
 
 
-def _capped(request: Request, limit: int) -> Request:
-    """The request, its body cut off with 413 as soon as more than ``limit`` bytes came in: a chunked
-    upload (no Content-Length) is refused while it streams, not after it was spooled to disk."""
-    seen = 0
-
-    async def receive() -> Message:
-        nonlocal seen
-        message = await request.receive()
-        if message["type"] == "http.request":
-            seen += len(message.get("body", b""))
-            if seen > limit:
-                raise SourceTooLarge(f"request body is over the limit of {limit} bytes")
-        return message
-
-    return Request(request.scope, receive)
-
-
-async def _json_body(request: Request) -> bytes:
-    size = int(request.headers.get("content-length") or 0)
-    if size > JSON_BODY_LIMIT:
-        raise SourceTooLarge(f"JSON body is {size} bytes; the limit is {JSON_BODY_LIMIT}")
-    return await request.body()
-
-
 def _parse(model: type[JobCreate], raw: bytes | dict[str, Any]) -> JobCreate:
     try:
         if isinstance(raw, bytes):
@@ -150,10 +123,7 @@ def _parse(model: type[JobCreate], raw: bytes | dict[str, Any]) -> JobCreate:
 
 async def _from_upload(request: Request, service: JobService, settings: Settings, tenant: str) -> JobCreate:
     """Store each uploaded file in S3 first (content-addressed), then submit them as s3:// items."""
-    limit, whole = settings.limits.max_upload_bytes, settings.limits.max_request_bytes
-    declared = int(request.headers.get("content-length") or 0)
-    if declared > whole:  # refuse before Starlette spools the body to disk
-        raise SourceTooLarge(f"upload is {declared} bytes; the limit is {whole}")
+    limit = settings.limits.max_upload_bytes
     async with request.form(max_files=1000, max_fields=10) as form:
         files = [f for f in form.getlist("file") if isinstance(f, UploadFile)]
         if not files:
@@ -200,18 +170,21 @@ def _first(group: BaseExceptionGroup) -> BaseException:
 
 
 async def _store_upload(f: UploadFile, service: JobService, tenant: str, limit: int) -> str:
-    data = await f.read()
-    if len(data) > limit:
-        raise SourceTooLarge(f"{f.filename}: {len(data)} bytes; the limit is {limit}")
-    key = upload_key(tenant, data, f.filename or "upload")
-    await run_in_threadpool(service.store.put, key, data, f.content_type or "application/octet-stream")
+    """Hashed and stored from Starlette's spooled file in 1 MiB reads: never whole in memory."""
+    if (f.size or 0) > limit:
+        raise SourceTooLarge(f"{f.filename}: {f.size} bytes; the limit is {limit}")
+    digest = await run_in_threadpool(file_sha256, f.file)
+    key = upload_key(tenant, digest, f.filename or "upload")
+    ctype = f.content_type or "application/octet-stream"
+    await run_in_threadpool(service.store.put_file, key, f.file, ctype)
     return f"s3://{service.store.bucket}/{key}"
 
 
 def _custom_id(filename: str, seen: set[str]) -> str:
-    """A file's name, made a valid custom_id and unique within the upload (report.pdf, report.pdf-2)."""
-    base = re.sub(r"[^A-Za-z0-9._:/@+=-]", "_", filename.rsplit("/", 1)[-1])
-    base = re.sub(r"^[^A-Za-z0-9]+", "", base)[:240] or "upload"
+    """A file's name as its custom_id (any characters but controls), unique within the upload
+    (report.pdf, report.pdf-2)."""
+    base = re.sub(r"[\x00-\x1f\x7f]", "", filename.replace("\\", "/").rsplit("/", 1)[-1])
+    base = base.encode("utf-8", "replace").decode("utf-8")[:240].strip() or "upload"
     name, n = base, 1
     while name in seen:
         n += 1

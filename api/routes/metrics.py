@@ -6,6 +6,7 @@ tokens, failures by reason, engine busy fraction): see workers.metrics.
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import Iterator
 
@@ -17,11 +18,22 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from jobs import batch_repository as brepo
+from api.deps import SettingsDep
 from jobs.config import Settings
+from jobs.errors import Forbidden, Unauthorized
 from jobs.dispatch import GPU_QUEUE, PREP_QUEUE, broker_url
 from jobs.service import JobService
 
 router = APIRouter(tags=["health"])
+
+
+def check_scrape_token(settings: Settings, authorization: str | None) -> None:
+    token = settings.api.metrics_token.get_secret_value() if settings.api.metrics_token else ""
+    if not token:
+        raise Forbidden("/metrics is off on the API: set VLMQ_API__METRICS_TOKEN and scrape with that token")
+    scheme, _, presented = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), token.encode()):
+        raise Unauthorized("/metrics needs 'Authorization: Bearer <VLMQ_API__METRICS_TOKEN>'")
 log = logging.getLogger(__name__)
 # Kombu's Redis transport keeps a priority's messages in "<queue>\x06\x16<priority>" (0 is the bare name).
 PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
@@ -76,7 +88,10 @@ def state_registry(service: JobService, settings: Settings) -> CollectorRegistry
 
 
 @router.get("/metrics", response_class=Response)
-async def metrics(request: Request) -> Response:
+async def metrics(request: Request, settings: SettingsDep) -> Response:
+    """Counts over every tenant: for the operator's scraper, never for a tenant's key. It needs
+    ``Authorization: Bearer <VLMQ_API__METRICS_TOKEN>``; with no token set it is refused."""
+    check_scrape_token(settings, request.headers.get("authorization"))
     state: CollectorRegistry = request.app.state.metrics
     body = await run_in_threadpool(lambda: generate_latest(REGISTRY) + generate_latest(state))
     return Response(body, media_type=CONTENT_TYPE_LATEST)

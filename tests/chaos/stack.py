@@ -6,6 +6,7 @@ fixed-latency engine) and beat as separate processes, started as a user starts t
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import sys
@@ -96,6 +97,7 @@ class Stack:
             "VLMQ_S3__SECRET_ACCESS_KEY": S3_SECRET,
             "VLMQ_STATE_DIR": str(root / "state"),
             "VLMQ_API__KEYS": f"{KEY}:tenant-a,{OTHER_KEY}:tenant-b",
+            "VLMQ_INPUTS__GRANTS": json.dumps({"*": [f"s3://{self.bucket}/"]}),
             "VLMQ_API__PORT": str(self.port),
             "PYTHONUNBUFFERED": "1",
             **FAST,

@@ -7,6 +7,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.conftest import METRICS_TOKEN
 from tests.e2e.test_pipeline import KEY, wait_done
 from tests.fixtures.models import taught_pdf
 
@@ -14,8 +15,11 @@ pytestmark = pytest.mark.slow
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-def scrape(url: str) -> Samples:
-    text = httpx.get(url, timeout=10).text
+def scrape(url: str, token: str | None = None) -> Samples:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    r = httpx.get(url, timeout=10, headers=headers)
+    assert r.status_code == 200, r.text
+    text = r.text
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(text)
@@ -52,7 +56,7 @@ def test_worker_and_api_metrics(running_system: str, metrics_ports: dict[str, in
     assert value(gpu, "vlmq_engine_requests_in_flight") == 0
     assert delta(prep, prep_before, "vlmq_item_failures_total", reason="corrupt_media") == 1
 
-    api = scrape(f"{running_system}/metrics")
+    api = scrape(f"{running_system}/metrics", METRICS_TOKEN)
     assert value(api, "vlmq_metrics_source_up", source="redis") == 1
     assert value(api, "vlmq_metrics_source_up", source="postgres") == 1
     assert ("vlmq_queue_depth", (("queue", "gpu"),)) in api and (

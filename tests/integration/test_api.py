@@ -91,11 +91,11 @@ def test_tenant_sees_only_its_own_jobs(client: TestClient, pdf_uri: str) -> None
 @pytest.mark.parametrize(
     ("items", "needle"),
     [
-        ([{"custom_id": "a", "uri": "file:///etc/passwd"}], "s3://bucket/key"),
-        ([{"custom_id": "a", "uri": "s3://elsewhere/x.pdf"}], "not allowed"),
+        ([{"custom_id": "a", "uri": "file:///etc/passwd"}], "forbidden_uri"),
+        ([{"custom_id": "a", "uri": "s3://elsewhere/x.pdf"}], "not granted to tenant"),
         ([], "at least 1"),
         ([{"custom_id": "a", "uri": "s3://b/x.pdf"}, {"custom_id": "a", "uri": "s3://b/y.pdf"}], "unique"),
-        ([{"custom_id": "has space", "uri": "s3://b/x.pdf"}], "pattern"),
+        ([{"custom_id": "nul\x00", "uri": "s3://b/x.pdf"}], "NUL"),
     ],
 )
 def test_bad_submissions_get_specific_errors(
@@ -123,8 +123,8 @@ def test_multipart_upload_stores_files_first(client: TestClient, settings: Setti
     assert r.status_code == 202, r.text
     job_id = r.json()["id"]
     lines = client.get(f"/v1/jobs/{job_id}/results", headers=A).text.splitlines()
-    assert [line for line in lines if '"custom_id":"scan_one.pdf"' in line]
-    assert [line for line in lines if '"custom_id":"scan_one.pdf-2"' in line]
+    assert [line for line in lines if '"custom_id":"scan one.pdf"' in line]  # the file's own name
+    assert [line for line in lines if '"custom_id":"scan one.pdf-2"' in line]
 
 
 def test_upload_over_limit_is_413(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:

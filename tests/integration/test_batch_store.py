@@ -10,6 +10,7 @@ import json
 import threading
 import uuid
 from collections.abc import Iterator
+from typing import IO
 
 import pytest
 from fastapi.testclient import TestClient
@@ -57,6 +58,12 @@ class FailingResultPut:
 
     def read_uri(self, uri: str, max_bytes: int) -> bytes:
         return self.inner.read_uri(uri, max_bytes)
+
+    def put_file(self, key: str, f: IO[bytes], content_type: str = "application/octet-stream") -> str:
+        return self.inner.put_file(key, f, content_type)
+
+    def delete(self, key: str) -> None:
+        self.inner.delete(key)
 
 
 @pytest.fixture

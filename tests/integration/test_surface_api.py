@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from api.app import create_app
 from jobs.config import Settings
 from jobs.storage import S3BlobStore
+from tests.conftest import METRICS_TOKEN
 from tests.integration import with_limits
 
 A = {"Authorization": "Bearer test-key"}
@@ -35,7 +36,7 @@ def _submit(client: TestClient, settings: Settings) -> str:
 
 
 def _samples(client: TestClient) -> dict[tuple[str, str], float]:
-    text = client.get("/metrics").text
+    text = client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}).text
     return {
         (s.name, ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(text)

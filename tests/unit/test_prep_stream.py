@@ -22,7 +22,8 @@ from workers import prep
 from workers.context import WorkerContext
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-URI = "s3://vlmq/in/doc.pdf"
+URI = "s3://vlmq/uploads/t/doc.pdf"  # tenant t's own upload
+KEY = URI[len("s3://vlmq/") :]
 
 
 class FakePrepService:
@@ -42,7 +43,7 @@ class FakePrepService:
         return sum(1 for k in self.store.objects if k.endswith(".png"))
 
     def begin_prep(self, item_id: uuid.UUID) -> PrepWork:
-        return PrepWork(item_id, self.job_id, URI, longest_side=64, granularity=self.granularity)
+        return PrepWork(item_id, self.job_id, URI, 64, tenant="t", granularity=self.granularity)
 
     def add_units(
         self, item_id: uuid.UUID, units: Sequence[PreparedUnit], attempt: int = 0
@@ -82,7 +83,7 @@ def _run(
     a chunk went out is exact; the overlapped uploads (the default setting) are tested on their own.
     ``first``: the first chunk's pages (default ``batch_size``: every chunk the same size)."""
     store = MemoryStore()
-    store.objects["in/doc.pdf"] = pdf
+    store.objects[KEY] = pdf
     service = FakePrepService(store, **fakes)
     limits = {"batch_size": batch_size, "first_chunk_pages": first or batch_size}
     settings = Settings(limits=limits, media={"upload_pages_ahead": ahead}, _env_file=None)  # type: ignore[call-arg]
@@ -101,7 +102,7 @@ def test_the_first_batch_is_dispatched_before_the_last_page_is_rendered() -> Non
 
 def test_the_first_page_goes_alone_by_default_then_full_batches() -> None:
     store = MemoryStore()
-    store.objects["in/doc.pdf"] = text_pdf(8)
+    store.objects[KEY] = text_pdf(8)
     service = FakePrepService(store)
     settings = Settings(limits={"batch_size": 3}, media={"upload_pages_ahead": 0}, _env_file=None)  # type: ignore[call-arg]
     assert settings.limits.first_chunk_pages == 1
@@ -172,7 +173,7 @@ def test_a_transient_error_mid_stream_gives_the_source_back_for_a_retry(ahead: i
         return StorageUnavailable("S3 unreachable") if key.endswith("page-00003.png") else None
 
     service = FakePrepService(MemoryStore(fail=s3_down_at_page_3))
-    service.store.objects["in/doc.pdf"] = text_pdf(5)
+    service.store.objects[KEY] = text_pdf(5)
     limits = {"batch_size": 2, "first_chunk_pages": 2}
     settings = Settings(limits=limits, media={"upload_pages_ahead": ahead}, _env_file=None)  # type: ignore[call-arg]
     with pytest.raises(RetryableError):

@@ -1,5 +1,5 @@
-"""The input URI policy: schemes, buckets, addresses (literal, resolved, after redirects), size caps.
-The https fetch runs against a fake resolver and httpx's MockTransport (no network)."""
+"""The input URI policy: schemes, whose s3 objects a tenant may name, addresses (literal, resolved, after
+redirects), size caps. The https fetch runs against a fake resolver and httpx's MockTransport (no network)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pytest
 from jobs.errors import ForbiddenUri, InvalidInput, SourceTooLarge, StorageUnavailable
 from jobs.uris import UriPolicy, fetch_https
 
-S3_ONLY = UriPolicy(schemes=frozenset({"s3"}), buckets=frozenset({"inputs"}))
-HTTPS = UriPolicy(schemes=frozenset({"s3", "https"}), buckets=frozenset({"inputs"}))
+GRANTS = frozenset({("*", "inputs", ""), ("acme", "corpus", "acme/"), ("*", "vlmq", "shared/")})
+S3_ONLY = UriPolicy(schemes=frozenset({"s3"}), server_bucket="vlmq", grants=GRANTS)
+HTTPS = UriPolicy(schemes=frozenset({"s3", "https"}), server_bucket="vlmq", grants=GRANTS)
 PUBLIC = {"docs.example.com": ["93.184.216.34"], "cdn.example.com": ["151.101.1.1", "151.101.65.1"]}
 
 
@@ -26,8 +27,8 @@ def resolver(table: dict[str, list[str]]):  # type: ignore[no-untyped-def]
     [
         (S3_ONLY, "https://docs.example.com/a.pdf", "scheme https:// is not allowed"),
         (S3_ONLY, "file:///etc/passwd", "scheme file:// is not allowed"),
-        (UriPolicy(schemes=frozenset({"file", "s3"}), buckets=frozenset()), "file:///etc/passwd", "file://"),
-        (S3_ONLY, "s3://elsewhere/a.pdf", "bucket 'elsewhere' is not allowed"),
+        (UriPolicy(schemes=frozenset({"file", "s3"}), server_bucket="vlmq"), "file:///etc/passwd", "file://"),
+        (S3_ONLY, "s3://elsewhere/a.pdf", "s3://elsewhere/a.pdf is not granted to tenant 'beta'"),
         (HTTPS, "https://127.0.0.1/a.pdf", "loopback, link-local or private"),
         (HTTPS, "https://169.254.169.254/latest/meta-data", "169.254.169.254"),
         (HTTPS, "https://10.1.2.3/a.pdf", "10.1.2.3"),
@@ -42,17 +43,74 @@ def resolver(table: dict[str, list[str]]):  # type: ignore[no-untyped-def]
 )
 def test_refused_at_submission(policy: UriPolicy, uri: str, needle: str) -> None:
     with pytest.raises(ForbiddenUri, match=needle.replace(".", r"\.").replace("[", r"\[")):
-        policy.check_syntax(uri, "doc-1")
+        policy.check(uri, "beta", "doc-1")
 
 
 @pytest.mark.parametrize("uri", ["s3://inputs/a.pdf", "https://docs.example.com/a.pdf", "https://8.8.8.8/x"])
 def test_allowed_at_submission(uri: str) -> None:
-    HTTPS.check_syntax(uri)
+    HTTPS.check(uri, "beta")
+
+
+@pytest.mark.parametrize(
+    ("tenant", "uri"),
+    [
+        ("beta", "s3://vlmq/uploads/beta/0123abcd/page.png"),  # its own upload
+        ("acme", "s3://corpus/acme/2026/a.pdf"),  # granted to it
+        ("beta", "s3://vlmq/shared/manual.pdf"),  # granted to every tenant
+        ("beta", "s3://inputs/x/y.pdf"),  # a whole bucket granted to every tenant
+    ],
+)
+def test_a_tenant_names_its_own_and_granted_objects(tenant: str, uri: str) -> None:
+    S3_ONLY.check(uri, tenant)
+
+
+@pytest.mark.parametrize(
+    ("uri", "needle"),
+    [
+        (
+            "s3://vlmq/uploads/acme/0123abcd/page.png",
+            "own uploads \\(s3://vlmq/uploads/beta/\\)",
+        ),  # another's
+        ("s3://corpus/acme/a.pdf", "not granted to tenant 'beta'"),  # granted to another tenant
+        ("s3://corpus/acme-evil/a.pdf", "not granted"),  # a prefix is a prefix of keys, not of names
+        ("s3://vlmq/files/acme/file-123", "the server's own storage"),  # a batch input file
+        ("s3://vlmq/media/abc/1288px/page-00001.png", "the server's own storage"),
+        ("s3://vlmq/results/j/i/v1.json", "the server's own storage"),
+        ("s3://vlmq/jobs/j/output.jsonl", "the server's own storage"),
+        ("s3://vlmq/batches/b/rejected.jsonl", "the server's own storage"),
+        ("s3://vlmq/uploads/beta/../acme/x/page.png", r"'\.' or '\.\.' segments"),
+        ("s3://vlmq/shared/../media/a.png", r"'\.' or '\.\.' segments"),
+        ("s3://vlmq/elsewhere/a.pdf", "not granted"),  # the server's bucket is not granted as a whole
+    ],
+)
+def test_a_tenant_cannot_name_others_or_the_servers_objects(uri: str, needle: str) -> None:
+    with pytest.raises(ForbiddenUri, match=needle):
+        S3_ONLY.check(uri, "beta")
+
+
+def test_a_grant_of_the_servers_bucket_never_opens_its_own_prefixes() -> None:
+    everything = UriPolicy(
+        schemes=frozenset({"s3"}), server_bucket="vlmq", grants=frozenset({("*", "vlmq", "")})
+    )
+    everything.check("s3://vlmq/inputs/a.pdf", "beta")
+    for uri in ("s3://vlmq/uploads/acme/d/a.png", "s3://vlmq/media/x/a.png", "s3://vlmq/files/acme/f"):
+        with pytest.raises(ForbiddenUri, match="server's own storage"):
+            everything.check(uri, "beta")
+
+
+def test_refusals_say_the_same_whether_the_object_exists_or_not() -> None:
+    """No oracle: the check makes no S3 request, so its answer cannot depend on the object."""
+    messages = []
+    for sha in ("real-sha", "no-such-sha"):
+        with pytest.raises(ForbiddenUri) as refused:
+            S3_ONLY.check(f"s3://vlmq/uploads/acme/{sha}/page.png", "beta")
+        messages.append(str(refused.value).replace(sha, "X"))
+    assert messages[0] == messages[1]
 
 
 def test_private_addresses_only_by_setting() -> None:
-    lenient = UriPolicy(schemes=frozenset({"https"}), buckets=frozenset(), allow_private=True)
-    lenient.check_syntax("https://10.0.0.5/a.pdf")
+    lenient = UriPolicy(schemes=frozenset({"https"}), server_bucket="vlmq", allow_private=True)
+    lenient.check("https://10.0.0.5/a.pdf", "beta")
     assert lenient.checked_addresses("intranet", 443, resolver({"intranet": ["10.0.0.5"]})) == ["10.0.0.5"]
 
 
