@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import IO, Any, Protocol
 
 import boto3
+from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
@@ -19,6 +20,9 @@ from jobs.config import Settings
 from jobs.errors import InvalidInput, SourceTooLarge, StorageUnavailable
 
 _MISSING = {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}
+# A streamed upload holds at most 2 parts of 8 MiB in memory (s3transfer reads ahead 10 by default).
+_STREAM = TransferConfig(multipart_threshold=8 << 20, multipart_chunksize=8 << 20, max_concurrency=2)
+_STREAM.max_in_memory_upload_chunks = 2  # s3transfer's setting, which boto3's constructor does not take
 
 
 class BlobStore(Protocol):
@@ -157,7 +161,9 @@ class S3BlobStore:
         """Stream a file object to S3 (multipart above 8 MiB): memory stays bounded whatever its size."""
         self._ensure_bucket()
         extra = {"ContentType": content_type}
-        self._call(self._client.upload_fileobj, Fileobj=f, Bucket=self.bucket, Key=key, ExtraArgs=extra)
+        self._call(
+            self._client.upload_fileobj, Fileobj=f, Bucket=self.bucket, Key=key, ExtraArgs=extra, Config=_STREAM
+        )
         return key
 
     def delete(self, key: str) -> None:

@@ -87,16 +87,22 @@ def _by_id(client: OpenAI, file_id: str | None) -> dict[str, dict[str, Any]]:
     return {x["custom_id"]: x for x in lines}
 
 
+# custom_ids as OpenAI takes them: any string (spaces, unicode, slashes, markup); vlmq encodes, never refuses.
+TITLE, BILL = "req 1: title page", "facture n°2 / 文档 📄 <b>"
+
+
 def test_batch_round_trip(client: OpenAI, e2e_env: dict[str, str]) -> None:
     title, bill, _ = _pages()
+    bucket = e2e_env["VLMQ_S3__BUCKET"]
     lines = [
-        _line("title", _image(_data_uri(title))),
-        _line(
-            "bill", _text(DEFAULT.prompt), _image(_put_s3(e2e_env, "openai/bill.png", bill)), max_tokens=64
-        ),
+        _line(TITLE, _image(_data_uri(title))),
+        _line(BILL, _text(DEFAULT.prompt), _image(_put_s3(e2e_env, "openai/bill.png", bill)), max_tokens=64),
         _line("corrupt", _image(_data_uri(b"\x89PNG\r\n\x1a\n but no image follows"))),
         _line("no-image", _text("Describe nothing.")),
         _line("elsewhere", _image("s3://another-bucket/page.png")),
+        # One line the policy refuses fails alone, whatever the reason (it failed the whole batch once).
+        _line("web", _image("https://example.com/page.png")),
+        _line("theirs", _image(f"s3://{bucket}/uploads/tenant-b/{'0' * 64}/page.png")),
     ]
     file_id = _upload(client, lines)
     uploaded = client.files.retrieve(file_id)
@@ -107,41 +113,69 @@ def test_batch_round_trip(client: OpenAI, e2e_env: dict[str, str]) -> None:
         input_file_id=file_id, endpoint=ENDPOINT, completion_window="24h", metadata={"run": "e2e"}
     )
     assert created.status == "in_progress" and created.metadata == {"run": "e2e"}
-    assert created.request_counts is not None and created.request_counts.total == 5
+    assert created.request_counts is not None and created.request_counts.total == 7
     batch, seen = _wait(client, created.id)
 
     assert batch.status == "completed", seen
     assert batch.request_counts is not None
-    assert batch.request_counts.model_dump() == {"total": 5, "completed": 2, "failed": 3}
+    assert batch.request_counts.model_dump() == {"total": 7, "completed": 2, "failed": 5}
     assert batch.in_progress_at and batch.finalizing_at and batch.completed_at
     assert batch.created_at <= batch.in_progress_at <= batch.finalizing_at <= batch.completed_at
 
     out = _by_id(client, batch.output_file_id)
-    assert set(out) == {"title", "bill"}
-    first = ChatCompletion.model_validate(out["title"]["response"]["body"])
+    assert set(out) == {TITLE, BILL}
+    first = ChatCompletion.model_validate(out[TITLE]["response"]["body"])
     message = first.choices[0].message
     assert (message.content, getattr(message, "reasoning_content", None)) == (
         "Quarterly report",
         "A title page.",
     )
     assert first.usage is not None and first.usage.completion_tokens > 0
-    assert first.model == "tiny-glm4v-taught" and out["title"]["response"]["status_code"] == 200
-    second = out["bill"]["response"]["body"]
+    assert first.model == "tiny-glm4v-taught" and out[TITLE]["response"]["status_code"] == 200
+    second = out[BILL]["response"]["body"]
     assert second["choices"][0]["message"]["content"] == "Total 42"
     assert second["vlmq"]["boxes"] == ["42"] and second["vlmq"]["prompt_version"].startswith("custom-")
 
     errors = _by_id(client, batch.error_file_id)
-    assert set(errors) == {"corrupt", "no-image", "elsewhere"}
+    assert set(errors) == {"corrupt", "no-image", "elsewhere", "web", "theirs"}
     codes = {
         k: (v["response"]["status_code"], v["response"]["body"]["error"]["code"]) for k, v in errors.items()
     }
     assert codes == {
         "corrupt": (400, "corrupt_media"),
         "no-image": (400, "unsupported_request"),
-        "elsewhere": (400, "invalid_request"),
+        "elsewhere": (400, "forbidden_uri"),
+        "web": (400, "forbidden_uri"),
+        "theirs": (400, "forbidden_uri"),
     }
-    assert "bucket" in errors["elsewhere"]["response"]["body"]["error"]["message"]
+    assert "not granted to tenant" in errors["elsewhere"]["response"]["body"]["error"]["message"]
+    assert errors["web"]["response"]["body"]["error"]["param"] == "image_url"
     assert client.files.retrieve(batch.output_file_id or "").purpose == "batch_output"
+
+
+def test_files_list_in_pages_and_delete(client: OpenAI, running_system: str) -> None:
+    made = [_upload(client, [_line(f"f{i}", _text("x"))]) for i in range(3)]
+    first = client.files.list(limit=2)
+    assert len(first.data) == 2 and first.has_more  # newest first, in cursor pages
+    listed = [f.id for f in client.files.list(limit=2)]  # the client follows the cursor
+    assert [f for f in listed if f in made] == made[::-1]
+    assert [f.id for f in client.files.list(purpose="batch", order="asc") if f.id in made] == made
+
+    with OpenAI(base_url=f"{running_system}/v1", api_key="other-key", max_retries=0) as other:
+        assert not {f.id for f in other.files.list()} & set(made)
+        with pytest.raises(openai.NotFoundError):
+            other.files.delete(made[0])
+
+    deleted = client.files.delete(made[0])
+    assert (deleted.id, deleted.deleted) == (made[0], True)
+    with pytest.raises(openai.NotFoundError):
+        client.files.retrieve(made[0])
+    with pytest.raises(openai.NotFoundError):
+        client.files.content(made[0])
+    with pytest.raises(openai.NotFoundError):
+        client.files.delete(made[0])
+    assert made[0] not in [f.id for f in client.files.list()]
+    assert client.files.retrieve(made[1]).id == made[1]
 
 
 def test_broken_file_fails_validation(client: OpenAI) -> None:

@@ -1,6 +1,39 @@
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+
+import uvicorn
+
+from api.app import create_app
+from api.cli.devstack import free_port
 from jobs.config import Settings
 
 
 def with_limits(settings: Settings, **limits: int) -> Settings:
     """``settings`` with some of its ``limits`` (``VLMQ_LIMITS__*``) changed, for an app built in a test."""
     return settings.model_copy(update={"limits": settings.limits.model_copy(update=limits)})
+
+
+def with_section(settings: Settings, section: str, **values: object) -> Settings:
+    """``settings`` with some values of one section (``inputs``, ``api``, ...) changed."""
+    changed = getattr(settings, section).model_copy(update=values)
+    return settings.model_copy(update={section: changed})
+
+
+@contextlib.contextmanager
+def serving(settings: Settings) -> Iterator[int]:
+    """The real API on a free port (uvicorn in a thread, as ``vlmq api`` serves it); yields the port."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
+            time.sleep(0.05)
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -1,23 +1,16 @@
-"""The API's control endpoints (cancel, retry, failed lines), per-tenant limits (429), and uploads cut
-off while they stream in."""
+"""The API's control endpoints (cancel, retry, failed lines) and per-tenant limits (429). Bodies cut off
+while they stream in: tests/security/test_body_limits.py."""
 
 from __future__ import annotations
 
-import contextlib
-import select
-import socket
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from api.app import create_app
-from api.cli.devstack import free_port
 from jobs.config import Settings
 from tests.integration import with_limits
 
@@ -71,50 +64,3 @@ def test_disallowed_uris_are_refused_with_the_reason(client: TestClient, setting
     r = client.post("/v1/jobs", json={"items": items}, headers=A)
     assert r.status_code == 422 and r.json()["error"]["code"] == "forbidden_uri"
     assert "scheme https:// is not allowed" in r.json()["error"]["message"]
-
-
-@contextlib.contextmanager
-def _server(settings: Settings) -> Iterator[int]:
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-            time.sleep(0.05)
-        yield port
-    finally:
-        server.should_exit = True
-        thread.join(10)
-
-
-def test_a_chunked_upload_is_cut_off_while_it_streams(settings: Settings) -> None:
-    """No Content-Length: the server answers 413 once the limit is crossed, long before the body ends."""
-    limit, chunk, total = 1 << 20, 64 << 10, 64 << 20
-    with (
-        _server(with_limits(settings, max_request_bytes=limit)) as port,
-        socket.create_connection(("127.0.0.1", port)) as sock,
-    ):
-        head = (
-            "POST /v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer test-key\r\n"
-            "Content-Type: multipart/form-data; boundary=BOUND\r\nTransfer-Encoding: chunked\r\n\r\n"
-        )
-        sock.sendall(head.encode())
-        part = b'--BOUND\r\nContent-Disposition: form-data; name="file"; filename="big.pdf"\r\n\r\n'
-        sent, answer = 0, b""
-        payload = part + b"x" * (chunk - len(part))
-        while sent < total and not answer:
-            data = payload if sent == 0 else b"x" * chunk
-            try:
-                sock.sendall(b"%x\r\n%s\r\n" % (len(data), data))
-            except OSError:  # the server closed the connection after answering
-                break
-            sent += len(data)
-            if select.select([sock], [], [], 0)[0]:
-                answer = sock.recv(65536)
-        answer = answer or sock.recv(65536)
-    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
-    assert b"source_too_large" in answer
-    assert sent < 8 * limit, f"the server read {sent} bytes before refusing"
