@@ -79,10 +79,11 @@ def pages(
     return job, out, total
 
 
-def page_image(service: JobService, tenant: str, job_id: uuid.UUID, unit_id: uuid.UUID) -> bytes:
-    service.get(tenant, job_id)
+def page_media(service: JobService, tenant: str, job_id: uuid.UUID, unit_id: uuid.UUID) -> tuple[str, bytes]:
+    """(the unit's media key, its bytes): a page's PNG, or a video's clip that the page must draw."""
+    service.get(tenant, job_id)  # NotFound for another tenant's job
     with service.sessions() as s:
         unit = brepo.unit_in_job(s, job_id, unit_id)
     if unit is None or not unit.media_key:
         raise NotFound(f"page {unit_id} not found in job {job_id}")
-    return service.store.get(unit.media_key)
+    return unit.media_key, service.store.get(unit.media_key)

@@ -183,7 +183,7 @@ class ResultLine(BaseModel):
     boxes: list[str] = Field(default_factory=list)  # the text of each <|begin_of_box|> in the answer
     regions: list[Region] = Field(default_factory=list)  # boxes parsed to coordinates
     pages: list[int] = Field(default_factory=list)  # granularity "document": the pages in the prompt
-    text_uri: str | None = None  # s3:// URI of the page's (or document's) PDF text layer, if any
+    text_uri: str | None = None  # s3:// URI of the PDF text layer (empty: no text); None: images, videos
     finish_reason: str | None = None
     truncated: bool | None = None
     answer_missing: bool | None = None

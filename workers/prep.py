@@ -149,10 +149,14 @@ def iter_source(data: bytes, opts: RenderOptions) -> Iterable[RenderedPage]:
 
 def _store_page(ctx: WorkerContext, sha: str, opts: RenderOptions, p: RenderedPage) -> PreparedUnit:
     key = ctx.store.put(media_key(sha, opts.size_tag, p.page), p.png, "image/png")
-    text = (
-        ctx.store.put(text_key(sha, p.page), p.text.encode(), "text/plain; charset=utf-8") if p.text else None
-    )
+    text = _store_text(ctx, text_key(sha, p.page), p.text)
     return PreparedUnit(p.page, key, text, p.flags)
+
+
+def _store_text(ctx: WorkerContext, key: str, text: str | None) -> str | None:
+    """Every PDF page's text layer is stored, an empty one too: its link then tells "no text on the page"
+    from "no text layer" (an image: None, nothing stored)."""
+    return None if text is None else ctx.store.put(key, text.encode(), "text/plain; charset=utf-8")
 
 
 def _document(
@@ -165,8 +169,9 @@ def _document(
         ctx.store, manifest_key(sha, opts.size_tag, numbers), [u.media_key for u in units],
         pages=numbers, sizes=sizes,
     )  # fmt: skip
-    text = "\n\n".join(f"--- page {p.page} ---\n{p.text}" for p in pages if p.text)
-    tkey = ctx.store.put(text_key(sha, numbers), text.encode(), "text/plain; charset=utf-8") if text else None
+    layers = [p for p in pages if p.text is not None]  # all of them (a PDF) or none (images)
+    text = "\n\n".join(f"--- page {p.page} ---\n{p.text}" for p in layers if p.text)
+    tkey = _store_text(ctx, text_key(sha, numbers), text if layers else None)
     flags = tuple(dict.fromkeys(f for u in units for f in u.flags))  # every page's, once, in order
     return PreparedUnit(0, key, tkey, flags, tuple(numbers))
 

@@ -1,7 +1,8 @@
 """The results page: server-rendered HTML (Jinja2, no JavaScript).
 
 /ui lists the tenant's jobs with their progress; /ui/jobs/{id} shows each page's image beside its
-answer, the reasoning folded under it (<details>) and errors in red.
+answer, the reasoning folded under it (<details>) and errors in red; a video shows as a contact sheet of
+its sampled frames with their times (workers.media.sheet).
 
 Sign-in: the same API keys as the REST API. /ui/login takes the key in a form and keeps it in an
 HttpOnly, SameSite=Strict cookie scoped to /ui (Secure over https), checked like a header on every
@@ -22,6 +23,7 @@ from fastapi.templating import Jinja2Templates
 from api.auth import tenant_for
 from api.deps import ServiceDep
 from jobs import browse
+from workers.media import clip, sheet
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).resolve().parents[1] / "templates")
@@ -101,5 +103,7 @@ async def page_image(
     tenant = _tenant(request)
     if tenant is None:
         return Response(status_code=401)
-    data = await run_in_threadpool(browse.page_image, service, tenant, job_id, unit_id)
+    key, data = await run_in_threadpool(browse.page_media, service, tenant, job_id, unit_id)
+    if clip.is_clip_key(key):  # a video's clip is a zip of frames, which no browser shows: draw them
+        data = await run_in_threadpool(sheet.contact_sheet, data)
     return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})

@@ -1,6 +1,7 @@
 """The results page in headless Chromium (Debian's chromium driven by Playwright, no browser download):
 sign-in, the jobs list with progress, each page's image beside its answer, the reasoning folded,
-errors in red, and nothing of another tenant's. Writes a screenshot to tests/artifacts/."""
+errors in red, a video shown as its frames, and nothing of another tenant's. Writes screenshots to
+tests/artifacts/."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.e2e.test_pipeline import KEY, wait_done
 from tests.fixtures.models import taught_pdf
+from tests.fixtures.videos import GOOD
 
 pytestmark = pytest.mark.slow
 
@@ -22,6 +24,7 @@ CHROMIUM = (
     os.environ.get("VLMQ_TEST_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 )
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 RED = "rgb(197, 34, 31)"
 
 
@@ -48,10 +51,30 @@ def job_id(running_system: str) -> str:
     return str(wait_done(running_system, r.json()["id"])["id"])
 
 
+@pytest.fixture(scope="module")
+def video_job_id(running_system: str) -> str:
+    """A job with a video beside a PDF: the video's unit holds a clip (a zip of frames), not a PNG."""
+    files = [
+        ("file", (GOOD, (FIXTURES / GOOD).read_bytes(), "video/mp4")),
+        ("file", ("report.pdf", taught_pdf(), "application/pdf")),
+    ]
+    r = httpx.post(f"{running_system}/v1/jobs", files=files, headers=KEY, timeout=30)
+    assert r.status_code == 202, r.text
+    return str(wait_done(running_system, r.json()["id"])["id"])
+
+
 def sign_in(page: Page, base: str, key: str) -> None:
     page.goto(f"{base}/ui/login")
     page.fill("input[name=api_key]", key)
     page.click("button[type=submit]")
+
+
+def check_images_load(page: Page) -> None:
+    """Every <img> on the page really loads and decodes: a broken image has naturalWidth 0."""
+    for img in page.locator("img").all():
+        img.scroll_into_view_if_needed()
+        img.evaluate("i => i.complete || new Promise(ok => i.addEventListener('load', ok))")
+        assert img.evaluate("i => i.naturalWidth") > 0, img.get_attribute("src")
 
 
 def test_results_page(browser: Browser, running_system: str, job_id: str) -> None:
@@ -78,10 +101,7 @@ def test_results_page(browser: Browser, running_system: str, job_id: str) -> Non
     reasoning.locator("summary").click()
     expect(reasoning.locator("pre")).to_have_text("A title page.")
 
-    for img in page.locator("section.page img").all():  # every rendered page image really loads
-        img.scroll_into_view_if_needed()
-        img.evaluate("i => i.complete || new Promise(ok => i.addEventListener('load', ok))")
-        assert img.evaluate("i => i.naturalWidth") > 0
+    check_images_load(page)
     broken = page.locator("section[data-custom-id='broken.pdf'] p.error")
     expect(broken).to_contain_text("corrupt_media")
     assert broken.evaluate("e => getComputedStyle(e).color") == RED
@@ -91,6 +111,18 @@ def test_results_page(browser: Browser, running_system: str, job_id: str) -> Non
     page.screenshot(path=str(shot), full_page=True)
     print(f"screenshot: {shot}")
     assert shot.stat().st_size > 10_000
+
+
+def test_a_video_shows_as_its_frames(browser: Browser, running_system: str, video_job_id: str) -> None:
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    sign_in(page, running_system, "test-key")
+    page.goto(f"{running_system}/ui/jobs/{video_job_id}")
+    expect(page.locator(f"section[data-custom-id='{GOOD}'] img")).to_have_count(1)
+    expect(page.locator("section[data-custom-id='report.pdf'] img")).to_have_count(3)
+    check_images_load(page)  # the video's frames too, not a broken image
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "results-page-video.png"), full_page=True)
 
 
 def test_another_tenant_sees_nothing(browser: Browser, running_system: str, job_id: str) -> None:

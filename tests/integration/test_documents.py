@@ -20,7 +20,7 @@ from jobs.models import Item
 from jobs.service import build_service
 from jobs.status import ItemStatus
 from tests.fakes import FakeEngine
-from tests.fixtures.make_fixtures import PASSWORD, encrypted_pdf, text_pdf
+from tests.fixtures.make_fixtures import PASSWORD, encrypted_pdf, scanned_pdf, text_pdf
 from workers import infer, prep
 from workers.context import WorkerContext
 from workers.media.images import encode_png
@@ -90,6 +90,29 @@ def test_document_granularity_sends_the_pages_in_one_prompt_with_their_text(
     assert line["prompt_version"] == "caption-v1+text-hint-v1"
     bucket, _, key = line["text_uri"].removeprefix("s3://").partition("/")
     assert bucket == settings.s3.bucket and b"memo page 3" in ctx.store.get(key)
+
+
+@pytest.mark.parametrize("granularity", ["page", "document"])
+def test_a_pdf_page_without_text_links_an_empty_text_layer(
+    client: TestClient, ctx: WorkerContext, granularity: str
+) -> None:
+    """A scanned page has no text: its text layer is stored empty and linked all the same, so a reader
+    tells "no text on the page" from an image, which has no text layer at all (null). Issue 22."""
+    photo = encode_png(Image.new("RGB", (50, 50), "white"))
+    files = [
+        ("file", ("scan.pdf", scanned_pdf(), "application/pdf")),
+        ("file", ("photo.png", photo, "image/png")),
+    ]
+    engine = FakeEngine(lambda _: "<think>t</think><answer>ok</answer>")
+    options = json.dumps({"granularity": granularity, "text_hint": True})
+    lines = {x["custom_id"]: x for x in run_job(client, ctx, engine, files=files, data={"options": options})}
+    assert lines["scan.pdf"]["text_uri"], lines["scan.pdf"]
+    bucket, _, key = lines["scan.pdf"]["text_uri"].removeprefix("s3://").partition("/")
+    assert bucket == ctx.store.bucket and ctx.store.get(key) == b""
+    assert lines["photo.png"]["text_uri"] is None
+    # text_hint: the scan's (empty) layer goes into its prompt; the image has none to add.
+    assert lines["scan.pdf"]["prompt_version"] == "caption-v1+text-hint-v1"
+    assert lines["photo.png"]["prompt_version"] == "caption-v1"
 
 
 def test_document_granularity_cuts_at_the_page_setting_and_says_so(

@@ -14,7 +14,8 @@ class RenderedPage:
     png: bytes
     width: int
     height: int
-    text: str = ""  # the PDF text layer ("" for images and pages without one)
+    # The PDF text layer: "" for a PDF page with no text (a scan), None where there is no layer (images).
+    text: str | None = None
     flags: tuple[str, ...] = ()  # what was done to the page: image_downscaled, scaled_to_limit, ...
 
 
