@@ -161,9 +161,8 @@ class S3BlobStore:
         """Stream a file object to S3 (multipart above 8 MiB): memory stays bounded whatever its size."""
         self._ensure_bucket()
         extra = {"ContentType": content_type}
-        self._call(
-            self._client.upload_fileobj, Fileobj=f, Bucket=self.bucket, Key=key, ExtraArgs=extra, Config=_STREAM
-        )
+        upload = self._client.upload_fileobj
+        self._call(upload, Fileobj=f, Bucket=self.bucket, Key=key, ExtraArgs=extra, Config=_STREAM)
         return key
 
     def delete(self, key: str) -> None:

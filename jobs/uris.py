@@ -152,9 +152,17 @@ class UriPolicy:
 
 
 def _ip_or_none(host: str) -> IpAddress | None:
+    """The address a host names literally, the legacy IPv4 forms included ("127.1", "2130706433",
+    "0x7f000001", "0177.0.0.1"), which resolvers read as addresses without asking DNS."""
     try:
         return ipaddress.ip_address(host.strip("[]"))
     except ValueError:
+        pass
+    if not all(c in "0123456789abcdefx." for c in host):
+        return None  # a name (inet_aton below takes only numbers, dots and 0x)
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
         return None
 
 

@@ -17,11 +17,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from jobs import batch_repository as brepo
 from api.deps import SettingsDep
+from jobs import batch_repository as brepo
 from jobs.config import Settings
-from jobs.errors import Forbidden, Unauthorized
 from jobs.dispatch import GPU_QUEUE, PREP_QUEUE, broker_url
+from jobs.errors import Forbidden, Unauthorized
 from jobs.service import JobService
 
 router = APIRouter(tags=["health"])
@@ -34,6 +34,8 @@ def check_scrape_token(settings: Settings, authorization: str | None) -> None:
     scheme, _, presented = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), token.encode()):
         raise Unauthorized("/metrics needs 'Authorization: Bearer <VLMQ_API__METRICS_TOKEN>'")
+
+
 log = logging.getLogger(__name__)
 # Kombu's Redis transport keeps a priority's messages in "<queue>\x06\x16<priority>" (0 is the bare name).
 PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")

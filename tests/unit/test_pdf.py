@@ -69,7 +69,7 @@ def test_rotated_content_is_turned_not_squeezed() -> None:
     ("fixture", "error", "needle"),
     [
         ("truncated.pdf", CorruptMedia, "it is truncated"),
-        ("text_named.pdf", CorruptMedia, "no %PDF- header; the file starts with b'This is a text"),
+        ("text_named.pdf", CorruptMedia, "no %PDF- header; the file looks like plain text"),
         ("encrypted.pdf", EncryptedDocument, "encrypted and no password was given"),
         ("zero_pages.pdf", EmptyDocument, "the PDF has no pages"),
     ],

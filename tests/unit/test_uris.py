@@ -39,6 +39,11 @@ def resolver(table: dict[str, list[str]]):  # type: ignore[no-untyped-def]
         (HTTPS, "https://localhost/a.pdf", "localhost"),
         (HTTPS, "https://api.localhost/a.pdf", "api.localhost"),
         (HTTPS, "https://user:pw@docs.example.com/a.pdf", "credentials"),
+        (HTTPS, "https://127.1/a.pdf", "127.0.0.1"),  # legacy forms: resolvers read them as addresses
+        (HTTPS, "https://2130706433/a.pdf", "127.0.0.1"),
+        (HTTPS, "https://0x7f000001/a.pdf", "127.0.0.1"),
+        (HTTPS, "https://0177.0.0.1/a.pdf", "127.0.0.1"),
+        (HTTPS, "https://0xa9.254.169.254/latest", "169.254.169.254"),
     ],
 )
 def test_refused_at_submission(policy: UriPolicy, uri: str, needle: str) -> None:

@@ -24,6 +24,7 @@ import pymupdf
 
 from jobs.errors import CorruptMedia, EmptyDocument, EncryptedDocument
 from workers.media.page import RenderedPage, RenderOptions, choose_pages
+from workers.media.sniff import looks_like
 
 __all__ = ["RenderedPage", "iter_pdf_pages", "open_pdf", "pdf_page_count", "render_pdf"]
 
@@ -52,7 +53,7 @@ def _check_header(data: bytes) -> None:
     if not data:
         raise CorruptMedia("not a readable PDF: the file is empty (0 bytes)")
     if b"%PDF-" not in data[:_SLACK]:
-        raise CorruptMedia(f"not a readable PDF: no %PDF- header; the file starts with {data[:24]!r}")
+        raise CorruptMedia(f"not a readable PDF: no %PDF- header; the file looks like {looks_like(data)}")
 
 
 def _check_document(doc: pymupdf.Document, data: bytes, password: str | None) -> None:

@@ -74,12 +74,29 @@ def family(data: bytes, name: str = "") -> tuple[str, str]:
     if fmt is not None:
         return FAMILY[fmt], fmt
     claimed = _EXTENSIONS.get(name.rsplit(".", 1)[-1].lower()) if "." in name else None
-    head = data[:24]
     if claimed is not None:
         raise CorruptMedia(
-            f"the file is named .{claimed} but is not a readable {claimed.upper()}; it starts {head!r}"
+            f"the file is named .{claimed} but is not a readable {claimed.upper()}; "
+            f"it looks like {looks_like(data)}"
         )
     raise UnsupportedMedia(
         "not a PDF, an image (PNG, JPEG, WebP, TIFF, GIF) or an office file "
-        f"(DOC, DOCX, PPT, PPTX, ODT, ODP); it starts {head!r}"
+        f"(DOC, DOCX, PPT, PPTX, ODT, ODP); it looks like {looks_like(data)}"
     )
+
+
+def looks_like(data: bytes) -> str:
+    """What a file seems to be, for an error message, without quoting a byte of it: an error is shown to
+    whoever submitted the item, and must never serve as a way to read an object's content."""
+    head = data[:512]
+    if head.lstrip().startswith((b"{", b"[")):
+        return "JSON or JSONL text"
+    if head.lstrip()[:1] == b"<":
+        return "HTML or XML text"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:  # binary, or a character cut at the 512th byte
+        text = head[:-3].decode("utf-8", "replace")
+    if text and "\ufffd" not in text and all(c.isprintable() or c in "\r\n\t" for c in text):
+        return "plain text"
+    return f"binary data of an unknown format ({len(data)} bytes)"
