@@ -92,7 +92,7 @@ class JobService:
         check_prompt_text(req.prompt, "job prompt")
         policy = uris.UriPolicy.from_settings(self.settings)
         for it in req.items:
-            check_prompt_text(it.prompt, f"item {it.custom_id}")
+            check_prompt_text(it.prompt, f"item {it.custom_id!r}")
             policy.check(it.uri, tenant, it.custom_id)
 
     def _prior(self, tenant: str, key: str, digest: str) -> Job | None:

@@ -77,7 +77,7 @@ class UriPolicy:
     def check(self, uri: str, tenant: str, custom_id: str = "") -> None:
         """May ``tenant`` name ``uri``: scheme, ownership (s3), host form and literal addresses
         (https). No DNS, no S3 request."""
-        who = f"item {custom_id}: " if custom_id else ""
+        who = f"item {custom_id!r}: " if custom_id else ""
         scheme = uri.partition("://")[0].lower() if "://" in uri else uri.partition(":")[0].lower()
         if scheme not in self.schemes:
             allowed = ", ".join(f"{s}://" for s in sorted(self.schemes))

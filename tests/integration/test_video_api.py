@@ -36,7 +36,7 @@ def test_json_prompt_asking_for_more_media_is_422(
     err = r.json()["error"]
     assert err["code"] == "prompt_media_limit"
     assert token in err["message"] and "one video per prompt" in err["message"]
-    assert err["message"].startswith("job prompt" if where == "job" else "item clip")
+    assert err["message"].startswith("job prompt" if where == "job" else "item 'clip'")
 
 
 def test_multipart_prompt_asking_for_more_media_is_422(client: TestClient) -> None:

@@ -60,7 +60,7 @@ def pages_from_job(service: JobService, job_id: uuid.UUID, limit: int) -> list[C
         try:
             image = decode_image(service.store.get(ref.media_key))
         except VlmqError as e:
-            log.warning("calibration: skipping %s#%d: %s", ref.custom_id, ref.page, e)
+            log.warning("calibration: skipping %r#%d: %s", ref.custom_id, ref.page, e)
             continue
         pages.append(CalibrationPage(f"job/{job_id}/{ref.custom_id}#{ref.page}", image, ref.prompt))
     if not pages:
