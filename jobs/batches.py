@@ -27,8 +27,17 @@ from sqlalchemy import func
 
 from jobs import batch_repository as brepo
 from jobs import openai_batch as ob
-from jobs.errors import Conflict, ForbiddenUri, InvalidInput, NotFound, PermanentError, VlmqError
+from jobs.errors import (
+    Conflict,
+    ForbiddenUri,
+    InvalidInput,
+    NotFound,
+    PermanentError,
+    PromptMediaLimit,
+    VlmqError,
+)
 from jobs.models import Batch, File
+from jobs.prompt_limits import check_prompt_text
 from jobs.schemas import ItemIn, JobCreate, JobOptions, JobOut
 from jobs.service import JobService
 from jobs.status import JobStatus
@@ -186,9 +195,11 @@ class BatchService:
                     )
                 if r.image_uri is not None:
                     policy.check(r.image_uri, tenant)
+                check_prompt_text(r.prompt, "the prompt")
                 items.append(ItemIn(custom_id=r.custom_id, uri=self._image_uri(tenant, r), prompt=r.prompt))
-            except ForbiddenUri as e:
-                rejected.append(ob.LineError(e.code, str(e), r.line, "image_url", r.custom_id))
+            except (ForbiddenUri, PromptMediaLimit) as e:
+                param = "image_url" if isinstance(e, ForbiddenUri) else "messages"
+                rejected.append(ob.LineError(e.code, str(e), r.line, param, r.custom_id))
             except (InvalidInput, ValidationError) as e:
                 message = e.errors()[0]["msg"] if isinstance(e, ValidationError) else str(e)
                 rejected.append(ob.LineError("invalid_request", message, r.line, None, r.custom_id))
