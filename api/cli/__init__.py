@@ -377,9 +377,14 @@ register_reprocess(app)
 
 
 def _exit_for(job: dict[str, object]) -> None:
+    from api.cli.failures import ExitCode
+
     if job.get("status") != "completed":
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.ERROR)
 
 
 def main() -> None:
-    app()
+    # The one place a failed command becomes its line on stderr and exit code (api.cli.failures).
+    from api.cli.failures import run
+
+    run(app)
