@@ -15,11 +15,16 @@ from pathlib import Path
 from typing import Literal
 
 from croniter import croniter
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 STATE_DIR = Path(".vlmq")
 DEV_ENV_FILE = STATE_DIR / "dev.env"
+# The tiny random-weight development model (`vlmq dev tiny-model`, `make demo`) carries this file.
+DEV_MODEL_MARKER = "vlmq-tiny.json"
+# Its output tokens a page when the user sets none: enough for the demo's taught answers (at most 40
+# tokens); the full 1,024 of junk took 40 s a page on 2 cores, for answers that mean nothing.
+DEV_MAX_NEW_TOKENS = 64
 
 
 class DbSettings(BaseModel):
@@ -98,6 +103,33 @@ class ModelSettings(BaseModel):
     # turn until one is well-formed; the result then carries the flag "temperature_fallback:<t>".
     retry_temperatures: list[float] = Field(default_factory=lambda: [0.6, 1.0])
     fake_latency_seconds: float = 0.05  # the "fake" engine: seconds per batch
+
+    @property
+    def development(self) -> bool:
+        """Serving the tiny development model (its folder carries DEV_MODEL_MARKER)."""
+        return self.engine != "fake" and (Path(self.path) / DEV_MODEL_MARKER).is_file()
+
+    def development_notice(self) -> str | None:
+        """What a worker says once at start when it serves the development model; None otherwise."""
+        if not self.development:
+            return None
+        ladder = f"retry ladder {self.retry_temperatures}" if self.retry_temperatures else "no retry ladder"
+        return (
+            f"development model ({self.path}): random weights, answers are not meaningful; "
+            f"max_new_tokens {self.max_new_tokens}, {ladder}; point VLMQ_MODEL__PATH at real weights"
+        )
+
+    @model_validator(mode="after")
+    def _development_defaults(self) -> ModelSettings:
+        # A first job on the development model should take seconds: few tokens, and no retry ladder,
+        # since its answers are as bad at every temperature. What the user set (environment, .env,
+        # arguments: pydantic's fields_set) is kept.
+        if self.development:
+            if "max_new_tokens" not in self.model_fields_set:
+                self.max_new_tokens = DEV_MAX_NEW_TOKENS
+            if "retry_temperatures" not in self.model_fields_set:
+                self.retry_temperatures = []
+        return self
 
     @field_validator("tensor_parallel_size")
     @classmethod

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from api.cli.reprocess import register as register_reprocess
 from jobs.config import get_settings
@@ -153,6 +154,9 @@ def _engine_pool() -> list[str]:
         raise typer.Exit(2) from e
     load_s = time.monotonic() - t0
     err.print(f"{ENGINE_READY} {engine.name} ({engine.model_id}) ready in {load_s:.1f} s")
+    notice = get_settings().model.development_notice()
+    if notice:  # the tiny model's defaults (jobs.config) and why its answers look like noise
+        err.print(f"[yellow]vlmq worker:[/] {escape(notice)}", soft_wrap=True)
     from workers.context import get_context
 
     get_context()  # database pool and S3 client, before the task threads start
@@ -377,9 +381,14 @@ register_reprocess(app)
 
 
 def _exit_for(job: dict[str, object]) -> None:
+    from api.cli.failures import ExitCode
+
     if job.get("status") != "completed":
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.ERROR)
 
 
 def main() -> None:
-    app()
+    # The one place a failed command becomes its line on stderr and exit code (api.cli.failures).
+    from api.cli.failures import run
+
+    run(app)

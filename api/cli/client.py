@@ -19,18 +19,33 @@ TERMINAL = {"completed", "failed", "cancelled", "expired"}
 
 
 class ApiError(RuntimeError):
+    """An error answer of the API: its HTTP status and the body's {"error": {"code", "message",
+    "details"?}} (a body of another shape, from a proxy say, becomes the message)."""
+
     def __init__(self, status: int, body: str) -> None:
         self.status = status
+        self.code, self.message, self.details = f"http_{status}", body[:500], []
         try:
             err = json.loads(body)["error"]
-            message = f"{err['code']}: {err['message']}"
-            if err.get("details"):
-                message += " " + "; ".join(
-                    f"{'.'.join(map(str, d['loc']))}: {d['msg']}" for d in err["details"]
-                )
+            self.code, self.message = str(err["code"]), str(err["message"])
+            self.details = list(err.get("details") or [])
         except (ValueError, KeyError, TypeError):
-            message = body[:500]
-        super().__init__(f"HTTP {status}: {message}")
+            pass
+        super().__init__(f"HTTP {status}: {self.code}: {self.message}{self.first_problem()}")
+
+    def first_problem(self) -> str:
+        """The first validation problem, compactly (" (options.dpi: too small; 2 more)"), or ""."""
+        try:
+            d = self.details[0]
+            where = ".".join(map(str, d["loc"]))
+            more = f"; {len(self.details) - 1} more" if len(self.details) > 1 else ""
+            return f" ({where}: {d['msg']}{more})"
+        except (IndexError, KeyError, TypeError):
+            return ""
+
+
+class NoApiKey(RuntimeError):
+    """Neither VLMQ_API__KEYS nor the development key file gives the CLI a key."""
 
 
 def api_key_for(settings: Settings) -> str:
@@ -38,7 +53,7 @@ def api_key_for(settings: Settings) -> str:
         return next(iter(parse_keys(settings.api.keys.get_secret_value())))
     path = dev_key_path(settings)
     if not path.exists():
-        raise RuntimeError(f"no API key: set VLMQ_API__KEYS or start `vlmq api` once to create {path}")
+        raise NoApiKey(f"set VLMQ_API__KEYS or start `vlmq api` once to create {path}")
     return path.read_text().strip()
 
 

@@ -24,6 +24,7 @@ from rich.table import Table
 from api.auth import load_keys
 from api.cli.client import Client
 from api.cli.devstack import DevStack, free_port
+from api.cli.lifetime import stop_on_signals
 from api.cli.processes import start_vlmq, wait_healthy
 from api.cli.progress import follow
 from jobs.config import Settings, get_settings
@@ -72,7 +73,8 @@ def _teach_sample(model_dir: Path, console: Console) -> None:
 
 @contextmanager
 def _services(console: Console, settings: Settings) -> Iterator[dict[str, str]]:
-    with DevStack(settings) as stack:
+    # SIGTERM/SIGHUP stop the servers as Ctrl-C does; a SIGKILL takes them along (api.cli.lifetime).
+    with stop_on_signals(), DevStack(settings) as stack:
         with console.status("Starting embedded services for whatever is not configured ..."):
             env = stack.start()
         for key in sorted(env):
@@ -87,15 +89,18 @@ def _services(console: Console, settings: Settings) -> Iterator[dict[str, str]]:
 
 
 def dev_stack_forever(console: Console) -> None:
-    with _services(console, _fresh_settings()):
-        console.print(
-            "[green]Services up and migrated.[/] Other `vlmq` commands here use .vlmq/dev.env. Ctrl-C stops."
-        )
-        try:
+    """Until Ctrl-C, SIGTERM or SIGHUP (even one that comes while the servers start): then every
+    server is stopped and the command ends with status 0."""
+    try:
+        with _services(console, _fresh_settings()):
+            console.print(
+                "[green]Services up and migrated.[/] Other `vlmq` commands here use .vlmq/dev.env. "
+                "Ctrl-C (or SIGTERM, SIGHUP) stops."
+            )
             while True:
                 time.sleep(3600)
-        except KeyboardInterrupt:
-            console.print("stopping")
+    except KeyboardInterrupt as e:  # Ctrl-C, or lifetime.Stopped: the servers are stopped by now
+        console.print(f"servers stopped ({e or 'Ctrl-C'})")
 
 
 def run_demo(console: Console, max_new_tokens: int = 96, show_pages: bool = True) -> dict[str, Any]:

@@ -21,6 +21,8 @@ from typing import Any
 
 import httpx
 
+from api.cli.lifetime import die_with_parent
+
 log = logging.getLogger(__name__)
 
 DB_KEY, REDIS_KEY, S3_KEY = "VLMQ_DB__URL", "VLMQ_REDIS__URL", "VLMQ_S3__ENDPOINT_URL"
@@ -74,7 +76,8 @@ class Account:
 
 
 class ManagedProcess:
-    """A child process in its own process group, logging to a file, stopped with its whole group."""
+    """A child process in its own process group, logging to a file, stopped with its whole group, and
+    sent ``stop_signal`` by the kernel if this process dies without stopping it (api.cli.lifetime)."""
 
     def __init__(
         self,
@@ -97,6 +100,7 @@ class ManagedProcess:
                 stderr=subprocess.STDOUT,
                 env=dict(env) if env is not None else None,
                 start_new_session=True,  # own group: stop() reaches its children, Ctrl-C does not
+                preexec_fn=die_with_parent(stop_signal),  # a killed parent leaves no server behind
                 **(account.popen_args() if account else {}),
             )
         except BaseException:

@@ -16,10 +16,13 @@ from workers.context import WorkerContext
 AUTH = {"Authorization": "Bearer test-key"}
 
 
-def prepared_pdf(client: TestClient, ctx: WorkerContext, name: str, pages: int) -> uuid.UUID:
-    """Upload a ``pages``-page PDF as a job, prepare its source; the job's id."""
+def prepared_pdf(
+    client: TestClient, ctx: WorkerContext, name: str, pages: int, prompt: str | None = None
+) -> uuid.UUID:
+    """Upload a ``pages``-page PDF as a job (with the user's own ``prompt``, if given), prepare its
+    source; the job's id."""
     files = [("file", (f"{name}.pdf", text_pdf(pages, name), "application/pdf"))]
-    r = client.post("/v1/jobs", headers=AUTH, files=files)
+    r = client.post("/v1/jobs", headers=AUTH, files=files, data={"prompt": prompt} if prompt else None)
     assert r.status_code == 202, r.text
     job_id = uuid.UUID(r.json()["id"])
     with ctx.service.sessions() as s:

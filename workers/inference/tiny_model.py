@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
+from jobs.config import DEV_MODEL_MARKER  # marks the folder: settings give it development defaults
 from workers.media.clip import VideoClip
 
 log = logging.getLogger(__name__)
@@ -145,7 +146,7 @@ def build_tiny_model(out_dir: Path, seed: int = 0) -> Path:
     tokenizer = build_tokenizer()
     build_processor(tokenizer).save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    (out_dir / "vlmq-tiny.json").write_text(json.dumps({"seed": seed, "taught": []}))
+    (out_dir / DEV_MODEL_MARKER).write_text(json.dumps({"seed": seed, "taught": []}))
     return out_dir
 
 
@@ -292,7 +293,7 @@ def teach(
 
 
 def _record(model_dir: Path, targets: list[str]) -> None:
-    meta_path = model_dir / "vlmq-tiny.json"
+    meta_path = model_dir / DEV_MODEL_MARKER
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     meta["taught"] = targets
     meta_path.write_text(json.dumps(meta))
