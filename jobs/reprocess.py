@@ -146,7 +146,7 @@ class Reprocessor:
             run.selected = runs.insert_entries(s, run.id, candidates(rules, target))
             texts = {p.name: p.prompt for p in presets.PRESETS.values()}
             runs.upgrade_prompts(s, run.id, target, texts)
-            runs.reopen_failed(s, run.id)
+            runs.reopen_retries(s, run.id, self.settings.queue.job_expiry_seconds)
         log.info("reprocess run %s (%s): %d items selected", run.id, key, run.selected)
         return run.id, True
 
