@@ -11,12 +11,13 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, func, select, update
+from sqlalchemy import ColumnElement, and_, exists, func, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from jobs.models import Item, Job
 from jobs.repository import add_event
 from jobs.status import ITEM_IN_FLIGHT, ITEM_WAITING, JOB_ACTIVE, JOB_TERMINAL, ItemStatus, JobStatus
+from jobs.work import Held
 
 SWEEP_LOCK = 0x766C6D71  # "vlmq": one sweeper at a time, whatever number of beats were started
 
@@ -43,6 +44,38 @@ def renew(s: Session, item_ids: Sequence[uuid.UUID], seconds: float) -> dict[uui
     )
     job_ids = set(s.scalars(stmt))
     return job_statuses(s, job_ids)
+
+
+def take_back(s: Session, held: Held, attempts_limit: int) -> list[uuid.UUID]:
+    """Units still running under the claims ``held`` ({unit id: the attempts the claim set}) back to
+    ready, for the retry of the task that made them: its run failed and could not give them back (the
+    database was unreachable), and without this the retry would claim nothing and they would wait for
+    their lease to run out and the sweeper (lease + sweep interval: minutes).
+
+    Why the attempts are the claim: every claim adds one and nothing else moves them while a unit
+    runs, so a unit at the count its claim set is still under it. One whose lease ran out and that
+    another worker claimed has moved on, and is left to that worker; one stored meanwhile (the commit
+    went through before the connection broke) is no longer running. A compare-and-set in one statement,
+    so a retry delivered twice takes back nothing the second time (the first claimed them again, a new
+    count). The one reset, a reopen, needs the unit failed and reopened in between; even then
+    complete_units stores one result. A unit whose attempts are spent is left to its lease: the sweeper
+    fails it."""
+    if not held:
+        return []
+    stmt = (
+        update(Item)
+        .where(tuple_(Item.id, Item.attempts).in_(list(held.items())))
+        .where(Item.status == str(ItemStatus.RUNNING), Item.attempts < attempts_limit)
+        .values(status=str(ItemStatus.READY), lease_until=None, updated_at=func.now())
+        .returning(Item.id, Item.job_id)
+        .execution_options(synchronize_session=False)
+    )
+    rows = list(s.execute(stmt))
+    for item_id, job_id in rows:
+        add_event(
+            s, job_id, "item.status", item_id=item_id, to_status=str(ItemStatus.READY), detail="taken back"
+        )
+    return [i for i, _ in rows]
 
 
 def job_statuses(s: Session, job_ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, case, exists, func, literal, select, text, update
+from sqlalchemy import Select, case, exists, func, literal, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
@@ -18,6 +18,7 @@ from jobs import repository as repo
 from jobs.models import Item, Job, ReprocessEntry, ReprocessRun, Result
 from jobs.selection import OPEN_STATES, Target
 from jobs.status import ITEM_TERMINAL, ItemStatus
+from jobs.work import Held
 
 # pg_advisory_xact_lock key: every run is selected and inserted under it, one at a time.
 RUN_LOCK = 0x766C6D71_72657072  # "vlmqrepr"
@@ -96,6 +97,20 @@ def claim(s: Session, run_id: uuid.UUID, item_ids: Sequence[uuid.UUID]) -> list[
         .execution_options(synchronize_session=False)
     ).all()
     return list(s.scalars(select(Item).where(Item.id.in_(claimed)).order_by(Item.page))) if claimed else []
+
+
+def take_back(s: Session, run_id: uuid.UUID, held: Held, attempts_limit: int) -> None:
+    """Refresh entries still running under the claims ``held`` ({item id: the entry's attempts the claim
+    set}) back to pending, for the retry of the task that made them (leases.take_back says why; an
+    entry's attempts are never reset). Entries whose attempts are spent are left to go stale."""
+    if held:
+        s.execute(
+            update(E)
+            .where(E.run_id == run_id, tuple_(E.item_id, E.attempts).in_(list(held.items())))
+            .where(E.state == "running", E.attempts < attempts_limit)
+            .values(state="pending", updated_at=func.now())
+            .execution_options(synchronize_session=False)
+        )
 
 
 def current_answer(s: Session, item_id: uuid.UUID) -> str | None:
