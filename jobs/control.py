@@ -13,6 +13,7 @@ from jobs import leases
 from jobs import repository as repo
 from jobs.config import Settings
 from jobs.errors import Conflict, Expired, NotFound, TenantLimitExceeded
+from jobs.models import Item
 from jobs.schemas import JobOut
 from jobs.status import ITEM_IN_FLIGHT, ITEM_WAITING, JOB_ACTIVE, ItemStatus, JobStatus
 
@@ -63,10 +64,10 @@ def retry(service: JobService, tenant: str | None, job_id: uuid.UUID) -> JobOut:
             raise NotFound(f"job {job_id} not found")
         if job.status in (JobStatus.CANCELLING, JobStatus.CANCELLED):
             raise Conflict(f"job {job_id} is {job.status}; a cancelled job cannot be retried")
-        sources, units = leases.reopen_failed(s, job_id)
+        expiry = service.settings.queue.job_expiry_seconds
+        sources, units = leases.reopen_failed(s, Item.job_id == job_id, expiry, "retry")
         if not sources and not units:
             raise Conflict(f"job {job_id} has no failed items to retry")
-        leases.reopen_job(s, job_id, service.settings.queue.job_expiry_seconds)
         priority = job.priority
     service.enqueue(priority, sources=sources, units=units)
     return service.get(tenant, job_id)

@@ -1,6 +1,7 @@
 """SQL for recovery and control: leases and their heartbeat, the sweeper's queries, cancellation,
-expiry, retry and per-tenant load. Same rule as jobs.repository: every state change is one
-compare-and-set UPDATE, so a sweeper racing a worker (or two sweepers) cannot move a row twice.
+expiry, reopening failed items (a user's retry and reprocessing) and per-tenant load. Same rule as
+jobs.repository: every state change is one compare-and-set UPDATE, so a sweeper racing a worker (or two
+sweepers) cannot move a row twice.
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, exists, func, select, update
+from sqlalchemy import ColumnElement, and_, exists, func, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from jobs.models import Item, Job
 from jobs.repository import add_event
 from jobs.status import ITEM_IN_FLIGHT, ITEM_WAITING, JOB_ACTIVE, JOB_TERMINAL, ItemStatus, JobStatus
+from jobs.work import Held
 
 SWEEP_LOCK = 0x766C6D71  # "vlmq": one sweeper at a time, whatever number of beats were started
 
@@ -42,6 +44,38 @@ def renew(s: Session, item_ids: Sequence[uuid.UUID], seconds: float) -> dict[uui
     )
     job_ids = set(s.scalars(stmt))
     return job_statuses(s, job_ids)
+
+
+def take_back(s: Session, held: Held, attempts_limit: int) -> list[uuid.UUID]:
+    """Units still running under the claims ``held`` ({unit id: the attempts the claim set}) back to
+    ready, for the retry of the task that made them: its run failed and could not give them back (the
+    database was unreachable), and without this the retry would claim nothing and they would wait for
+    their lease to run out and the sweeper (lease + sweep interval: minutes).
+
+    Why the attempts are the claim: every claim adds one and nothing else moves them while a unit
+    runs, so a unit at the count its claim set is still under it. One whose lease ran out and that
+    another worker claimed has moved on, and is left to that worker; one stored meanwhile (the commit
+    went through before the connection broke) is no longer running. A compare-and-set in one statement,
+    so a retry delivered twice takes back nothing the second time (the first claimed them again, a new
+    count). The one reset, a reopen, needs the unit failed and reopened in between; even then
+    complete_units stores one result. A unit whose attempts are spent is left to its lease: the sweeper
+    fails it."""
+    if not held:
+        return []
+    stmt = (
+        update(Item)
+        .where(tuple_(Item.id, Item.attempts).in_(list(held.items())))
+        .where(Item.status == str(ItemStatus.RUNNING), Item.attempts < attempts_limit)
+        .values(status=str(ItemStatus.READY), lease_until=None, updated_at=func.now())
+        .returning(Item.id, Item.job_id)
+        .execution_options(synchronize_session=False)
+    )
+    rows = list(s.execute(stmt))
+    for item_id, job_id in rows:
+        add_event(
+            s, job_id, "item.status", item_id=item_id, to_status=str(ItemStatus.READY), detail="taken back"
+        )
+    return [i for i, _ in rows]
 
 
 def job_statuses(s: Session, job_ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
@@ -148,52 +182,67 @@ def in_flight(s: Session, job_id: uuid.UUID) -> int:
     return int(s.scalar(q) or 0)
 
 
-def reopen_failed(s: Session, job_id: uuid.UUID) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
-    """Failed items back to waiting, their attempts and errors cleared: failed pages to ready (their
-    prepared sources back to prepared), sources that failed before they were prepared to queued, pages
-    or not (a later page could not be rendered; their re-prep keeps the pages made). Returns (sources to
-    prepare, pages to infer). The one way out of ``failed``, taken only on a user's retry request."""
-    cleared = {"attempts": 0, "error_code": None, "error_message": None, "updated_at": func.now()}
-    failed = str(ItemStatus.FAILED)
-    units = update(Item).where(Item.job_id == job_id, Item.parent_id.is_not(None), Item.status == failed)
-    unit_rows = list(
-        s.execute(units.values(status=str(ItemStatus.READY), **cleared).returning(Item.id, Item.parent_id))
-    )
-    parents = {p for _, p in unit_rows}
+def reopen_failed(
+    s: Session, which: ColumnElement[bool], expiry_seconds: float, detail: str
+) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
+    """The one way out of ``failed``, for a user's retry (jobs.control: ``which`` is a job's items) and a
+    reprocessing run (jobs.runs: the items it selected). The failed items among ``which`` go back to
+    waiting, attempts and errors cleared: a page to ready (its prepared source back to prepared), a
+    source that failed before it was prepared to queued, pages or not (a later page could not be
+    rendered; its re-prep keeps the pages made). Their jobs are reopened (``_reopen_jobs``).
+    Returns (sources to prepare, pages to infer); ``detail`` goes on the events (who reopened)."""
+    units = _reopen(s, which, Item.parent_id.is_not(None), ItemStatus.READY)
+    # Prepared sources have a page count (jobs.units.finish_prep); one without never got all its pages.
+    unprepared = and_(Item.parent_id.is_(None), Item.page_count.is_(None))
+    sources = _reopen(s, which, unprepared, ItemStatus.QUEUED)
+    parents = {p for _, _, p in units}
     if parents:
-        s.execute(
-            update(Item)
-            .where(Item.id.in_(parents), Item.status == failed, Item.page_count.is_not(None))
-            .values(status=str(ItemStatus.PREPARED), **cleared)
+        _reopen(s, Item.id.in_(parents), Item.page_count.is_not(None), ItemStatus.PREPARED)
+    _reopen_jobs(s, {j for _, j, _ in units + sources}, expiry_seconds, detail)
+    for item_id, job_id, _ in units + sources:
+        add_event(
+            s, job_id, "item.reopened", item_id=item_id, from_status=str(ItemStatus.FAILED), detail=detail
         )
-    unprepared = (
-        update(Item)
-        .where(Item.job_id == job_id, Item.parent_id.is_(None), Item.status == failed)
-        .where(Item.page_count.is_(None))  # prepared sources have it (jobs.units.finish_prep)
-        .values(status=str(ItemStatus.QUEUED), **cleared)
-        .returning(Item.id)
-    )
-    sources = list(s.scalars(unprepared))
-    return sources, [u for u, _ in unit_rows]
+    return [i for i, _, _ in sources], [i for i, _, _ in units]
 
 
-def reopen_job(s: Session, job_id: uuid.UUID, expiry_seconds: float) -> bool:
-    """A finished (not cancelled) job back to running, with a fresh expiry window."""
-    reopenable = _names(frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.EXPIRED}))
+def _reopen(
+    s: Session, which: ColumnElement[bool], kind: ColumnElement[bool], to: ItemStatus
+) -> list[tuple[uuid.UUID, uuid.UUID, uuid.UUID | None]]:
+    """Failed items of ``which`` and ``kind`` to ``to``, as new: (id, job id, parent id) of each."""
+    new = {"attempts": 0, "error_code": None, "error_message": None, "lease_until": None}
     stmt = (
-        update(Job)
-        .where(Job.id == job_id, Job.status.in_(reopenable))
-        .values(
-            status=str(JobStatus.RUNNING),
-            completed_at=None,
-            error=None,
-            expires_at=lease_until(expiry_seconds),
-            updated_at=func.now(),
-        )
-        .returning(Job.id)
+        update(Item)
+        .where(which, kind, Item.status == str(ItemStatus.FAILED))
+        .values(status=str(to), updated_at=func.now(), **new)
+        .returning(Item.id, Item.job_id, Item.parent_id)
         .execution_options(synchronize_session=False)
     )
-    moved = s.scalar(stmt) is not None
-    if moved:
-        add_event(s, job_id, "job.status", to_status=str(JobStatus.RUNNING), detail="retry")
-    return moved
+    return [(i, j, p) for i, j, p in s.execute(stmt)]
+
+
+def _reopen_jobs(s: Session, job_ids: set[uuid.UUID], expiry_seconds: float, detail: str) -> None:
+    """A finished (not cancelled) job of reopened items runs again: its finalizer settles it and writes
+    its output files again. Each such job, finished or still running, gets a full expiry window from
+    now, as a new job would: its old window is often over (a nightly run only looks at jobs a day old),
+    and the next sweep would end it ``expired`` and fail the items just reopened."""
+    if not job_ids:
+        return
+    finished = _names(frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.EXPIRED}))
+    reopened = list(
+        s.scalars(
+            update(Job)
+            .where(Job.id.in_(job_ids), Job.status.in_(finished))
+            .values(status=str(JobStatus.RUNNING), completed_at=None, error=None, updated_at=func.now())
+            .returning(Job.id)
+            .execution_options(synchronize_session=False)
+        )
+    )
+    for job_id in reopened:
+        add_event(s, job_id, "job.reopened", to_status=str(JobStatus.RUNNING), detail=detail)
+    s.execute(
+        update(Job)
+        .where(Job.id.in_(job_ids), Job.status.in_(_names(JOB_ACTIVE)))
+        .values(expires_at=lease_until(expiry_seconds), updated_at=func.now())
+        .execution_options(synchronize_session=False)
+    )

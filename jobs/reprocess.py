@@ -18,6 +18,7 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -33,7 +34,7 @@ from jobs.models import Item, ReprocessRun
 from jobs.selection import Rules, Target, candidates
 from jobs.service import JobService
 from jobs.status import JobStatus
-from jobs.work import UnitWork
+from jobs.work import Held, UnitWork
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,7 @@ class Reprocessor:
             run.selected = runs.insert_entries(s, run.id, candidates(rules, target))
             texts = {p.name: p.prompt for p in presets.PRESETS.values()}
             runs.upgrade_prompts(s, run.id, target, texts)
-            runs.reopen_failed(s, run.id)
+            runs.reopen_retries(s, run.id, self.settings.queue.job_expiry_seconds)
         log.info("reprocess run %s (%s): %d items selected", run.id, key, run.selected)
         return run.id, True
 
@@ -232,9 +233,13 @@ class RefreshLane:
     def __init__(self, rp: Reprocessor, run_id: uuid.UUID) -> None:
         self.rp, self.run_id, self.sessions = rp, run_id, rp.sessions
 
-    def claim(self, unit_ids: Sequence[uuid.UUID]) -> list[UnitWork]:
+    def claim(self, unit_ids: Sequence[uuid.UUID], held: Held | None = None) -> list[UnitWork]:
+        """The entry is the claim, its attempts the claim's count (``held``: runs.take_back)."""
         with self.sessions() as s, s.begin():
-            return self.rp.jobs.unit_work(s, runs.claim(s, self.run_id, unit_ids))
+            runs.take_back(s, self.run_id, held or {}, self.rp.settings.limits.max_attempts)
+            items = runs.claim(s, self.run_id, unit_ids)
+            tried = runs.attempts(s, self.run_id, [i.id for i in items])
+            return [replace(u, attempt=tried[u.id]) for u in self.rp.jobs.unit_work(s, items)]
 
     def complete(self, done: Sequence[tuple[UnitWork, dict[str, object]]]) -> None:
         with self.sessions() as s, s.begin():

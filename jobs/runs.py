@@ -1,5 +1,5 @@
-"""All SQL of reprocessing runs (jobs.reprocess): the run lock, entries, reopening failed items, and the
-refresh entries' compare-and-set moves (pending -> running -> changed | unchanged | failed).
+"""All SQL of reprocessing runs (jobs.reprocess): the run lock, entries, which failed items to reopen, and
+the refresh entries' compare-and-set moves (pending -> running -> changed | unchanged | failed).
 """
 
 from __future__ import annotations
@@ -9,14 +9,16 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, case, exists, func, literal, select, text, update
+from sqlalchemy import Select, case, exists, func, literal, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
+from jobs import leases
 from jobs import repository as repo
 from jobs.models import Item, Job, ReprocessEntry, ReprocessRun, Result
 from jobs.selection import OPEN_STATES, Target
-from jobs.status import ITEM_TERMINAL, ItemStatus, JobStatus
+from jobs.status import ITEM_TERMINAL, ItemStatus
+from jobs.work import Held
 
 # pg_advisory_xact_lock key: every run is selected and inserted under it, one at a time.
 RUN_LOCK = 0x766C6D71_72657072  # "vlmqrepr"
@@ -45,53 +47,12 @@ def insert_entries(s: Session, run_id: uuid.UUID, candidates: Select[Any]) -> in
     return len(s.scalars(stmt).all())
 
 
-def reopen_failed(s: Session, run_id: uuid.UUID) -> None:
-    """Put the run's failed items back into the normal pipeline: a page to ready, a source that was never
-    prepared to queued (prep again), the prepared source of a reopened page to prepared (it settles
-    again), the job to running (it finalizes again, rewriting its output files). Attempts start from
-    zero. A source that failed while it was prepared stays failed unless the run takes it too: its page
-    count, and so the pages it should have, is unknown."""
+def reopen_retries(s: Session, run_id: uuid.UUID, expiry_seconds: float) -> None:
+    """Put the run's failed items back into the normal pipeline, the way a user's retry does
+    (leases.reopen_failed): prep, inference and the job's finalizer run for them again; their jobs run
+    again, each with a full expiry window."""
     retry = select(E.item_id).where(E.run_id == run_id, E.mode == "retry")
-    failed = str(ItemStatus.FAILED)
-    to = case((Item.parent_id.is_(None), str(ItemStatus.QUEUED)), else_=str(ItemStatus.READY))
-    reopened = s.execute(
-        update(Item)
-        .where(Item.id.in_(retry), Item.status == failed)
-        .values(
-            status=to,
-            attempts=0,
-            error_code=None,
-            error_message=None,
-            lease_until=None,
-            updated_at=func.now(),
-        )
-        .returning(Item.id, Item.job_id, Item.parent_id)
-        .execution_options(synchronize_session=False)
-    ).all()
-    parents = {p for _, _, p in reopened if p is not None}
-    s.execute(
-        update(Item)
-        .where(Item.id.in_(parents), Item.status == failed, Item.page_count.is_not(None))
-        .values(status=str(ItemStatus.PREPARED), error_code=None, error_message=None, updated_at=func.now())
-        .execution_options(synchronize_session=False)
-    )
-    for job_id in {j for _, j, _ in reopened}:
-        _reopen_job(s, job_id, run_id)
-    for item_id, job_id, _ in reopened:
-        repo.add_event(
-            s, job_id, "item.reopened", item_id=item_id, from_status=failed, detail=f"run {run_id}"
-        )
-
-
-def _reopen_job(s: Session, job_id: uuid.UUID, run_id: uuid.UUID) -> None:
-    moved = s.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status == str(JobStatus.COMPLETED))
-        .values(status=str(JobStatus.RUNNING), completed_at=None, updated_at=func.now())
-        .execution_options(synchronize_session=False)
-    )
-    if moved.rowcount:  # type: ignore[attr-defined]
-        repo.add_event(s, job_id, "job.reopened", to_status=str(JobStatus.RUNNING), detail=f"run {run_id}")
+    leases.reopen_failed(s, Item.id.in_(retry), expiry_seconds, f"run {run_id}")
 
 
 def upgrade_prompts(s: Session, run_id: uuid.UUID, target: Target, prompts: dict[str, str]) -> None:
@@ -136,6 +97,20 @@ def claim(s: Session, run_id: uuid.UUID, item_ids: Sequence[uuid.UUID]) -> list[
         .execution_options(synchronize_session=False)
     ).all()
     return list(s.scalars(select(Item).where(Item.id.in_(claimed)).order_by(Item.page))) if claimed else []
+
+
+def take_back(s: Session, run_id: uuid.UUID, held: Held, attempts_limit: int) -> None:
+    """Refresh entries still running under the claims ``held`` ({item id: the entry's attempts the claim
+    set}) back to pending, for the retry of the task that made them (leases.take_back says why; an
+    entry's attempts are never reset). Entries whose attempts are spent are left to go stale."""
+    if held:
+        s.execute(
+            update(E)
+            .where(E.run_id == run_id, tuple_(E.item_id, E.attempts).in_(list(held.items())))
+            .where(E.state == "running", E.attempts < attempts_limit)
+            .values(state="pending", updated_at=func.now())
+            .execution_options(synchronize_session=False)
+        )
 
 
 def current_answer(s: Session, item_id: uuid.UUID) -> str | None:

@@ -30,7 +30,7 @@ from jobs.prompt_limits import check_prompt_text
 from jobs.schemas import Counts, JobCreate, JobOut, ResultLine
 from jobs.status import ItemStatus, JobStatus
 from jobs.storage import BlobStore, S3BlobStore, job_output_key
-from jobs.work import PageMedia, PreparedUnit, PrepWork, UnitWork, prep_work
+from jobs.work import Held, PageMedia, PreparedUnit, PrepWork, UnitWork, prep_work
 
 log = logging.getLogger(__name__)
 
@@ -283,8 +283,10 @@ class JobService:
             self.fail_items(spent, error)
         return [it.id for it in back]
 
-    def claim_units(self, unit_ids: Sequence[uuid.UUID]) -> list[UnitWork]:
+    def claim_units(self, unit_ids: Sequence[uuid.UUID], held: Held | None = None) -> list[UnitWork]:
+        """``held``: claims of this task's failed run that it could not give back (leases.take_back)."""
         with self.sessions() as s, s.begin():
+            leases.take_back(s, held or {}, self.settings.limits.max_transport_attempts)
             units = repo.move_items(s, unit_ids, ItemStatus.RUNNING, self._lease())
             return self.unit_work(s, units)
 
@@ -319,6 +321,7 @@ class JobService:
             flags=tuple(unit.options.get("flags", ())),
             version=version,
             settings=out,
+            attempt=unit.attempts,
         )
 
     def complete_unit(self, unit: UnitWork, result: dict[str, object]) -> bool:

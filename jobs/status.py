@@ -15,11 +15,11 @@ Job:     queued -> running -> completed | failed
 Any non-terminal item or job may be cancelled, and an item may fail (a waiting item fails when its job
 expires or its lease is lost once too often). Two deliberate steps reopen failed items, outside these
 tables on purpose so that no ordinary compare-and-set, and no worker path, can revive a failed item:
-
-- ``POST /v1/jobs/{id}/retry`` (jobs.leases.reopen_failed) reopens a job's failed items and the job.
-- Reprocessing (jobs.runs.reopen_failed): a failed unit -> ready, a failed source with no units ->
-  queued, the failed source of a reopened unit -> prepared, its completed job -> running. Succeeded
-  items are never reopened: a recomputed result is a new version beside the current one.
+``POST /v1/jobs/{id}/retry`` (a job's failed items) and reprocessing (the failed items a run selected).
+Both take the one reopen path, jobs.leases.reopen_failed: a failed unit -> ready, a failed source that
+was never prepared -> queued, the failed source of a reopened unit -> prepared, a finished job of
+reopened items -> running, and each such job a full expiry window from now. Succeeded items are never
+reopened: a recomputed result is a new version beside the current one.
 
 Every transition is one compare-and-set UPDATE in jobs.repository whose WHERE clause is built from
 ``ITEM_TRANSITIONS`` / ``JOB_TRANSITIONS``, so two workers racing on one row cannot both win.

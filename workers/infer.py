@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from PIL import Image
 
 from jobs import presets
-from jobs.db import as_vlmq_error
-from jobs.errors import EngineError, PermanentError, RetryableError
-from jobs.work import UnitWork
+from jobs.db import DB_UNAVAILABLE, as_vlmq_error
+from jobs.errors import DatabaseUnavailable, EngineError, PermanentError, RetryableError, VlmqError
+from jobs.work import Held, UnitWork
 from workers import results, writers
 from workers.context import WorkerContext
 from workers.heartbeat import Heartbeat
@@ -28,29 +28,43 @@ from workers.results import Answered, EngineFacts
 log = logging.getLogger(__name__)
 
 
-__all__ = ["JobLane", "Lane", "infer", "run"]  # the lanes live in workers.lanes; named here as before
+# The lanes live in workers.lanes; named here as before.
+__all__ = ["ClaimsHeld", "JobLane", "Lane", "infer", "run"]
 
 
-def infer(ctx: WorkerContext, engine: Engine, unit_ids: Sequence[uuid.UUID]) -> None:
-    run(ctx, engine, JobLane(ctx.service), unit_ids, writers.for_settings(ctx.settings))
+class ClaimsHeld(DatabaseUnavailable):
+    """A batch failed and its units could not be given back, the database being unreachable: they are
+    still running under this run's claim. ``held`` goes to the task's retry, which takes them back."""
+
+    def __init__(self, message: str = "", held: Held | None = None) -> None:
+        super().__init__(message)
+        self.held = dict(held or {})
+
+
+def infer(
+    ctx: WorkerContext, engine: Engine, unit_ids: Sequence[uuid.UUID], held: Held | None = None
+) -> None:
+    run(ctx, engine, JobLane(ctx.service), unit_ids, writers.for_settings(ctx.settings), held)
 
 
 def run(
     ctx: WorkerContext, engine: Engine, lane: Lane, unit_ids: Sequence[uuid.UUID],
-    writer: writers.Writers | None = None,
+    writer: writers.Writers | None = None, held: Held | None = None,
 ) -> None:  # fmt: skip
     """Idempotent: only units this call claimed are worked on. ``writer``: the job lane's results are
-    stored by a result writer process (``workers.writers``), else by this thread.
+    stored by a result writer process (``workers.writers``), else by this thread. ``held``: claims of
+    this task's earlier run that it could not give back (ClaimsHeld), taken back and claimed again.
 
     Whatever fails after the claim (S3, the engine, Postgres, a bug), the units not yet done are given
     back, or fail with the reason once their attempts are spent: none is left running. Raises
-    RetryableError only when units were put back to be tried again.
+    RetryableError only when units were put back to be tried again, and ClaimsHeld when the database
+    could not be reached to give them back.
 
     Cancellation is cooperative (leased lanes): the job's state is checked before the engine call and
     after it (units of a stopped job are cancelled, their outputs dropped), and while the engine runs
     the heartbeat aborts the requests of a job that stops.
     """
-    units = lane.claim(unit_ids)
+    units = lane.claim(unit_ids, held)
     if not units:
         return
     facts = EngineFacts(engine.name, engine.model_id)
@@ -71,11 +85,21 @@ def run(
             _finish(ctx, lane, units, _run(ctx, engine, lane, units, lambda: False), facts, writer)
     except Exception as e:
         err = as_vlmq_error(e, EngineError)
-        # give_back is a compare-and-set on running units: the ones already stored stay succeeded.
-        back = lane.give_back([u.id for u in units], err)
+        back = _give_back(lane, units, err)
         lane.settle(units)
         if back:
             raise (err if isinstance(err, RetryableError) else EngineError(str(err))) from e
+
+
+def _give_back(lane: Lane, units: list[UnitWork], err: VlmqError) -> list[uuid.UUID]:
+    """``lane.give_back``, a compare-and-set on running units: the ones already stored stay succeeded.
+    With the database unreachable, the units stay running under this claim; ClaimsHeld hands the claim
+    to the task's retry, which takes them back at once instead of after their lease and a sweep."""
+    try:
+        return lane.give_back([u.id for u in units], err)
+    except DB_UNAVAILABLE as lost:
+        held = {u.id: u.attempt for u in units}
+        raise ClaimsHeld(f"{err}; {len(held)} units not given back: {lost}"[:2000], held) from lost
 
 
 def _finish(

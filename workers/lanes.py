@@ -9,7 +9,7 @@ from typing import Protocol
 
 from jobs.errors import VlmqError
 from jobs.service import JobService
-from jobs.work import UnitWork
+from jobs.work import Held, UnitWork
 
 
 class Lane(Protocol):
@@ -21,7 +21,10 @@ class Lane(Protocol):
 
     leased: bool
 
-    def claim(self, unit_ids: Sequence[uuid.UUID]) -> list[UnitWork]: ...
+    def claim(self, unit_ids: Sequence[uuid.UUID], held: Held | None = None) -> list[UnitWork]:
+        """Claim ``unit_ids``; first take back ``held``, the claims of this task's failed run that it
+        could not give back (``infer.ClaimsHeld``), so its retry redoes them now."""
+        ...
 
     def complete(self, done: Sequence[tuple[UnitWork, dict[str, object]]]) -> None: ...
 
@@ -40,8 +43,8 @@ class JobLane:
     def __init__(self, service: JobService) -> None:
         self.service = service
 
-    def claim(self, unit_ids: Sequence[uuid.UUID]) -> list[UnitWork]:
-        return self.service.claim_units(unit_ids)
+    def claim(self, unit_ids: Sequence[uuid.UUID], held: Held | None = None) -> list[UnitWork]:
+        return self.service.claim_units(unit_ids, held)
 
     def complete(self, done: Sequence[tuple[UnitWork, dict[str, object]]]) -> None:
         self.service.complete_units(done)

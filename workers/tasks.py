@@ -18,13 +18,29 @@ from workers.heartbeat import Heartbeat
 from workers.inference.factory import get_engine
 
 log = logging.getLogger(__name__)
-# Retried with backoff: what the workers code put back, and a database it could not reach at all (then
-# nothing was put back; the item's lease runs out and the sweeper hands it on, or the retry does).
+# Retried with backoff: what the workers code put back, and a database it could not reach at all. Then
+# an inference batch's units could not be given back: its claim goes to the retry (infer.ClaimsHeld,
+# ``held``), which takes them back at once. A source being prepared is not: its lease runs out and the
+# sweeper hands it on.
 RETRIED = (RetryableError, *DB_UNAVAILABLE)
 
 
 def _backoff(retries: int) -> int:
     return int(min(get_context().settings.queue.retry_backoff_max_seconds, 2**retries))
+
+
+def _retry(task: Task, e: Exception) -> Exception:
+    """``task.retry`` with backoff (it raises). A batch that still holds its units (ClaimsHeld) sends its
+    claim with the retry, as ``held``; otherwise the retry's message is this one's, ``held`` and all
+    (the retry may have failed before it took them back)."""
+    kwargs = None
+    if isinstance(e, infer.ClaimsHeld):
+        kwargs = {**(task.request.kwargs or {}), "held": {str(u): n for u, n in e.held.items()}}
+    return task.retry(exc=e, kwargs=kwargs, countdown=_backoff(task.request.retries))
+
+
+def _held(held: dict[str, int] | None) -> dict[uuid.UUID, int]:
+    return {uuid.UUID(u): n for u, n in (held or {}).items()}
 
 
 @app.task(name=PREP_TASK, bind=True, max_retries=None)
@@ -39,11 +55,12 @@ def prep_source(self: Task, item_id: str, lane: Lane = "normal") -> None:
 
 
 @app.task(name=INFER_TASK, bind=True, max_retries=None)
-def infer_units(self: Task, unit_ids: list[str]) -> None:
+def infer_units(self: Task, unit_ids: list[str], held: dict[str, int] | None = None) -> None:
+    """``held``: set by a retry only (see ``_retry``)."""
     try:
-        infer.infer(get_context(), get_engine(), [uuid.UUID(u) for u in unit_ids])
+        infer.infer(get_context(), get_engine(), [uuid.UUID(u) for u in unit_ids], _held(held))
     except RETRIED as e:
-        raise self.retry(exc=e, countdown=_backoff(self.request.retries)) from e
+        raise _retry(self, e) from e
 
 
 @app.task(name=FAN_OUT_TASK)
@@ -61,13 +78,14 @@ def sweep() -> None:
 
 
 @app.task(name=REFRESH_TASK, bind=True, max_retries=None)
-def refresh_units(self: Task, run_id: str, unit_ids: list[str]) -> None:
+def refresh_units(self: Task, run_id: str, unit_ids: list[str], held: dict[str, int] | None = None) -> None:
     """Recompute succeeded pages for a reprocessing run (their entries' attempts are capped in Postgres)."""
     lane = get_reprocessor().lane(uuid.UUID(run_id))
+    ids = [uuid.UUID(u) for u in unit_ids]
     try:
-        infer.run(get_context("low"), get_engine(), lane, [uuid.UUID(u) for u in unit_ids])
+        infer.run(get_context("low"), get_engine(), lane, ids, held=_held(held))
     except RETRIED as e:
-        raise self.retry(exc=e, countdown=_backoff(self.request.retries)) from e
+        raise _retry(self, e) from e
 
 
 @app.task(name=REPROCESS_TASK)

@@ -1,13 +1,17 @@
 import contextlib
 import threading
 import time
+import uuid
 from collections.abc import Iterator
+from datetime import datetime
 
 import uvicorn
+from sqlalchemy import func, select, text
 
 from api.app import create_app
 from api.cli.devstack import free_port
 from jobs.config import Settings
+from jobs.service import JobService
 
 
 def with_limits(settings: Settings, **limits: int) -> Settings:
@@ -37,3 +41,24 @@ def serving(settings: Settings) -> Iterator[int]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def age_job(service: JobService, job_id: uuid.UUID, days: int = 2) -> None:
+    """As if the job was submitted ``days`` ago: its expiry window (one day by default) is over. Expiry is
+    compared with Postgres' now(), so the job's times move, not the clock."""
+    with service.sessions() as s, s.begin():
+        s.execute(
+            text(
+                "UPDATE jobs SET created_at = created_at - make_interval(days => :d),"
+                " expires_at = expires_at - make_interval(days => :d) WHERE id = :j"
+            ),
+            {"d": days, "j": job_id},
+        )
+
+
+def db_now(service: JobService) -> datetime:
+    """Postgres' now(): the clock expiry windows are measured by."""
+    with service.sessions() as s:
+        now = s.scalar(select(func.now()))
+    assert now is not None
+    return now

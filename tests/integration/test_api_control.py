@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 
 import pytest
+import sqlalchemy as sql
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from api.app import create_app
 from jobs.config import Settings
-from tests.integration import with_limits
+from jobs.errors import CorruptMedia
+from jobs.models import Item
+from jobs.service import JobService, build_service
+from jobs.sweeper import sweep
+from tests.integration import age_job, db_now, with_limits
 
 A = {"Authorization": "Bearer test-key"}
 B = {"Authorization": "Bearer other-key"}
@@ -39,6 +45,37 @@ def test_cancel_and_retry_endpoints(client: TestClient, settings: Settings) -> N
     r = client.post(f"/v1/jobs/{job['id']}/retry", headers=A)
     assert r.status_code == 409 and r.json()["error"]["code"] == "conflict"
     assert client.get(f"/v1/jobs/{job['id']}/results?status=bogus", headers=A).status_code == 422
+
+
+def _failed_job(client: TestClient, service: JobService, settings: Settings) -> uuid.UUID:
+    """A completed job whose one source failed (unreadable), submitted through the API."""
+    job_id = uuid.UUID(client.post("/v1/jobs", json=_body(settings), headers=A).json()["id"])
+    item_id = _source(service, job_id).id
+    assert service.begin_prep(item_id) is not None
+    service.fail_items([item_id], CorruptMedia("truncated"))
+    assert service.finalize(job_id)
+    return job_id
+
+
+def _source(service: JobService, job_id: uuid.UUID) -> Item:
+    with service.sessions() as s:
+        return s.scalars(sql.select(Item).where(Item.job_id == job_id)).one()
+
+
+def test_a_retried_old_job_gets_a_fresh_expiry_window(client: TestClient, settings: Settings) -> None:
+    """``vlmq retry`` calls this endpoint. A job retried after its expiry window (a day) runs again with
+    a full window from now: the next sweep does not expire it and fail the retried item again."""
+    service = build_service(settings)
+    job_id = _failed_job(client, service, settings)
+    age_job(service, job_id)
+    r = client.post(f"/v1/jobs/{job_id}/retry", headers=A)
+    assert r.status_code == 200 and r.json()["status"] == "running", r.text
+    window = timedelta(seconds=settings.queue.job_expiry_seconds)
+    fresh = db_now(service) + window - timedelta(minutes=1)
+    assert datetime.fromisoformat(r.json()["expires_at"]) > fresh
+    sweep(service)
+    assert client.get(f"/v1/jobs/{job_id}", headers=A).json()["status"] == "running"
+    assert _source(service, job_id).status == "queued"
 
 
 def test_tenant_limits_answer_429_with_a_clear_body(settings: Settings) -> None:

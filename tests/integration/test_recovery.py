@@ -7,6 +7,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 import redis
@@ -18,6 +19,7 @@ from jobs.models import Item, Job
 from jobs.schemas import JobCreate
 from jobs.service import JobService, build_service
 from jobs.sweeper import sweep
+from tests.integration import age_job, db_now
 from workers.context import WorkerContext
 from workers.heartbeat import Heartbeat
 from workers.infer import infer
@@ -230,6 +232,22 @@ def test_a_failed_page_is_retried_under_its_source(service: JobService) -> None:
     service.retry("tenant-a", job_id)
     assert _items(service, job_id)[0].status == "prepared"
     assert [u.status for u in _items(service, job_id, units=True)] == ["succeeded", "ready"]
+
+
+def test_a_retry_gives_a_still_running_job_a_full_expiry_window(service: JobService) -> None:
+    """A page failed while the job's other page still runs, and the job is near its expiry: the retried
+    page gets a full window, as it would in a finished job (jobs.leases.reopen_failed)."""
+    job_id = _submit(service)
+    (src,) = _items(service, job_id)
+    service.begin_prep(src.id)
+    (batch,) = service.finish_prep(src.id, [(1, "media/w/page-1.png"), (2, "media/w/page-2.png")])
+    u1, _ = service.claim_units(batch)
+    service.fail_items([u1.id], CorruptMedia("unreadable page"))
+    age_job(service, job_id)
+    job = service.retry("tenant-a", job_id)
+    window = timedelta(seconds=service.settings.queue.job_expiry_seconds)
+    assert job.status == "running" and job.expires_at is not None
+    assert job.expires_at > db_now(service) + window - timedelta(minutes=1)
 
 
 def test_an_expired_job_fails_its_open_items(service: JobService) -> None:

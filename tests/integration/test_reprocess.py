@@ -34,8 +34,10 @@ from jobs.presets import DEFAULT
 from jobs.reprocess import Reprocessor
 from jobs.selection import Rules
 from jobs.service import JobService
+from jobs.sweeper import sweep
 from tests.conftest import migrated_database
 from tests.fixtures.models import PAGE_SIDE
+from tests.integration import age_job, db_now
 from tests.integration import reprocess_fixtures as fx
 from workers.context import get_context, get_reprocessor
 from workers.context import reset as context_reset
@@ -202,6 +204,23 @@ def test_a_double_trigger_enqueues_nothing_twice(
     with service.sessions() as s:
         assert s.scalar(select(func.count()).select_from(ReprocessEntry)) == 4
         assert s.scalar(select(func.count()).select_from(ReprocessRun)) == 2
+
+
+def test_a_job_reopened_by_a_run_gets_a_fresh_expiry_window(
+    rp: Reprocessor, service: JobService, settings: Settings
+) -> None:
+    """A nightly run looks at jobs past their expiry window (a day old): the job it reopens must get a
+    full window from now, or the next sweep ends it ``expired`` and fails the reopened page again."""
+    job_id, (_, failed) = fx.pages_job(service, [("model-new", "a"), None])
+    age_job(service, job_id)
+    report, created = rp.start(Rules(job_ids=(job_id,)), "cli:old-job", "cli")
+    assert created and report.selected == 1
+
+    assert sweep(service).expired_jobs == 0
+    job, page = fx.job_row(service, job_id), fx.item_row(service, failed)
+    assert (job.status, page.status, page.error_code) == ("running", "ready", None)
+    window = timedelta(seconds=settings.queue.job_expiry_seconds)
+    assert job.expires_at is not None and job.expires_at > db_now(service) + window - timedelta(minutes=1)
 
 
 def test_two_beat_tasks_in_two_processes_make_one_run(
