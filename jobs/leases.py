@@ -85,11 +85,6 @@ def job_statuses(s: Session, job_ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
     return {j: st for j, st in s.execute(select(Job.id, Job.status).where(Job.id.in_(job_ids)))}
 
 
-def try_sweep_lock(s: Session) -> bool:
-    """Transaction-scoped advisory lock: a second sweeper skips this round instead of waiting."""
-    return bool(s.scalar(select(func.pg_try_advisory_xact_lock(SWEEP_LOCK))))
-
-
 def lock_tenant(s: Session, tenant: str) -> None:
     """Serialise one tenant's submissions, so two at once cannot both pass the limit check."""
     s.execute(select(func.pg_advisory_xact_lock(func.hashtext("vlmq-tenant:" + tenant))))
@@ -176,11 +171,6 @@ def set_status(
     if n:
         add_event(s, job_id, "items.bulk", to_status=str(target), detail=f"{n} items")
     return n
-
-
-def in_flight(s: Session, job_id: uuid.UUID) -> int:
-    q = select(func.count()).where(Item.job_id == job_id, Item.status.in_(_names(ITEM_IN_FLIGHT)))
-    return int(s.scalar(q) or 0)
 
 
 def reopen_failed(
