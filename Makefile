@@ -29,8 +29,10 @@ test: setup lint typecheck
 chaos: setup
 	VLMQ_CHAOS_ALL=1 $(BIN)/python -m pytest tests/chaos -m chaos -s $(PYTEST_ARGS)
 
+# Unit tests only (fakes: no Postgres, Redis or S3; pointed at closed ports so one that needs a service fails).
 test-fast: setup
-	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+	VLMQ_TEST_PG_ADMIN_URL=postgresql://none@127.0.0.1:9/none VLMQ_TEST_REDIS_URL=redis://127.0.0.1:9/0 \
+		$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -13,6 +13,7 @@ Tests never assume an empty server.
 from __future__ import annotations
 
 import atexit
+import functools
 import json
 import os
 import tempfile
@@ -78,10 +79,19 @@ def _server(
     return started
 
 
-PG_ADMIN = _server(
-    "VLMQ_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres", _pg_answers, _embedded_pg
-)
-REDIS_URL = _server("VLMQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0", _redis_answers, _embedded_redis)
+@functools.cache
+def pg_admin() -> str:
+    """The Postgres admin URL, found (or an embedded server started) on first use: unit tests, which
+    use no service, start none."""
+    local = "postgresql://postgres@127.0.0.1:5432/postgres"
+    return _server("VLMQ_TEST_PG_ADMIN_URL", local, _pg_answers, _embedded_pg)
+
+
+@functools.cache
+def redis_url() -> str:
+    return _server("VLMQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0", _redis_answers, _embedded_redis)
+
+
 atexit.register(lambda: [s.stop() for s in reversed(_started)])
 
 
@@ -92,13 +102,13 @@ def _sqlalchemy_url(libpq_url: str, dbname: str) -> str:
 
 
 def create_database(name: str) -> str:
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+    with psycopg.connect(pg_admin(), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    return _sqlalchemy_url(PG_ADMIN, name)
+    return _sqlalchemy_url(pg_admin(), name)
 
 
 def drop_database(name: str) -> None:
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+    with psycopg.connect(pg_admin(), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
@@ -125,7 +135,7 @@ def pg_url() -> Iterator[str]:
 def redis_prefix() -> Iterator[str]:
     prefix = f"vlmq-test-{RUN_ID}:"
     yield prefix
-    client = redis.Redis.from_url(REDIS_URL)
+    client = redis.Redis.from_url(redis_url())
     try:
         keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
         if keys:
@@ -154,7 +164,7 @@ def service_env(
     bucket = f"vlmq-test-{RUN_ID}"
     return {
         "VLMQ_DB__URL": pg_url,
-        "VLMQ_REDIS__URL": REDIS_URL,
+        "VLMQ_REDIS__URL": redis_url(),
         "VLMQ_REDIS__KEY_PREFIX": redis_prefix,
         "VLMQ_S3__ENDPOINT_URL": s3_endpoint,
         "VLMQ_S3__BUCKET": bucket,

@@ -1,8 +1,10 @@
 """Fakes at I/O seams: an engine that answers from a function and records what it was asked; a blob store
-in memory."""
+in memory; a dispatcher that keeps its messages in memory (as Dramatiq's StubBroker), for tests that run
+the service without Redis."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Sequence
 from typing import IO
 
@@ -48,3 +50,25 @@ class MemoryStore:
 
     def delete(self, key: str) -> None:
         self.objects.pop(key, None)
+
+
+class MemoryDispatcher:
+    """jobs.dispatch.Dispatcher (and the reprocessing one) in memory: each message sent is kept, in order,
+    as (task, ids, priority or run id); ``take`` empties the queue of one task."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, list[uuid.UUID], str]] = []
+
+    def prep(self, item_id: uuid.UUID, priority: str = "normal") -> None:
+        self.sent.append(("prep", [item_id], priority))
+
+    def infer(self, unit_ids: Sequence[uuid.UUID], priority: str = "normal") -> None:
+        self.sent.append(("infer", list(unit_ids), priority))
+
+    def refresh(self, run_id: uuid.UUID, unit_ids: Sequence[uuid.UUID]) -> None:
+        self.sent.append(("refresh", list(unit_ids), str(run_id)))
+
+    def take(self, task: str) -> list[uuid.UUID]:
+        ids = [i for t, batch, _ in self.sent if t == task for i in batch]
+        self.sent = [m for m in self.sent if m[0] != task]
+        return ids

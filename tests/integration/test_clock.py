@@ -5,7 +5,7 @@ reprocessing slots and Celery beat's time."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -19,24 +19,8 @@ from jobs.service import JobService
 from jobs.status import ItemStatus, JobStatus
 from jobs.sweeper import sweep
 from tests.conftest import RUN_ID, migrated_database
-from tests.fakes import MemoryStore
+from tests.fakes import MemoryDispatcher, MemoryStore
 from tests.integration import with_section
-
-
-class Recorded:
-    """A dispatcher that records what would have been sent (these tests run no workers)."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, object]] = []
-
-    def prep(self, item_id: uuid.UUID, priority: str = "normal") -> None:
-        self.sent.append(("prep", item_id))
-
-    def infer(self, unit_ids: Sequence[uuid.UUID], priority: str = "normal") -> None:
-        self.sent.append(("infer", list(unit_ids)))
-
-    def refresh(self, run_id: uuid.UUID, unit_ids: Sequence[uuid.UUID]) -> None:
-        self.sent.append(("refresh", list(unit_ids)))
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +44,9 @@ def simulated(settings: Settings, clock_db: str) -> Iterator[Settings]:
 def _service(settings: Settings) -> JobService:
     from jobs.db import session_factory
 
-    return JobService(session_factory(settings), MemoryStore(settings.s3.bucket), Recorded(), settings)
+    return JobService(
+        session_factory(settings), MemoryStore(settings.s3.bucket), MemoryDispatcher(), settings
+    )
 
 
 def test_off_it_is_postgres_now_exactly(simulated: Settings) -> None:
@@ -106,7 +92,7 @@ def test_the_reprocess_slot_is_the_simulated_nights(simulated: Settings) -> None
     service = _service(simulated)
     with service.sessions() as s, s.begin():
         now = clock.advance(s, simulated, 3 * 86400)
-    report = Reprocessor(service, Recorded()).scheduled()
+    report = Reprocessor(service, MemoryDispatcher()).scheduled()
     assert report is not None
     slot = (now - timedelta(hours=2)).date() if now.hour < 2 else now.date()
     with service.sessions() as s:

@@ -25,7 +25,7 @@ from jobs.selection import Rules
 from jobs.service import JobService
 from jobs.status import ItemStatus
 from jobs.sweeper import sweep
-from tests.conftest import PG_ADMIN, migrated_database
+from tests.conftest import migrated_database, pg_admin
 from tests.fakes import FakeEngine
 from tests.integration import reprocess_fixtures as fx
 from tests.integration.prepared import page_units, prepared_pdf
@@ -57,7 +57,7 @@ class Outage:
         self._admin(f'ALTER DATABASE "{self.dbname}" ALLOW_CONNECTIONS true')
 
     def _admin(self, sql: str, *params: object) -> None:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        with psycopg.connect(pg_admin(), autocommit=True) as conn:
             conn.execute(sql.encode(), params or None)
 
 
