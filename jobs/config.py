@@ -29,8 +29,8 @@ DEV_MAX_NEW_TOKENS = 64
 
 class DbSettings(BaseModel):
     url: str | None = None  # postgresql+psycopg://user@host:5432/db
-    pool_size: int = 5
-    echo: bool = False
+    pool_size: int = 5  # connections each process keeps
+    echo: bool = False  # log every SQL statement
 
 
 class RedisSettings(BaseModel):
@@ -41,9 +41,9 @@ class RedisSettings(BaseModel):
 
 class S3Settings(BaseModel):
     endpoint_url: str | None = None  # None: AWS itself (or the dev stack's moto server)
-    bucket: str = "vlmq"
+    bucket: str = "vlmq"  # the server's own bucket: uploads, media, results, outputs
     region: str = "us-east-1"
-    access_key_id: str | None = None
+    access_key_id: str | None = None  # none: boto3's own credential chain (role, profile)
     secret_access_key: SecretStr | None = None
     create_bucket: bool = True  # create the bucket at start when missing (dev, MinIO)
     # S3 writes at once: a batch's result payloads (threads; the connection pool is sized to match) and
@@ -60,7 +60,7 @@ class ModelSettings(BaseModel):
     # The checkpoint's revision (a commit or tag), stored on results; bump it when the weights change
     # under the same model_id so `vlmq reprocess` finds the results made by the old weights.
     revision: str | None = None
-    max_new_tokens: int = 1024
+    max_new_tokens: int = 1024  # output tokens a page (reasoning and answer); the development model: 64
     # Reasoning longer than this is closed with </think><answer> and the model resumes for the answer.
     thinking_budget: int | None = 8192
     temperature: float = 0.0  # 0 = greedy
@@ -70,15 +70,16 @@ class ModelSettings(BaseModel):
     # vLLM engine
     quantization: str | None = None  # "awq" for the AWQ checkpoint; None lets vLLM read the config
     tensor_parallel_size: int = 1  # 1, 2 or 4 (_tensor_parallel_size)
-    max_model_len: int = 16384
-    gpu_memory_utilization: float = 0.85
+    max_model_len: int = 16384  # vLLM: prompt plus output tokens a request may hold
+    gpu_memory_utilization: float = 0.85  # vLLM: share of the GPU the engine may take
     compile_cache_dir: str | None = None  # persists vLLM/FlashInfer compile caches: fast warm starts
+    # vLLM: requests decoded at once (256 measured fastest on the H200: BENCHMARKS.md)
     max_num_seqs: int = 256
     # Prompt tokens (prefill chunks plus decode steps) one engine step may take. None: vLLM's default for
     # offline batch work on this GPU, what LLM.generate gets (16,384 on 70 GB+ GPUs other than A100, else
     # 8,192); without it vLLM's engine API falls back to 2,048, about one 1288-px page per step.
     max_num_batched_tokens: int | None = Field(default=None, ge=256)
-    images_per_prompt: int = 1
+    images_per_prompt: int = 1  # vLLM: images one prompt may hold (granularity "document" needs more)
     # Threads preprocessing images for the vLLM engine at once (0 or 1: on the engine's event loop).
     renderer_workers: int = 8
     # Inference tasks a GPU worker runs at once (threads sharing one engine); Settings.gpu_tasks. 0, the
@@ -142,24 +143,24 @@ class ModelSettings(BaseModel):
 
 
 class LimitSettings(BaseModel):
-    max_upload_bytes: int = 200 * 1024 * 1024
-    max_source_bytes: int = 500 * 1024 * 1024
-    max_pdf_pages: int = 500
-    max_items_per_job: int = 50_000
-    render_longest_side: int = 1288
+    max_upload_bytes: int = 200 * 1024 * 1024  # one uploaded file (413 above)
+    max_source_bytes: int = 500 * 1024 * 1024  # one source read from S3 or https (source_too_large above)
+    max_pdf_pages: int = 500  # pages of one PDF (too_many_pages above, before rendering)
+    max_items_per_job: int = 50_000  # items (files) of one job
+    render_longest_side: int = 1288  # a rendered page's longest side in pixels
     batch_size: int = 8  # pages per inference task
     # Pages of a source's first inference task: its first page goes to the GPU as soon as it is rendered
     # (not after batch_size pages), so the engine starts a job's work one page's rendering after prep
     # takes the file. Later tasks take batch_size pages. Capped at batch_size.
     first_chunk_pages: int = Field(default=1, ge=1)
-    max_attempts: int = 3
+    max_attempts: int = 3  # tries of an item before it fails with its last error
     # Transport failures (S3, the database unreachable) back off and retry up to this many attempts, so
     # an outage of a few minutes fails nothing; other failures stop at max_attempts.
     max_transport_attempts: int = 12
     max_request_bytes: int = 1024 * 1024 * 1024  # a whole upload request, checked while it streams in
     # Per tenant, over its unfinished jobs: more is refused with 429 until some finish.
     max_active_jobs_per_tenant: int = 100
-    max_active_items_per_tenant: int = 200_000
+    max_active_items_per_tenant: int = 200_000  # ... and over the items of those jobs
     # Videos. Sampling is GLM-4.1V's own (its video processor's defaults): ``video_fps`` frames a second
     # up to ``video_sample_seconds``, spread evenly over longer videos, at most ``video_max_frames``
     # (even: the model takes frames in pairs). Longer than ``max_video_seconds`` is refused.
@@ -180,11 +181,11 @@ class QueueSettings(BaseModel):
     again after ``lease_seconds``; the sweeper (Celery beat) re-enqueues what should be moving."""
 
     lease_seconds: float = 120.0  # an in-flight item's lease; renewed every heartbeat_seconds
-    heartbeat_seconds: float = 20.0
+    heartbeat_seconds: float = 20.0  # how often a worker renews its items' leases
     # A queued/ready item not touched for this long is enqueued again (its message may be lost). A
     # duplicate message is harmless (compare-and-set claims), so this only bounds how late.
     requeue_after_seconds: float = 1800.0
-    sweep_interval_seconds: float = 30.0
+    sweep_interval_seconds: float = 30.0  # how often beat runs the sweeper
     sweep_batch: int = 10_000  # items re-enqueued per sweep, at most
     # A job with more sources is enqueued as fan-out messages of this many (a prep worker expands them).
     fan_out_size: int = 500
@@ -204,11 +205,12 @@ class InputSettings(BaseModel):
     loopback, link-local or private address (every address the host resolves to, redirects included)
     unless ``allow_private_addresses`` is set."""
 
+    # add "https" to fetch sources over HTTPS; file:// never
     allowed_schemes: list[str] = Field(default_factory=lambda: ["s3"])
     # Tenant (or "*" for every tenant) -> the s3:// buckets or prefixes it may name, e.g.
     # VLMQ_INPUTS__GRANTS='{"acme": ["s3://acme-corpus/"], "*": ["s3://vlmq/shared/"]}'.
     grants: dict[str, list[str]] = Field(default_factory=dict)
-    allow_private_addresses: bool = False
+    allow_private_addresses: bool = False  # https to loopback, link-local, private addresses
     https_timeout_seconds: float = 30.0
     max_redirects: int = 5
 
@@ -239,7 +241,7 @@ class MediaSettings(BaseModel):
     # text_hint: at most this many characters of a page's text layer are added to the prompt.
     text_hint_max_chars: int = 6000
     soffice: str = "soffice"  # LibreOffice, for PPT/PPTX/DOC/DOCX/ODP/ODT; absent: converter_missing
-    office_timeout_s: float = 120.0
+    office_timeout_s: float = 120.0  # one LibreOffice conversion
     # Videos are decoded in a child process (workers.media.isolated): a decoder crash or hang fails
     # that item, not the prep process. 0: no time limit. (Decoding runs at about 90 frames/s a core:
     # an hour of 30 fps video, the longest allowed by default, takes about 20 minutes.)
@@ -276,7 +278,7 @@ class ClockSettings(BaseModel):
 
 
 class ApiSettings(BaseModel):
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # the API's bind address (0.0.0.0 in a container)
     port: int = 8000
     # "key:tenant" pairs, comma separated; empty means a development key is made and printed.
     keys: SecretStr | None = None
@@ -304,7 +306,7 @@ class Settings(BaseSettings):
         extra="ignore",
     )
 
-    state_dir: Path = STATE_DIR
+    state_dir: Path = STATE_DIR  # where the dev key, dev.env, embedded servers and beat's schedule live
     db: DbSettings = Field(default_factory=DbSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     s3: S3Settings = Field(default_factory=S3Settings)

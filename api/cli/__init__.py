@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from api.cli.config_doc import register as register_config_doc
 from api.cli.reprocess import register as register_reprocess
 from jobs.config import get_settings
 
@@ -378,6 +379,7 @@ def dev_tiny_model(
 
 
 register_reprocess(app)
+register_config_doc(dev_app)
 
 
 def _exit_for(job: dict[str, object]) -> None:
