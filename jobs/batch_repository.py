@@ -109,27 +109,10 @@ def stale_finalizing(s: Session, batch_id: str, older_than: timedelta) -> bool:
 # -- the results page --------------------------------------------------------------------------------
 
 
-def list_jobs(s: Session, tenant: str, limit: int, offset: int) -> list[tuple[Job, dict[str, int]]]:
-    """The tenant's newest jobs with their page counts by status (units; a job not yet split: none)."""
-    jobs = list(
-        s.scalars(
-            select(Job)
-            .where(Job.tenant == tenant)
-            .order_by(Job.created_at.desc(), Job.id)
-            .limit(limit)
-            .offset(offset)
-        )
-    )
-    counts: dict[uuid.UUID, dict[str, int]] = {j.id: {} for j in jobs}
-    if jobs:
-        q = (
-            select(Item.job_id, Item.status, func.count())
-            .where(Item.job_id.in_(list(counts)), Item.parent_id.is_not(None))
-            .group_by(Item.job_id, Item.status)
-        )
-        for job_id, status, n in s.execute(q):
-            counts[job_id][status] = int(n)
-    return [(j, counts[j.id]) for j in jobs]
+def list_jobs(s: Session, tenant: str, limit: int, offset: int) -> list[Job]:
+    """The tenant's newest jobs (their counts: jobs.repository.outcome_counts, as every view's)."""
+    q = select(Job).where(Job.tenant == tenant).order_by(Job.created_at.desc(), Job.id)
+    return list(s.scalars(q.limit(limit).offset(offset)))
 
 
 def unit_in_job(s: Session, job_id: uuid.UUID, item_id: uuid.UUID) -> Item | None:

@@ -301,8 +301,7 @@ class BatchService:
         self._move(b.id, ("finalizing",), final, values)
 
     def _render(self, b: Batch, job: JobOut | None) -> dict[str, Any]:
-        completed = job.request_counts.completed if job else 0
-        failed = (job.request_counts.failed if job else 0) + b.rejected
+        counts = ob.request_counts(b.total, job.request_counts if job else None, b.rejected)
         errors = {"object": "list", "data": b.errors} if b.errors else None
         return {
             "id": b.id,
@@ -315,7 +314,7 @@ class BatchService:
             "status": b.status,
             "output_file_id": b.output_file_id,
             "error_file_id": b.error_file_id,
-            "request_counts": {"total": b.total, "completed": completed, "failed": failed},
+            "request_counts": counts,
             "metadata": b.meta,
             **{f"{k}_at": _ts(getattr(b, f"{k}_at")) for k in _STAMPS},
         }

@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from jobs import batch_repository as brepo
+from jobs import lines
 from jobs import repository as repo
 from jobs.errors import NotFound
-from jobs.schemas import JobOut
+from jobs.schemas import Counts, JobOut
 from jobs.service import JobService
-from jobs.status import ItemStatus
+from jobs.status import outcome
 
 
 @dataclass(frozen=True)
@@ -20,13 +21,11 @@ class JobRow:
     id: uuid.UUID
     status: str
     created_at: datetime
-    pages_total: int
-    pages_done: int
-    pages_failed: int
+    pages: Counts  # the job's page_counts, from the same query as GET /v1/jobs/{id}
 
     @property
     def percent(self) -> int:
-        return round(100 * self.pages_done / self.pages_total) if self.pages_total else 0
+        return round(100 * self.pages.finished / self.pages.total) if self.pages.total else 0
 
 
 @dataclass(frozen=True)
@@ -45,12 +44,8 @@ class PageRow:
 def jobs(service: JobService, tenant: str, limit: int, offset: int) -> list[JobRow]:
     with service.sessions() as s:
         rows = brepo.list_jobs(s, tenant, limit, offset)
-    out = []
-    for job, counts in rows:
-        failed = counts.get(ItemStatus.FAILED, 0) + counts.get(ItemStatus.CANCELLED, 0)
-        done = counts.get(ItemStatus.SUCCEEDED, 0) + failed
-        out.append(JobRow(job.id, job.status, job.created_at, sum(counts.values()), done, failed))
-    return out
+        counts = repo.outcome_counts(s, [job.id for job in rows], sources=False)
+    return [JobRow(job.id, job.status, job.created_at, counts[job.id]) for job in rows]
 
 
 def pages(
@@ -63,17 +58,18 @@ def pages(
     out = []
     for src, unit, res in rows:
         owner = unit or src
+        error = lines.item_error(owner)
         out.append(
             PageRow(
                 custom_id=src.custom_id,
                 page=unit.page if unit else None,
-                status=owner.status,
+                status=outcome(owner.status, owner.error_code),
                 unit_id=unit.id if unit is not None and unit.media_key else None,
                 answer=res.answer if res else None,
                 reasoning=res.reasoning if res else None,
                 flags=list(res.flags) if res else [],
-                error_code=owner.error_code,
-                error_message=owner.error_message,
+                error_code=error.code if error else None,
+                error_message=error.message if error else None,
             )
         )
     return job, out, total

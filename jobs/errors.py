@@ -44,6 +44,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from jobs.status import EXPIRED_CODE
+
 
 class VlmqError(Exception):
     """Root of every vlmq error: a stable ``code`` per class and a message naming what was wrong."""
@@ -191,7 +193,7 @@ class TenantLimitExceeded(PermanentError):
 
 
 class Expired(PermanentError):
-    code = "expired"
+    code = EXPIRED_CODE  # an item failed with it has the outcome "expired", not "failed" (jobs.status)
 
 
 class LeaseExpired(PermanentError):

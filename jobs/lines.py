@@ -1,5 +1,6 @@
 """A job's result lines: what GET /v1/jobs/{id}/results streams and the output/error files hold, one per
-page result or failed (or cancelled) item, built from its rows (jobs.repository.result_rows)."""
+page result or item without one, built from its rows (jobs.repository.result_rows). A line's status is
+its item's outcome (jobs.status.outcome); every line without an answer says why in its error."""
 
 from __future__ import annotations
 
@@ -7,25 +8,36 @@ from typing import Any
 
 from jobs.models import Item, Result
 from jobs.schemas import ErrorInfo, Region, ResultLine, Usage
+from jobs.status import Outcome, outcome
 
-LINE_STATES = ("succeeded", "failed", "cancelled")  # the others read "pending"
+# A cancelled item stores no error of its own (many paths cancel, none has a reason to give): its
+# line gets this one, so a cancelled line too has an answer or an explicit error.
+CANCELLED = ErrorInfo(code="cancelled", message="the job was cancelled before this item finished")
 
 
 def jsonl(lines: list[str]) -> bytes:
     return ("\n".join(lines) + ("\n" if lines else "")).encode()
 
 
+def item_error(item: Item) -> ErrorInfo | None:
+    """The error a line (or the results page) shows for ``item``: its stored one, or CANCELLED. A
+    stale code kept from a transient failure before the cancel is not the reason it has no answer."""
+    if outcome(item.status, item.error_code) == Outcome.CANCELLED:
+        return CANCELLED.model_copy()
+    return ErrorInfo(code=item.error_code, message=item.error_message or "") if item.error_code else None
+
+
 def result_line(src: Item, unit: Item | None, res: Result | None, bucket: str) -> ResultLine:
     owner = unit or src
-    status = owner.status if owner.status in LINE_STATES else "pending"
-    line = ResultLine.model_validate(
-        {"custom_id": src.custom_id, "page": unit.page if unit and unit.page else None, "status": status}
+    line = ResultLine(
+        custom_id=src.custom_id,
+        page=unit.page if unit and unit.page else None,
+        status=outcome(owner.status, owner.error_code),
+        error=item_error(owner),
     )
     if unit is not None:
         line.pages = list(unit.options.get("pages", []))
         line.text_uri = f"s3://{bucket}/{unit.text_key}" if unit.text_key else None
-    if owner.error_code:
-        line.error = ErrorInfo(code=owner.error_code, message=owner.error_message or "")
     if res is not None:
         line.answer, line.reasoning = res.answer, res.reasoning
         line.boxes, line.regions = _boxes(res.boxes)

@@ -13,7 +13,9 @@ from prometheus_client import Counter
 PAGES = Counter("vlmq_pages", "Pages (units) that got a stored result")
 OUTPUT_TOKENS = Counter("vlmq_output_tokens", "Tokens generated for stored results (reasoning and answer)")
 PROMPT_TOKENS = Counter("vlmq_prompt_tokens", "Prompt tokens (text and vision) of stored results")
-FAILURES = Counter("vlmq_item_failures", "Items (sources or pages) that failed, by error code", ["reason"])
+FAILURES = Counter(
+    "vlmq_item_failures", "Items (sources or pages) that failed (not expired ones), by error code", ["reason"]
+)
 ENGINE_BUSY_SECONDS = Counter(
     "vlmq_engine_busy_seconds", "Wall time with at least one request in the engine; rate() = busy fraction"
 )

@@ -25,7 +25,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from jobs import errors
-from jobs.schemas import ResultLine
+from jobs.schemas import Counts, ResultLine
 
 ENDPOINT = "/v1/chat/completions"
 COMPLETION_WINDOW = "24h"
@@ -336,6 +336,16 @@ def output_lines(
         else:
             bad.append(not_run_line(batch_id, custom_id, not_run_code))
     return ok, bad
+
+
+def request_counts(total: int, job: Counts | None, rejected: int) -> dict[str, int]:
+    """A batch's ``request_counts`` from its job's: OpenAI has only completed and failed, and counts a
+    request that did not run in a cancelled or expired batch as failed. So here vlmq's failed,
+    cancelled and expired requests (jobs.status.Outcome) are all "failed", with the lines refused at
+    validation (``rejected``); ``total`` is every line of the input file."""
+    done = job.completed if job else 0
+    not_done = (job.failed + job.cancelled + job.expired) if job else 0
+    return {"total": total, "completed": done, "failed": not_done + rejected}
 
 
 def jsonl(lines: Iterable[dict[str, Any]]) -> bytes:

@@ -5,6 +5,7 @@ so concurrent or repeated deliveries of the same message cannot move a row twice
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -32,13 +33,17 @@ from sqlalchemy.sql import Subquery
 
 from jobs.clock import sql_now
 from jobs.models import Event, Item, Job, Result
+from jobs.schemas import Counts
 from jobs.status import (
+    EXPIRED_CODE,
     ITEM_TERMINAL,
     JOB_TERMINAL,
     ItemStatus,
     JobStatus,
+    Outcome,
     item_sources_for,
     job_sources_for,
+    outcome,
 )
 
 PAGE_FAILED = "page_failed"  # a prepared source's code when one or more of its units failed
@@ -202,8 +207,9 @@ def upsert_results(s: Session, rows: Sequence[dict[str, Any]]) -> None:
 
 
 def settle_sources(s: Session, job_id: uuid.UUID, only: Sequence[uuid.UUID] | None = None) -> list[uuid.UUID]:
-    """Prepared sources whose units are all terminal become succeeded, failed if any unit failed, or
-    cancelled if (no unit failed and) any unit was cancelled. ``only``: just these sources (a worker
+    """Prepared sources whose units are all terminal take their units' worst outcome: failed
+    (``page_failed``) if any unit failed, else cancelled if any was, else expired (failed, code
+    ``expired``) if any expired, else succeeded. ``only``: just these sources (a worker
     settles the sources it touched; checking every source of a 10,000-item job after each batch would
     make a job quadratic)."""
     if only is None:
@@ -215,22 +221,29 @@ def _settle_statement(only: bool) -> Any:
     """settle_sources' UPDATE, built once (every batch settles its sources: building the statement
     each time cost more CPU than running it), its job and sources as parameters."""
     unit = aliased(Item)
-    terminal = [str(x) for x in ITEM_TERMINAL]
-    open_units = exists().where(unit.parent_id == Item.id, unit.status.not_in(terminal))
-    failed_units = exists().where(unit.parent_id == Item.id, unit.status == str(ItemStatus.FAILED))
-    cancelled_units = exists().where(unit.parent_id == Item.id, unit.status == str(ItemStatus.CANCELLED))
+
+    def any_unit(*where: Any) -> Any:
+        return exists().where(unit.parent_id == Item.id, *where)
+
+    failed = unit.status == str(ItemStatus.FAILED)
+    open_units = any_unit(unit.status.not_in([str(x) for x in ITEM_TERMINAL]))
+    # (condition, status, error code, message), the first that holds wins. SQL spells jobs.status's
+    # outcome rule here (failed with the code "expired" is expired), as an UPDATE must.
+    worst = (
+        (any_unit(failed, unit.error_code.is_distinct_from(EXPIRED_CODE)), ItemStatus.FAILED, PAGE_FAILED,
+         "one or more pages failed; see the page errors"),
+        (any_unit(unit.status == str(ItemStatus.CANCELLED)), ItemStatus.CANCELLED, None, None),
+        (any_unit(failed, unit.error_code == EXPIRED_CODE), ItemStatus.FAILED, EXPIRED_CODE,
+         "the job passed its expiry time before all of its pages finished"),
+    )  # fmt: skip
     return (
         update(Item)
         .where(Item.job_id == bindparam("the_job"), Item.status == str(ItemStatus.PREPARED), ~open_units)
         .where(Item.id.in_(bindparam("only", expanding=True)) if only else true())
         .values(
-            status=case(
-                (failed_units, str(ItemStatus.FAILED)),
-                (cancelled_units, str(ItemStatus.CANCELLED)),
-                else_=str(ItemStatus.SUCCEEDED),
-            ),
-            error_code=case((failed_units, PAGE_FAILED), else_=None),
-            error_message=case((failed_units, "one or more pages failed; see the page errors"), else_=None),
+            status=case(*((w[0], str(w[1])) for w in worst), else_=str(ItemStatus.SUCCEEDED)),
+            error_code=case(*((w[0], w[2] if w[2] else null()) for w in worst)),
+            error_message=case(*((w[0], w[3] if w[3] else null()) for w in worst)),
             updated_at=sql_now(),
         )
         .returning(Item.id)
@@ -257,11 +270,26 @@ def open_items(s: Session, job_id: uuid.UUID) -> int:
     return int(s.scalar(q) or 0)
 
 
-def counts(s: Session, job_id: uuid.UUID, sources: bool) -> dict[str, int]:
-    """Items by status, for sources (parent NULL) or units."""
+def counts(s: Session, job_id: uuid.UUID, sources: bool) -> Counts:
+    """The job's sources (parent NULL) or units by outcome."""
+    return outcome_counts(s, [job_id], sources)[job_id]
+
+
+def outcome_counts(s: Session, job_ids: Sequence[uuid.UUID], sources: bool) -> dict[uuid.UUID, Counts]:
+    """The one query every view of a job counts with: each job's sources or units by outcome.
+
+    Grouped by status and error code (a handful of rows per job) and turned into outcomes by
+    jobs.status.outcome, so that the rule lives in one place and not again in SQL."""
     parent = Item.parent_id.is_(None) if sources else Item.parent_id.is_not(None)
-    q = select(Item.status, func.count()).where(Item.job_id == job_id, parent).group_by(Item.status)
-    return {status: int(n) for status, n in s.execute(q)}
+    q = (
+        select(Item.job_id, Item.status, Item.error_code, func.count())
+        .where(Item.job_id.in_(list(job_ids)), parent)
+        .group_by(Item.job_id, Item.status, Item.error_code)
+    )
+    tallies: dict[uuid.UUID, Counter[Outcome]] = {j: Counter() for j in job_ids}
+    for job_id, status, code, n in s.execute(q) if job_ids else ():
+        tallies[job_id][outcome(status, code)] += int(n)
+    return {j: Counts.tally(t) for j, t in tallies.items()}
 
 
 def result_rows(s: Session, job_id: uuid.UUID, history: bool = False) -> list[Row]:
@@ -294,7 +322,9 @@ def _lines(job_id: uuid.UUID) -> Subquery:
     own = and_(
         has_units,
         src.status == str(ItemStatus.FAILED),
-        or_(src.error_code.is_(None), src.error_code != PAGE_FAILED),
+        src.error_code.is_distinct_from(PAGE_FAILED),
+        # A prepared source (page_count set) that expired did so through its pages, which have lines.
+        or_(src.page_count.is_(None), src.error_code.is_distinct_from(EXPIRED_CODE)),
     )
     return union_all(
         select(*keys, unit.id.label("unit"), literal(0).label("tail"), unit.page.label("page"))

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from jobs import pagerange, presets
+from jobs.status import Outcome
 
 # Any string, as OpenAI takes it ("req 1", unicode, slashes), up to the items column's 255 characters.
 # It is kept safe where it is used by encoding it (JSON, HTML escaping, repr in messages and logs, never
@@ -132,9 +134,28 @@ class JobCreate(BaseModel):
 
 
 class Counts(BaseModel):
-    total: int = 0
-    completed: int = 0
-    failed: int = 0
+    """Items by outcome (jobs.status.outcome); the ones not counted under an outcome are pending."""
+
+    total: int = Field(default=0, description="every item")
+    completed: int = Field(default=0, description="succeeded: a result")
+    failed: int = Field(default=0, description="failed with an error; not the cancelled or expired ones")
+    cancelled: int = Field(default=0, description="not finished when the job was cancelled")
+    expired: int = Field(default=0, description="not finished when the job passed its expiry time")
+
+    @classmethod
+    def tally(cls, by_outcome: Mapping[Outcome, int]) -> Counts:
+        return cls(
+            total=sum(by_outcome.values()),
+            completed=by_outcome.get(Outcome.SUCCEEDED, 0),
+            failed=by_outcome.get(Outcome.FAILED, 0),
+            cancelled=by_outcome.get(Outcome.CANCELLED, 0),
+            expired=by_outcome.get(Outcome.EXPIRED, 0),
+        )
+
+    @property
+    def finished(self) -> int:
+        """Items with an outcome, whichever: what a progress bar shows as done."""
+        return self.completed + self.failed + self.cancelled + self.expired
 
 
 class JobOut(BaseModel):
@@ -177,7 +198,7 @@ class ResultLine(BaseModel):
 
     custom_id: str
     page: int | None
-    status: Literal["succeeded", "failed", "cancelled", "pending"]
+    status: Outcome = Field(description="the item's outcome: succeeded, failed, cancelled, expired, pending")
     answer: str | None = None
     reasoning: str | None = None
     boxes: list[str] = Field(default_factory=list)  # the text of each <|begin_of_box|> in the answer
@@ -197,4 +218,8 @@ class ResultLine(BaseModel):
     model_revision: str | None = None
     settings: dict[str, Any] | None = None  # the engine/render settings that made it (jobs.fingerprint)
     settings_hash: str | None = None
-    error: ErrorInfo | None = None
+    error: ErrorInfo | None = Field(
+        default=None,
+        description="why there is no answer: on every failed, cancelled or expired line (and on a "
+        "pending one, its last transient error while it waits to be tried again)",
+    )

@@ -27,8 +27,8 @@ from jobs.errors import Conflict, InvalidInput, NotFound, TransportError, VlmqEr
 from jobs.fingerprint import output_settings
 from jobs.models import Item, Job
 from jobs.prompt_limits import check_prompt_text
-from jobs.schemas import Counts, JobCreate, JobOut, ResultLine
-from jobs.status import ItemStatus, JobStatus
+from jobs.schemas import JobCreate, JobOut, ResultLine
+from jobs.status import ItemStatus, JobStatus, Outcome, outcome
 from jobs.storage import BlobStore, S3BlobStore, job_output_key
 from jobs.work import Held, PageMedia, PreparedUnit, PrepWork, UnitWork, prep_work
 
@@ -160,8 +160,8 @@ class JobService:
         return JobOut(
             id=job.id,
             status=job.status,
-            request_counts=_counts(sources),
-            page_counts=_counts(units),
+            request_counts=sources,
+            page_counts=units,
             model_id=job.model_id,
             prompt_version=job.prompt_version,
             created_at=job.created_at,
@@ -175,8 +175,8 @@ class JobService:
     def results(
         self, tenant: str | None, job_id: uuid.UUID, status: str | None = None, history: bool = False
     ) -> Iterator[ResultLine]:
-        """Current results, or those with ``status`` (e.g. "failed": what a retry would redo); with
-        ``history``, every version of every page (oldest first)."""
+        """Current results, or those whose outcome is ``status`` (jobs.status.Outcome: "failed" and
+        "expired" are what a retry would redo); with ``history``, every version of every page."""
         self.get(tenant, job_id)  # existence and tenancy
         with self.sessions() as s:
             rows = repo.result_rows(s, job_id, history)
@@ -192,7 +192,8 @@ class JobService:
         return control.cancel(self, tenant, job_id)
 
     def retry(self, tenant: str | None, job_id: uuid.UUID) -> JobOut:
-        """Re-queue the job's failed items (only those) and reopen the job; 409 when none failed."""
+        """Re-queue the job's failed and expired items (only those) and reopen the job; 409 when there
+        are none."""
         return control.retry(self, tenant, job_id)
 
     def renew_leases(self, item_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
@@ -261,7 +262,8 @@ class JobService:
             )
             for it in moved:
                 repo.add_event(s, it.job_id, "item.error", item_id=it.id, detail=f"{error.code}: {error}")
-        metrics.items_failed(error.code, len(moved))
+        if outcome(ItemStatus.FAILED, error.code) == Outcome.FAILED:  # an expired item did not fail
+            metrics.items_failed(error.code, len(moved))
 
     def give_back(self, item_ids: Sequence[uuid.UUID], error: VlmqError) -> list[uuid.UUID]:
         """After a transient failure: items with attempts left go back to wait (a source to queued, a
@@ -376,22 +378,16 @@ class JobService:
         return control.stop_items(self, item_ids, job_id)
 
     def write_outputs(self, job_id: uuid.UUID) -> tuple[str, str]:
-        """output.jsonl (results) and errors.jsonl (failures); deterministic keys, so rewrites are safe."""
+        """output.jsonl (the succeeded lines) and errors.jsonl (the others: failed, cancelled, expired,
+        each with its error); deterministic keys, so rewrites are safe."""
         ok: list[str] = []
         bad: list[str] = []
         for line in self.results(None, job_id):
-            (ok if line.status == "succeeded" else bad).append(line.model_dump_json())
+            (ok if line.status == Outcome.SUCCEEDED else bad).append(line.model_dump_json())
         out_key, err_key = job_output_key(job_id, "output.jsonl"), job_output_key(job_id, "errors.jsonl")
         self.store.put(out_key, lines.jsonl(ok), "application/x-ndjson")
         self.store.put(err_key, lines.jsonl(bad), "application/x-ndjson")
         return out_key, err_key
-
-
-def _counts(by_status: dict[str, int]) -> Counts:
-    failed = by_status.get(ItemStatus.FAILED, 0) + by_status.get(ItemStatus.CANCELLED, 0)
-    return Counts(
-        total=sum(by_status.values()), completed=by_status.get(ItemStatus.SUCCEEDED, 0), failed=failed
-    )
 
 
 def build_service(settings: Settings) -> JobService:

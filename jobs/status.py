@@ -23,6 +23,12 @@ reopened: a recomputed result is a new version beside the current one.
 
 Every transition is one compare-and-set UPDATE in jobs.repository whose WHERE clause is built from
 ``ITEM_TRANSITIONS`` / ``JOB_TRANSITIONS``, so two workers racing on one row cannot both win.
+
+An item's *outcome* (``Outcome``, ``outcome``) is what every view of a job counts and filters by: the
+API's ``request_counts`` / ``page_counts`` and ``?status=``, result lines, output.jsonl / errors.jsonl,
+the results page, ``vlmq watch``, and the OpenAI batch's ``request_counts`` (jobs.openai_batch maps it
+onto OpenAI's three numbers). Expired is not a state of its own: an expired item is stored ``failed``
+with the code ``expired`` (so a retry reopens it with the other failures), but it did not fail.
 """
 
 from __future__ import annotations
@@ -95,3 +101,25 @@ def item_sources_for(target: ItemStatus) -> frozenset[ItemStatus]:
 
 def job_sources_for(target: JobStatus) -> frozenset[JobStatus]:
     return frozenset(s for s, targets in JOB_TRANSITIONS.items() if target in targets)
+
+
+EXPIRED_CODE = "expired"  # the error code of an item its job's expiry stopped (jobs.errors.Expired)
+
+
+class Outcome(StrEnum):
+    """How an item ended, or ``pending`` while it has not."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # it ran (or was read) and did not give a result: its error says why
+    CANCELLED = "cancelled"  # its job was cancelled before it finished
+    EXPIRED = "expired"  # its job passed its expiry time before it finished
+    PENDING = "pending"
+
+
+def outcome(status: str, error_code: str | None) -> Outcome:
+    """The one definition of an item's outcome, from its stored status and error code."""
+    if status == ItemStatus.FAILED:
+        return Outcome.EXPIRED if error_code == EXPIRED_CODE else Outcome.FAILED
+    if status in (ItemStatus.SUCCEEDED, ItemStatus.CANCELLED):
+        return Outcome(status)
+    return Outcome.PENDING

@@ -274,7 +274,7 @@ def cancel(job_id: str) -> None:
 
 @app.command()
 def retry(job_id: str) -> None:
-    """Re-queue a job's failed items (only those) and reopen it."""
+    """Re-queue a job's failed and expired items (only those) and reopen it."""
     from api.cli.client import Client
 
     with Client.from_settings(get_settings()) as client:

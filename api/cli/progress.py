@@ -1,5 +1,6 @@
-"""Live progress for a job (``vlmq submit --wait``, ``vlmq watch``): documents and pages done and
-failed, the rate and the time left, as rich progress bars fed by the job's status."""
+"""Live progress for a job (``vlmq submit --wait``, ``vlmq watch``): documents and pages done and how
+many failed, were cancelled or expired (the API's counts, jobs.status.Outcome), the rate and the time
+left, as rich progress bars fed by the job's status."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from api.cli.client import TERMINAL, Client
+from jobs.schemas import Counts
 
 
 @dataclass(frozen=True)
@@ -36,13 +38,20 @@ def pace(counts: dict[str, int], job: dict[str, Any], now: datetime | None = Non
     """Rate over the job's running time (up to its end, when it has ended) and the time left at it."""
     started = _time(job.get("started_at"))
     end = _time(job.get("completed_at")) or now or datetime.now(UTC)
-    done = counts["completed"] + counts["failed"]
-    if started is None or done == 0:
+    c = Counts.model_validate(counts)
+    if started is None or c.finished == 0:
         return Pace(None, None)
     elapsed = max((end - started).total_seconds(), 1e-3)
-    rate = done / elapsed
-    left = max(counts["total"] - done, 0)
+    rate = c.finished / elapsed
+    left = max(c.total - c.finished, 0)
     return Pace(rate, 0.0 if job["status"] in TERMINAL else left / rate)
+
+
+def outcomes_text(counts: dict[str, int]) -> str:
+    """The failed count, and the cancelled and expired ones when there are any: "2 failed, 1 cancelled"."""
+    c = Counts.model_validate(counts)  # a server without cancelled/expired counts: zero
+    others = [f"{n} {name}" for name, n in (("cancelled", c.cancelled), ("expired", c.expired)) if n]
+    return ", ".join([f"{c.failed} failed", *others])
 
 
 class JobProgress:
@@ -53,7 +62,7 @@ class JobProgress:
             TextColumn("[bold]{task.description:>9}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("[red]{task.fields[failed]} failed[/]"),
+            TextColumn("[red]{task.fields[outcomes]}[/]"),
             TextColumn("{task.fields[rate]}"),
             TextColumn("ETA {task.fields[eta]}"),
             TimeElapsedColumn(),
@@ -61,7 +70,7 @@ class JobProgress:
             console=console,
             transient=False,
         )
-        fields: dict[str, Any] = {"failed": 0, "rate": "-/s", "eta": "-:--:--", "state": "queued"}
+        fields: dict[str, Any] = {"outcomes": "0 failed", "rate": "-/s", "eta": "-:--:--", "state": "queued"}
         self.console, self.job_id = console, job_id
         self.docs: TaskID = self.progress.add_task("documents", total=None, **fields)
         self.pages: TaskID = self.progress.add_task("pages", total=None, **fields)
@@ -80,8 +89,8 @@ class JobProgress:
             self.progress.update(
                 task,
                 total=counts["total"] or None,
-                completed=counts["completed"] + counts["failed"],
-                failed=counts["failed"],
+                completed=Counts.model_validate(counts).finished,
+                outcomes=outcomes_text(counts),
                 rate=p.rate_text(),
                 eta=p.eta_text(),
                 state=job["status"],

@@ -6,7 +6,7 @@ import json
 import re
 import uuid
 from collections.abc import Iterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -21,6 +21,7 @@ from jobs.config import Settings
 from jobs.errors import InvalidInput, SourceTooLarge
 from jobs.schemas import JobCreate, JobOut
 from jobs.service import JobService
+from jobs.status import Outcome
 from jobs.storage import file_sha256, upload_key
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -84,12 +85,9 @@ async def cancel_job(job_id: uuid.UUID, service: ServiceDep, tenant: TenantDep) 
 
 @router.post("/{job_id}/retry", response_model=JobOut)
 async def retry_job(job_id: uuid.UUID, service: ServiceDep, tenant: TenantDep) -> JobOut:
-    """Re-queue the failed items (only those) and reopen the job; 409 when none failed or it was
-    cancelled."""
+    """Re-queue the failed and expired items (only those) and reopen the job; 409 when there are none
+    or it was cancelled."""
     return await run_in_threadpool(service.retry, tenant, job_id)
-
-
-ResultStatus = Literal["succeeded", "failed", "cancelled", "pending"]
 
 
 @router.get("/{job_id}/results", response_class=StreamingResponse)
@@ -97,12 +95,14 @@ async def get_results(
     job_id: uuid.UUID,
     service: ServiceDep,
     tenant: TenantDep,
-    status: Annotated[ResultStatus | None, Query(description="only lines with this status")] = None,
+    status: Annotated[
+        Outcome | None, Query(description="only lines with this outcome (the job's counts count the same)")
+    ] = None,
     history: bool = False,
 ) -> StreamingResponse:
-    """JSONL: one line per page result, and one per failed item or page (with its error, e.g. the
-    failures a retry would re-queue: ``?status=failed``). ``history=true``: one line per result
-    version (``version``, ``current``), oldest first per page."""
+    """JSONL: one line per page result, and one per item or page without one, with its error: failed,
+    cancelled, expired (``?status=failed`` and ``?status=expired``: what a retry would re-queue).
+    ``history=true``: one line per result version (``version``, ``current``), oldest first per page."""
     lines = await run_in_threadpool(lambda: list(service.results(tenant, job_id, status, history)))
 
     def body() -> Iterator[bytes]:

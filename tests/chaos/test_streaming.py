@@ -32,6 +32,7 @@ from tests.fixtures.make_fixtures import text_pdf
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 SLOW_SIDE = 2500  # ~50 ms a page here: a 40-page PDF renders for seconds, time enough to break things
+NONE = {"total": 0, "completed": 0, "failed": 0, "cancelled": 0, "expired": 0}  # a job's counts, all zero
 ENV = {"VLMQ_LIMITS__BATCH_SIZE": "2", "VLMQ_MODEL__FAKE_LATENCY_SECONDS": "0.2"}
 
 
@@ -92,7 +93,7 @@ def test_every_page_gets_one_unit_and_one_result_and_the_first_are_inferred_whil
 ) -> None:
     job_id, source = _submit(stack, text_pdf(30, "plain"), SLOW_SIDE)
     job, _ = stack.wait_terminal(job_id)
-    assert job["status"] == "completed" and job["page_counts"] == {"total": 30, "completed": 30, "failed": 0}
+    assert job["status"] == "completed" and job["page_counts"] == {**NONE, "total": 30, "completed": 30}
     _one_result_per_page(stack, source, 30)
     assert _source(stack, source)["status"] == "succeeded" and _source(stack, source)["page_count"] == 30
     lines = result_lines(stack, job_id)
@@ -142,8 +143,8 @@ def test_a_page_that_cannot_be_rendered_keeps_the_pages_before_it_and_fails_the_
     job_id, source = _submit(stack, (FIXTURES / "missing_pages.pdf").read_bytes())
     job, _ = stack.wait_terminal(job_id)
     assert job["status"] == "completed"
-    assert job["request_counts"] == {"total": 1, "completed": 0, "failed": 1}
-    assert job["page_counts"] == {"total": 6, "completed": 6, "failed": 0}
+    assert job["request_counts"] == {**NONE, "total": 1, "failed": 1}
+    assert job["page_counts"] == {**NONE, "total": 6, "completed": 6}
     _one_result_per_page(stack, source, 6)
     src = _source(stack, source)
     assert (src["status"], src["error_code"], src["page_count"]) == ("failed", "corrupt_media", None)

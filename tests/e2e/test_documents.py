@@ -44,7 +44,13 @@ def test_every_fixture_fails_alone_or_gives_its_pages(running_system: str) -> No
     assert "image_downscaled" in by_file["huge_dimensions.png"][0]["flags"]
     assert by_file["rotated_90.pdf"][0]["text_uri"].endswith("/text/page-00001.txt")
     failed = len(EXPECTED) + len(set(OFFICE_PAGES) - set(office))
-    assert job["request_counts"] == {"total": len(names), "completed": len(names) - failed, "failed": failed}
+    assert job["request_counts"] == {
+        "total": len(names),
+        "completed": len(names) - failed,
+        "failed": failed,
+        "cancelled": 0,
+        "expired": 0,
+    }
 
 
 def test_vlmq_submit_with_options(running_system: str, e2e_env: dict[str, str], tmp_path: Path) -> None:

@@ -66,8 +66,8 @@ def test_pdf_job_end_to_end(running_system: str, e2e_env: dict[str, str]) -> Non
     job = wait_done(running_system, r.json()["id"])
 
     assert job["status"] == "completed"
-    assert job["request_counts"] == {"total": 2, "completed": 1, "failed": 1}
-    assert job["page_counts"] == {"total": 3, "completed": 3, "failed": 0}
+    assert job["request_counts"] == {"total": 2, "completed": 1, "failed": 1, "cancelled": 0, "expired": 0}
+    assert job["page_counts"] == {"total": 3, "completed": 3, "failed": 0, "cancelled": 0, "expired": 0}
 
     lines = [
         json.loads(x)

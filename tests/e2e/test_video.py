@@ -64,8 +64,9 @@ def test_vlmq_submit_videos_good_and_bad(video_system: str, video_env: dict[str,
     job = wait_done(video_system, job_id)
 
     assert job["status"] == "completed"
-    assert job["request_counts"] == {"total": 1 + len(BAD), "completed": 1, "failed": len(BAD)}
-    assert job["page_counts"] == {"total": 1, "completed": 1, "failed": 0}
+    counts = {"total": 1 + len(BAD), "completed": 1, "failed": len(BAD), "cancelled": 0, "expired": 0}
+    assert job["request_counts"] == counts
+    assert job["page_counts"] == {"total": 1, "completed": 1, "failed": 0, "cancelled": 0, "expired": 0}
     lines = results_by_custom_id(video_system, job_id)
     check_taught_answer(lines[GOOD])
     for name, code in BAD.items():

@@ -64,7 +64,7 @@ def test_submit_json_stores_job_and_enqueues_prep(
     r = client.post("/v1/jobs", json=_body(pdf_uri, options={"max_new_tokens": 16}), headers=A)
     assert r.status_code == 202, r.text
     job = r.json()
-    assert job["request_counts"] == {"total": 1, "completed": 0, "failed": 0}
+    assert job["request_counts"] == {"total": 1, "completed": 0, "failed": 0, "cancelled": 0, "expired": 0}
     assert job["prompt_version"] == "caption-v1"
     assert _queue_len(settings, "prep") == before + 1
     got = client.get(f"/v1/jobs/{job['id']}", headers=A)

@@ -170,7 +170,7 @@ def test_cancel_is_cooperative(service: JobService) -> None:
 def test_cancel_with_nothing_in_flight_ends_at_once(service: JobService) -> None:
     job_id = _submit(service, n=2)
     job = service.cancel("tenant-a", job_id)
-    assert (job.status, job.request_counts.failed) == ("cancelled", 2)
+    assert (job.status, job.request_counts.cancelled, job.request_counts.failed) == ("cancelled", 2, 0)
     with pytest.raises(Conflict, match="cancelled job cannot be retried"):
         service.retry("tenant-a", job_id)
 
@@ -257,10 +257,10 @@ def test_an_expired_job_fails_its_open_items(service: JobService) -> None:
     _sql(service, "UPDATE jobs SET expires_at = now() - interval '1 second' WHERE id = :j", j=job_id)
     assert sweep(service).expired_jobs >= 1
     job = service.get("tenant-a", job_id)
-    assert job.status == "expired" and job.request_counts.failed == 2
+    assert job.status == "expired" and (job.request_counts.expired, job.request_counts.failed) == (2, 0)
     assert {
         (line.status, line.error.code if line.error else None) for line in service.results(None, job_id)
-    } == {("failed", "expired")}
+    } == {("expired", "expired")}
     with service.sessions() as s:
         stored = s.get(Job, job_id)
         assert stored is not None and stored.output_key and stored.error_key

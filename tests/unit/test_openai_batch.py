@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from jobs import openai_batch as ob
-from jobs.schemas import ErrorInfo, ResultLine, Usage
+from jobs.schemas import Counts, ErrorInfo, ResultLine, Usage
+from jobs.status import Outcome
 
 PNG = base64.b64encode(b"\x89PNG fake").decode()
 
@@ -115,3 +116,16 @@ def test_output_lines_join_pages_and_map_errors() -> None:
     assert by_id["slow"]["response"]["status_code"] == 500
     assert by_id["slow"]["response"]["body"]["error"]["type"] == "server_error"
     assert by_id["late"]["response"] is None and by_id["late"]["error"]["code"] == "batch_cancelled"
+
+
+def test_request_counts_put_every_request_that_did_not_run_under_failed() -> None:
+    job = Counts(total=6, completed=2, failed=1, cancelled=2, expired=1)
+    assert ob.request_counts(8, job, rejected=2) == {"total": 8, "completed": 2, "failed": 6}
+    assert ob.request_counts(3, None, rejected=3) == {"total": 3, "completed": 0, "failed": 3}
+
+
+def test_lines_an_expired_batch_never_ran_say_so() -> None:
+    expired = ErrorInfo(code="expired", message="m")
+    results = [ResultLine(custom_id="late", page=1, status=Outcome.EXPIRED, error=expired)]
+    _, (late,) = ob.output_lines("batch_1", results, 123, "batch_expired")
+    assert late["response"] is None and late["error"]["code"] == "batch_expired"

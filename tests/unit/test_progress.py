@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from rich.console import Console
 
-from api.cli.progress import JobProgress, pace
+from api.cli.progress import JobProgress, outcomes_text, pace
 from api.cli.render import to_markdown
 
 T0 = "2026-01-01T00:00:00Z"
@@ -46,6 +46,19 @@ def test_bars_show_done_failed_and_state() -> None:
     text = console.export_text()
     pages = next(line for line in text.splitlines() if "pages" in line)
     assert "4/4" in pages and "1 failed" in pages and "2.00/s" in pages and "completed" in pages
+
+
+def test_bars_count_cancelled_and_expired_as_done_but_not_as_failed() -> None:
+    pages = {"total": 6, "completed": 2, "failed": 1, "cancelled": 2, "expired": 1}
+    assert outcomes_text(pages) == "1 failed, 2 cancelled, 1 expired"
+    assert outcomes_text({"total": 1, "completed": 1, "failed": 0}) == "0 failed"  # an older server's
+    job = _job("cancelled", pages, "2026-01-01T00:00:02Z")
+    assert pace(pages, job, datetime(2030, 1, 1, tzinfo=UTC)).rate == 3.0
+    console = Console(record=True, width=150, force_terminal=False)
+    with JobProgress(console, "job-1") as bars:
+        bars.update(job)
+    line = next(x for x in console.export_text().splitlines() if "pages" in x)
+    assert "6/6" in line and "1 failed, 2 cancelled, 1 expired" in line
 
 
 def test_markdown_folds_reasoning_and_shows_errors() -> None:

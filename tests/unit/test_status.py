@@ -1,12 +1,16 @@
+from jobs.schemas import Counts
 from jobs.status import (
+    EXPIRED_CODE,
     ITEM_TERMINAL,
     ITEM_TRANSITIONS,
     JOB_TERMINAL,
     JOB_TRANSITIONS,
     ItemStatus,
     JobStatus,
+    Outcome,
     item_sources_for,
     job_sources_for,
+    outcome,
 )
 
 
@@ -32,3 +36,20 @@ def test_compare_and_set_sources() -> None:
     assert item_sources_for(ItemStatus.READY) == {ItemStatus.RUNNING}
     assert item_sources_for(ItemStatus.QUEUED) == {ItemStatus.PREPARING}
     assert job_sources_for(JobStatus.COMPLETED) == {JobStatus.RUNNING}
+
+
+def test_an_items_outcome_comes_from_its_status_and_an_expiry_is_not_a_failure() -> None:
+    assert outcome("succeeded", None) == Outcome.SUCCEEDED
+    assert outcome("failed", "corrupt_media") == Outcome.FAILED
+    assert outcome("failed", EXPIRED_CODE) == Outcome.EXPIRED
+    assert outcome("cancelled", "storage_unavailable") == Outcome.CANCELLED  # a code kept from a retry
+    assert {outcome(s, "engine_error") for s in set(ItemStatus) - ITEM_TERMINAL} == {Outcome.PENDING}
+    every = {outcome(s, c) for s in ItemStatus for c in (None, EXPIRED_CODE)}
+    assert every == set(Outcome)
+
+
+def test_counts_name_each_outcome_once() -> None:
+    by_outcome = {Outcome.SUCCEEDED: 3, Outcome.FAILED: 1, Outcome.CANCELLED: 2, Outcome.PENDING: 4}
+    counts = Counts.tally({**by_outcome, Outcome.EXPIRED: 5})
+    assert counts.model_dump() == {"total": 15, "completed": 3, "failed": 1, "cancelled": 2, "expired": 5}
+    assert counts.finished == 11  # the pending ones are the rest
