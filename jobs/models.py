@@ -316,3 +316,14 @@ class ClockOffset(Base):
 
     id: Mapped[bool] = mapped_column(Boolean, primary_key=True, server_default=text("true"))
     offset_seconds: Mapped[float] = mapped_column(Double, nullable=False, server_default=text("0"))
+
+
+class StatusMove(Base):
+    """A move a job or item status may make (migration 0009 fills it from jobs/status.py's tables; a
+    trigger refuses any other). Read by Postgres only."""
+
+    __tablename__ = "status_moves"
+
+    entity: Mapped[str] = mapped_column(Text, primary_key=True)
+    from_status: Mapped[str] = mapped_column(Text, primary_key=True)
+    to_status: Mapped[str] = mapped_column(Text, primary_key=True)

@@ -22,7 +22,9 @@ reopened items -> running, and each such job a full expiry window from now. Succ
 reopened: a recomputed result is a new version beside the current one.
 
 Every transition is one compare-and-set UPDATE in jobs.repository whose WHERE clause is built from
-``ITEM_TRANSITIONS`` / ``JOB_TRANSITIONS``, so two workers racing on one row cannot both win.
+``ITEM_TRANSITIONS`` / ``JOB_TRANSITIONS``, so two workers racing on one row cannot both win. Postgres
+enforces the same (migration 0009): a CHECK on every status column, and for jobs and items a trigger that
+refuses any move not in these tables or the reopenings (``allowed_moves``); a test keeps the two equal.
 
 An item's *outcome* (``Outcome``, ``outcome``) is what every view of a job counts and filters by: the
 API's ``request_counts`` / ``page_counts`` and ``?status=``, result lines, output.jsonl / errors.jsonl,
@@ -34,6 +36,7 @@ with the code ``expired`` (so a retry reopens it with the other failures), but i
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 
 class JobStatus(StrEnum):
@@ -101,6 +104,22 @@ def item_sources_for(target: ItemStatus) -> frozenset[ItemStatus]:
 
 def job_sources_for(target: JobStatus) -> frozenset[JobStatus]:
     return frozenset(s for s, targets in JOB_TRANSITIONS.items() if target in targets)
+
+
+# The two deliberate reopenings (see the module docstring), outside the tables above so that no ordinary
+# compare-and-set can take them; Postgres allows exactly the tables' moves and these (migration 0009).
+ITEM_REOPEN = {ItemStatus.FAILED: frozenset({ItemStatus.READY, ItemStatus.QUEUED, ItemStatus.PREPARED})}
+JOB_REOPEN = {
+    s: frozenset({JobStatus.RUNNING}) for s in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.EXPIRED)
+}
+
+
+def allowed_moves(
+    table: dict[Any, frozenset[Any]], reopen: dict[Any, frozenset[Any]]
+) -> frozenset[tuple[str, str]]:
+    """Every (from, to) a row may take: what the database enforces."""
+    pairs = {(str(a), str(b)) for a, targets in table.items() for b in targets}
+    return frozenset(pairs | {(str(a), str(b)) for a, targets in reopen.items() for b in targets})
 
 
 EXPIRED_CODE = "expired"  # the error code of an item its job's expiry stopped (jobs.errors.Expired)
