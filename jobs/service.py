@@ -23,14 +23,13 @@ from jobs.clock import sql_now
 from jobs.config import Settings
 from jobs.db import session_factory
 from jobs.dispatch import CeleryDispatcher, Dispatcher
-from jobs.errors import Conflict, InvalidInput, NotFound, TransportError, VlmqError
-from jobs.fingerprint import output_settings
+from jobs.errors import Conflict, Expired, InvalidInput, NotFound, TransportError, VlmqError
 from jobs.models import Item, Job
 from jobs.prompt_limits import check_prompt_text
 from jobs.schemas import JobCreate, JobOut, ResultLine
-from jobs.status import ItemStatus, JobStatus, Outcome, outcome
+from jobs.status import JOB_ACTIVE, ItemStatus, JobStatus, Outcome, outcome
 from jobs.storage import BlobStore, S3BlobStore, job_output_key
-from jobs.work import Held, PageMedia, PreparedUnit, PrepWork, UnitWork, prep_work
+from jobs.work import Held, PageMedia, PreparedUnit, PrepWork, UnitWork, prep_work, unit_work
 
 log = logging.getLogger(__name__)
 
@@ -189,12 +188,19 @@ class JobService:
         """Cooperative cancel: the job becomes ``cancelling``, its waiting items ``cancelled`` at once;
         workers stop the in-flight ones (aborting engine requests), then the job is ``cancelled``.
         Cancelling a finished job changes nothing (its state is returned); idempotent."""
-        return control.cancel(self, tenant, job_id)
+        with self.sessions() as s, s.begin():
+            control.cancel(s, tenant, job_id)
+        self.finalize(job_id)
+        return self.get(tenant, job_id)
 
     def retry(self, tenant: str | None, job_id: uuid.UUID) -> JobOut:
         """Re-queue the job's failed and expired items (only those) and reopen the job; 409 when there
         are none."""
-        return control.retry(self, tenant, job_id)
+        with self.sessions() as s, s.begin():
+            expiry = self.settings.queue.job_expiry_seconds
+            priority, sources, units = control.retry(s, tenant, job_id, expiry)
+        self.enqueue(priority, sources=sources, units=units)
+        return self.get(tenant, job_id)
 
     def renew_leases(self, item_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
         """The heartbeat: extend the in-flight items' leases; {job id: status} of their jobs."""
@@ -241,7 +247,8 @@ class JobService:
         """Record a chunk of units of a source still being prepared; their READY ids, to dispatch now.
         None: stop rendering (the job stopped: the source is cancelled; or claim ``attempt`` no longer
         holds the source). See jobs.units."""
-        return units_.add_units(self, item_id, units, attempt)
+        with self.sessions() as s, s.begin():
+            return units_.add_units(s, item_id, units, attempt)
 
     def finish_prep(
         self,
@@ -253,7 +260,10 @@ class JobService:
         """Record the source's (last) units (pages, or (page, media_key) pairs) and mark it prepared;
         return its READY units not in ``dispatched`` in inference batches. A source whose job is no
         longer active (cancelled, expired meanwhile) is cancelled instead. See jobs.units."""
-        return units_.finish_prep(self, item_id, units, page_count, dispatched)
+        with self.sessions() as s, s.begin():
+            ready = units_.finish_prep(s, item_id, units, page_count, dispatched)
+        size = self.settings.limits.batch_size
+        return [ready[i : i + size] for i in range(0, len(ready), size)]
 
     def fail_items(self, item_ids: Sequence[uuid.UUID], error: VlmqError) -> None:
         with self.sessions() as s, s.begin():
@@ -296,39 +306,7 @@ class JobService:
         """What the engine needs for each claimed unit, with the result version it will write."""
         jobs = {u.job_id: repo.get_job(s, u.job_id) for u in units}
         versions = repo.next_versions(s, [u.id for u in units])
-        return [self._unit_work(u, jobs[u.job_id], versions[u.id]) for u in units]
-
-    def _unit_work(self, unit: Item, job: Job | None, version: int) -> UnitWork:
-        assert job is not None
-        opts, out = job.options, output_settings(self.settings, job.options)
-        task = opts.get("task", presets.DEFAULT.name)
-        # An item's own prompt goes through the job's task preset; else the job's resolved prompt.
-        prompt, prompt_version = (
-            presets.resolve(task, unit.prompt) if unit.prompt else (job.prompt, job.prompt_version)
-        )
-        hint = unit.text_key if opts.get("text_hint") else None
-        return UnitWork(
-            id=unit.id,
-            job_id=unit.job_id,
-            custom_id=unit.custom_id,
-            page=unit.page if unit.page is not None else 1,
-            media_key=unit.media_key or "",
-            prompt=prompt,
-            prompt_version=prompt_version + (presets.TEXT_HINT_SUFFIX if hint else ""),
-            max_new_tokens=out["max_new_tokens"],
-            temperature=out["temperature"],
-            parent_id=unit.parent_id,
-            task=task,
-            text_key=hint,
-            flags=tuple(unit.options.get("flags", ())),
-            version=version,
-            settings=out,
-            attempt=unit.attempts,
-        )
-
-    def complete_unit(self, unit: UnitWork, result: dict[str, object]) -> bool:
-        """Store the result and mark the unit succeeded, atomically. False if the unit was not running."""
-        return bool(self.complete_units([(unit, result)]))
+        return [unit_work(u, jobs[u.job_id], versions[u.id], self.settings) for u in units]
 
     def complete_units(self, done: Sequence[tuple[UnitWork, dict[str, object]]]) -> list[uuid.UUID]:
         """Store the results and mark their units succeeded, all in one transaction (a batch's pages:
@@ -375,7 +353,15 @@ class JobService:
     def stop_items(self, item_ids: Sequence[uuid.UUID], job_id: uuid.UUID) -> bool:
         """If the job stopped (cancelling, expired), its given items are cancelled (or failed
         ``expired``) and True is returned: their results, if any, are to be thrown away."""
-        return control.stop_items(self, item_ids, job_id)
+        status = self.job_statuses({job_id}).get(job_id)
+        if status in JOB_ACTIVE:
+            return False
+        if status == JobStatus.EXPIRED:
+            self.fail_items(item_ids, Expired("the job expired before this item finished"))
+        else:
+            with self.sessions() as s, s.begin():
+                repo.move_items(s, item_ids, ItemStatus.CANCELLED)
+        return True
 
     def write_outputs(self, job_id: uuid.UUID) -> tuple[str, str]:
         """output.jsonl (the succeeded lines) and errors.jsonl (the others: failed, cancelled, expired,

@@ -58,14 +58,22 @@ def sweep(service: JobService) -> SweepReport:
             lock.scalar(select(func.pg_advisory_unlock(leases.SWEEP_LOCK)))
 
 
+def _expire(service: JobService, job_id: uuid.UUID) -> bool:
+    with service.sessions() as s, s.begin():
+        expiring = control.expire(s, job_id)
+    return expiring and service.close_job(job_id, JobStatus.EXPIRED)
+
+
 def _sweep(service: JobService) -> SweepReport:
     report = SweepReport()
     with service.sessions() as s:
         expired, cancelling = leases.jobs_past_expiry(s), leases.jobs_in(s, JobStatus.CANCELLING)
-    report.expired_jobs = sum(_safely(control.expire, service, j) for j in expired)
+    report.expired_jobs = sum(_safely(_expire, service, j) for j in expired)
     touched = set(_recover_leases(service, report))
     for job_id in cancelling:
-        control.settle_cancelling(service, job_id)
+        with service.sessions() as s, s.begin():
+            control.settle_cancelling(s, job_id)
+        service.finalize(job_id)
     _requeue(service, report)
     with service.sessions() as s:
         touched |= set(leases.idle_active_jobs(s))

@@ -1,6 +1,6 @@
 """Recording what prep made of a source: its units, chunk by chunk while the pages are rendered
-(``add_units``), then the source prepared (``finish_prep``). ``JobService.add_units`` /
-``JobService.finish_prep`` are the public entry points.
+(``add_units``), then the source prepared (``finish_prep``), each in the caller's transaction.
+``JobService.add_units`` / ``JobService.finish_prep`` are the public entry points.
 
 Both read the source's job under a share lock (``FOR SHARE``): a cancel (an UPDATE of the job row)
 waits for the chunk being recorded, then cancels its units with the other waiting items; a chunk
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
@@ -22,52 +21,43 @@ from jobs.models import Item
 from jobs.status import JOB_ACTIVE, ItemStatus, JobStatus
 from jobs.work import PreparedUnit
 
-if TYPE_CHECKING:
-    from jobs.service import JobService
-
 Made = Sequence[PreparedUnit | tuple[int, str]]
 
 
-def add_units(
-    service: JobService, item_id: uuid.UUID, units: Made, attempt: int = 0
-) -> list[uuid.UUID] | None:
+def add_units(s: Session, item_id: uuid.UUID, units: Made, attempt: int = 0) -> list[uuid.UUID] | None:
     """Record a chunk of a source's units while it is still being prepared; the chunk's READY ids (to
     dispatch now). None: stop rendering. Either the job is no longer active (the source is cancelled,
     as finish_prep would), or this claim (``attempt``, PrepWork.attempt) no longer holds the source:
     its lease ran out and the sweeper put it back, or another worker has claimed it since."""
     made = _made(units)
-    with service.sessions() as s, s.begin():
-        source = _source_of_active_job(s, item_id)
-        if source is None or source.status != ItemStatus.PREPARING:
-            return None
-        if attempt and source.attempts != attempt:
-            return None
-        repo.insert_units(s, source, [u.row() for u in made])
-        return repo.unit_ids(s, item_id, ItemStatus.READY, pages=[u.page for u in made])
+    source = _source_of_active_job(s, item_id)
+    if source is None or source.status != ItemStatus.PREPARING:
+        return None
+    if attempt and source.attempts != attempt:
+        return None
+    repo.insert_units(s, source, [u.row() for u in made])
+    return repo.unit_ids(s, item_id, ItemStatus.READY, pages=[u.page for u in made])
 
 
 def finish_prep(
-    service: JobService,
+    s: Session,
     item_id: uuid.UUID,
     units: Made,
     page_count: int | None = None,
     dispatched: Sequence[uuid.UUID] = (),
-) -> list[list[uuid.UUID]]:
+) -> list[uuid.UUID]:
     """Record the source's last units and mark it prepared with ``page_count`` (default: the pages of
-    ``units``); return its READY units not in ``dispatched`` (those a streaming prep sent already), in
-    inference batches. A source whose job is no longer active is cancelled instead and gets no units."""
+    ``units``); return its READY units not in ``dispatched`` (those a streaming prep sent already). A
+    source whose job is no longer active is cancelled instead and gets no units."""
     made = _made(units)
-    with service.sessions() as s, s.begin():
-        source = _source_of_active_job(s, item_id)
-        if source is None:
-            return []
-        repo.insert_units(s, source, [u.row() for u in made])
-        pages = page_count if page_count is not None else sum(len(u.pages) or 1 for u in made)
-        repo.move_items(s, [item_id], ItemStatus.PREPARED, {"page_count": pages})
-        sent = set(dispatched)
-        ready = [u for u in repo.unit_ids(s, item_id, ItemStatus.READY) if u not in sent]
-    size = service.settings.limits.batch_size
-    return [ready[i : i + size] for i in range(0, len(ready), size)]
+    source = _source_of_active_job(s, item_id)
+    if source is None:
+        return []
+    repo.insert_units(s, source, [u.row() for u in made])
+    pages = page_count if page_count is not None else sum(len(u.pages) or 1 for u in made)
+    repo.move_items(s, [item_id], ItemStatus.PREPARED, {"page_count": pages})
+    sent = set(dispatched)
+    return [u for u in repo.unit_ids(s, item_id, ItemStatus.READY) if u not in sent]
 
 
 def _made(units: Made) -> list[PreparedUnit]:

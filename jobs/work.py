@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jobs import presets
+from jobs.config import Settings
+from jobs.fingerprint import output_settings
 from jobs.models import Item, Job
 
 
@@ -96,3 +98,34 @@ class PageMedia:
     page: int
     media_key: str
     prompt: str
+
+
+def unit_work(unit: Item, job: Job | None, version: int, settings: Settings) -> UnitWork:
+    """What the engine needs for a claimed unit: its media, its resolved prompt, the settings that make
+    its output, and the result version it writes."""
+    assert job is not None
+    opts, out = job.options, output_settings(settings, job.options)
+    task = opts.get("task", presets.DEFAULT.name)
+    # An item's own prompt goes through the job's task preset; else the job's resolved prompt.
+    prompt, prompt_version = (
+        presets.resolve(task, unit.prompt) if unit.prompt else (job.prompt, job.prompt_version)
+    )
+    hint = unit.text_key if opts.get("text_hint") else None
+    return UnitWork(
+        id=unit.id,
+        job_id=unit.job_id,
+        custom_id=unit.custom_id,
+        page=unit.page if unit.page is not None else 1,
+        media_key=unit.media_key or "",
+        prompt=prompt,
+        prompt_version=prompt_version + (presets.TEXT_HINT_SUFFIX if hint else ""),
+        max_new_tokens=out["max_new_tokens"],
+        temperature=out["temperature"],
+        parent_id=unit.parent_id,
+        task=task,
+        text_key=hint,
+        flags=tuple(unit.options.get("flags", ())),
+        version=version,
+        settings=out,
+        attempt=unit.attempts,
+    )

@@ -69,7 +69,7 @@ def pages_job(
             stored = result(
                 model_id=model_id, answer=answer, prompt_version=unit.prompt_version, payload_key=key
             )
-            service.complete_unit(unit, stored)
+            service.complete_units([(unit, stored)])
     assert service.finalize(job_id)
     return job_id, [u.id for u in units]
 

@@ -70,15 +70,15 @@ def _play(service: JobService, job_id: uuid.UUID) -> None:
         assert service.begin_prep(src.id) is not None
     (b0,) = service.finish_prep(d0.id, [(1, "media/o/d0-1.png"), (2, "media/o/d0-2.png")])
     u01, u02 = service.claim_units(b0)
-    assert service.complete_unit(u01, result())
+    assert service.complete_units([(u01, result())])
     service.fail_items([u02.id], CorruptMedia("page 2 cannot be read"))
     (b1,) = service.finish_prep(d1.id, [(1, "media/o/d1-1.png"), (2, "media/o/d1-2.png")])
     (u11,) = service.claim_units(b1[:1])
-    assert service.complete_unit(u11, result())  # its page 2 stays ready: the cancel catches it
+    assert service.complete_units([(u11, result())])  # its page 2 stays ready: the cancel catches it
     service.fail_items([d3.id], CorruptMedia("not a PDF"))
     (b4,) = service.finish_prep(d4.id, [(1, "media/o/d4-1.png")])
     (u41,) = service.claim_units(b4)
-    assert service.complete_unit(u41, result())
+    assert service.complete_units([(u41, result())])
 
 
 def _submit(client: TestClient, settings: Settings) -> uuid.UUID:

@@ -208,7 +208,7 @@ def test_retry_requeues_failed_items_only(service: JobService) -> None:
     service.begin_prep(good.id)
     (batch,) = service.finish_prep(good.id, [(1, "media/r/page-1.png")])
     (unit,) = service.claim_units(batch)
-    service.complete_unit(unit, _result())
+    service.complete_units([(unit, _result())])
     assert service.finalize(job_id)
     assert [line.custom_id for line in service.results("tenant-a", job_id, "failed")] == ["doc-0"]
     job = service.retry("tenant-a", job_id)
@@ -226,7 +226,7 @@ def test_a_failed_page_is_retried_under_its_source(service: JobService) -> None:
     service.begin_prep(src.id)
     (batch,) = service.finish_prep(src.id, [(1, "media/p/page-1.png"), (2, "media/p/page-2.png")])
     u1, u2 = service.claim_units(batch)
-    service.complete_unit(u1, _result())
+    service.complete_units([(u1, _result())])
     service.fail_items([u2.id], CorruptMedia("unreadable page"))
     assert service.finalize(job_id) and _items(service, job_id)[0].status == "failed"
     service.retry("tenant-a", job_id)

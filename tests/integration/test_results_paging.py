@@ -29,7 +29,7 @@ def _job(service: JobService) -> tuple[uuid.UUID, dict[str, uuid.UUID]]:
     pages = lambda src, n: [(p, f"media/{src}/{p}.png") for p in range(1, n + 1)]  # noqa: E731
     (ready,) = service.finish_prep(ids["a.pdf"], pages("a", 3))  # 3 pages: the first gets a result
     (unit,) = service.claim_units(ready[:1])
-    assert service.complete_unit(unit, result())
+    assert service.complete_units([(unit, result())])
     service.fail_items([ids["b.pdf"]], CorruptMedia("not a readable PDF"))  # no page made
     assert service.add_units(ids["c.pdf"], pages("c", 2))  # 2 pages, then page 3 breaks
     service.fail_items([ids["c.pdf"]], CorruptMedia("page 3 cannot be rendered"))

@@ -63,8 +63,8 @@ def test_duplicate_deliveries_do_nothing_twice(service: JobService) -> None:
     units = service.claim_units(batch)
     assert len(units) == 2 and service.claim_units(batch) == []
     for u in units:
-        assert service.complete_unit(u, result())
-        assert not service.complete_unit(u, result(answer="again"))  # late duplicate is refused
+        assert service.complete_units([(u, result())])
+        assert not service.complete_units([(u, result(answer="again"))])  # late duplicate is refused
     assert service.finalize(job_id)
     assert not service.finalize(job_id)  # only one finalizer wins
     job = service.get("tenant-a", job_id)
@@ -88,7 +88,7 @@ def test_two_workers_settling_the_last_two_sources_at_once_complete_the_job(
         service.begin_prep(src.id)
         (batch,) = service.finish_prep(src.id, [(1, f"media/{src.custom_id}/page-1.png")])
         (unit,) = service.claim_units(batch)
-        assert service.complete_unit(unit, result())
+        assert service.complete_units([(unit, result())])
     both = threading.Barrier(2)
     settle = repo.settle_sources
 
@@ -134,7 +134,7 @@ def test_a_bad_source_fails_alone(service: JobService) -> None:
     service.begin_prep(good.id)
     (batch,) = service.finish_prep(good.id, [(1, "media/z/page-1.png")])
     (unit,) = service.claim_units(batch)
-    service.complete_unit(unit, result())
+    service.complete_units([(unit, result())])
     assert service.finalize(job_id)
     lines = {line.custom_id: line for line in service.results("tenant-a", job_id)}
     assert lines[bad.custom_id].error is not None and lines[bad.custom_id].error.code == "corrupt_media"

@@ -88,7 +88,7 @@ def test_a_source_failing_mid_stream_waits_for_its_pages_and_shows_its_own_error
     assert not service.finalize(job_id, [src])  # pages 1-2 are still to be inferred
     assert service.get("tenant-a", job_id).status == "running"
     for unit in service.claim_units(ready):
-        service.complete_unit(unit, result())
+        service.complete_units([(unit, result())])
     assert service.finalize(job_id, [src])
     lines = list(service.results("tenant-a", job_id))
     assert [(x.page, x.status) for x in lines] == [(1, "succeeded"), (2, "succeeded"), (None, "failed")]
