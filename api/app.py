@@ -13,8 +13,8 @@ from api import errors
 from api.auth import load_keys
 from api.limits import BodyLimit
 from api.routes import batches, files, health, jobs, metrics, ui
-from jobs.batches import BatchService
 from jobs.config import Settings, get_settings
+from jobs.openai.batches import BatchService
 from jobs.service import build_service
 
 

@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 
 from api.auth import tenant_for
-from jobs.batches import BatchService
 from jobs.config import Settings
 from jobs.errors import Unauthorized
+from jobs.openai.batches import BatchService
 from jobs.service import JobService
 
 

@@ -3,7 +3,7 @@
 A body over its route's limit is refused with 413 as soon as the limit is crossed (or at once, when a
 Content-Length says so), whether it has a Content-Length or is chunked, so no route can read a large
 body whole. Multipart file parts are spooled to disk by Starlette past 1 MiB, and uploads go on to S3
-from there in parts (jobs.storage.S3BlobStore.put_file): memory stays bounded whatever the size.
+from there in parts (jobs.adapters.storage.S3BlobStore.put_file): memory stays bounded whatever the size.
 
 Why not Starlette's own ``max_body_size`` (1.10): it answers its 413 in plain text from inside the
 route, past the app's exception handlers, so the documented error shape ``{"error": {...}}`` would be

@@ -197,7 +197,7 @@ class QueueSettings(BaseModel):
 
 
 class InputSettings(BaseModel):
-    """Which input URIs a job may name (the rule is jobs.uris.UriPolicy; SECURITY.md says why).
+    """Which input URIs a job may name (the rule is jobs.adapters.uris.UriPolicy; SECURITY.md says why).
 
     s3://: a tenant may name its own uploads (``s3://BUCKET/uploads/TENANT/...``) and what ``grants``
     gives it; the server's own prefixes (uploads of others, files, media, results, job outputs) are
@@ -253,7 +253,7 @@ class MediaSettings(BaseModel):
 
 
 class ReprocessSettings(BaseModel):
-    """The scheduled reprocessing run (see jobs.reprocess)."""
+    """The scheduled reprocessing run (see jobs.reprocessing.reprocessor)."""
 
     # Cron expression, UTC, for Celery beat's reprocess entry; "" turns the entry off.
     schedule: str = "0 2 * * *"

@@ -4,7 +4,7 @@ VlmqError                     error
 ├── PermanentError            permanent_error: bad input or a state retrying cannot fix; never retried
 │   ├── InvalidInput          invalid_input
 │   │   ├── PromptMediaLimit      prompt_media_limit: more media in one prompt than GLM-4.1V takes
-│   │   └── ForbiddenUri          forbidden_uri: scheme, object or address not allowed (jobs.uris)
+│   │   └── ForbiddenUri          forbidden_uri: scheme, object or address not allowed (jobs.adapters.uris)
 │   ├── MediaError            media_error
 │   │   ├── CorruptMedia          corrupt_media
 │   │   │   └── CorruptVideo          corrupt_video: unreadable, truncated, not a video, crashed the decoder

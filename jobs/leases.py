@@ -177,7 +177,8 @@ def reopen_failed(
     s: Session, which: ColumnElement[bool], expiry_seconds: float, detail: str
 ) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
     """The one way out of ``failed``, for a user's retry (jobs.control: ``which`` is a job's items) and a
-    reprocessing run (jobs.runs: the items it selected). The failed items among ``which`` go back to
+    reprocessing run (jobs.reprocessing.runs: the items it selected). The failed items among ``which`` go
+    back to
     waiting, attempts and errors cleared: a page to ready (its prepared source back to prepared), a
     source that failed before it was prepared to queued, pages or not (a later page could not be
     rendered; its re-prep keeps the pages made). Their jobs are reopened (``_reopen_jobs``).

@@ -219,7 +219,7 @@ class File(Base):
 
 class Batch(Base):
     """An OpenAI-style batch: one input file run as one vlmq job (``job_id``, NULL when no line was
-    valid). ``status`` follows the job (see jobs.batches); ``rejected_key`` holds the lines refused
+    valid). ``status`` follows the job (see jobs.openai.batches); ``rejected_key`` holds the lines refused
     before submission, which go to the error file."""
 
     __tablename__ = "batches"
@@ -252,7 +252,8 @@ class Batch(Base):
 
 
 class ReprocessRun(Base):
-    """One reprocessing run (jobs.reprocess): what it selected, by which rules, and when it finished.
+    """One reprocessing run (jobs.reprocessing.reprocessor): what it selected, by which rules, and when it
+    finished.
 
     ``dedupe_key`` is unique: a second scheduler firing for the same slot, or a rerun of the same
     command, finds the run already there instead of starting another.

@@ -10,7 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from jobs import pagerange, presets
+from jobs import pagerange
+from jobs.prompts import presets
 from jobs.status import Outcome
 
 # Any string, as OpenAI takes it ("req 1", unicode, slashes), up to the items column's 255 characters.
@@ -95,7 +96,8 @@ class ItemIn(BaseModel):
     @classmethod
     def _s3_form(cls, v: str) -> str:
         # Only the form of an s3:// URI here; which schemes, buckets, prefixes and hosts a tenant may
-        # name is the server's policy (jobs.uris: forbidden_uri, at submission and again at fetch time).
+        # name is the server's policy (jobs.adapters.uris: forbidden_uri, at submission and again at
+        # fetch time).
         if v.startswith("s3://") and ("/" not in v[5:] or v.endswith("/")):
             raise ValueError("uri must be s3://bucket/key")
         return v

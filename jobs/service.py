@@ -16,19 +16,22 @@ from psycopg.types.json import Jsonb
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from jobs import control, leases, lines, metrics, presets, uris
+from jobs import control, leases
 from jobs import repository as repo
 from jobs import units as units_
+from jobs.adapters import metrics, uris
+from jobs.adapters.db import session_factory
+from jobs.adapters.dispatch import CeleryDispatcher, Dispatcher
+from jobs.adapters.storage import BlobStore, S3BlobStore, job_output_key
 from jobs.clock import sql_now
 from jobs.config import Settings
-from jobs.db import session_factory
-from jobs.dispatch import CeleryDispatcher, Dispatcher
 from jobs.errors import Conflict, Expired, InvalidInput, NotFound, TransportError, VlmqError
 from jobs.models import Item, Job
-from jobs.prompt_limits import check_prompt_text
+from jobs.prompts import presets
+from jobs.prompts.limits import check_prompt_text
 from jobs.schemas import JobCreate, JobOut, ResultLine
 from jobs.status import JOB_ACTIVE, ItemStatus, JobStatus, Outcome, outcome
-from jobs.storage import BlobStore, S3BlobStore, job_output_key
+from jobs.views import lines
 from jobs.work import Held, PageMedia, PreparedUnit, PrepWork, UnitWork, prep_work, unit_work
 
 log = logging.getLogger(__name__)

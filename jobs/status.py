@@ -28,7 +28,7 @@ refuses any move not in these tables or the reopenings (``allowed_moves``); a te
 
 An item's *outcome* (``Outcome``, ``outcome``) is what every view of a job counts and filters by: the
 API's ``request_counts`` / ``page_counts`` and ``?status=``, result lines, output.jsonl / errors.jsonl,
-the results page, ``vlmq watch``, and the OpenAI batch's ``request_counts`` (jobs.openai_batch maps it
+the results page, ``vlmq watch``, and the OpenAI batch's ``request_counts`` (jobs.openai.format maps it
 onto OpenAI's three numbers). Expired is not a state of its own: an expired item is stored ``failed``
 with the code ``expired`` (so a retry reopens it with the other failures), but it did not fail.
 """

@@ -8,10 +8,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from jobs import presets
 from jobs.config import Settings
 from jobs.fingerprint import output_settings
 from jobs.models import Item, Job
+from jobs.prompts import presets
 
 
 @dataclass(frozen=True)

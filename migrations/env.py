@@ -6,8 +6,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
+from jobs.adapters.db import database_url
 from jobs.config import get_settings
-from jobs.db import database_url
 from jobs.models import Base
 
 config = context.config

@@ -53,8 +53,8 @@ class MemoryStore:
 
 
 class MemoryDispatcher:
-    """jobs.dispatch.Dispatcher (and the reprocessing one) in memory: each message sent is kept, in order,
-    as (task, ids, priority or run id); ``take`` empties the queue of one task."""
+    """jobs.adapters.dispatch.Dispatcher (and the reprocessing one) in memory: each message sent is kept,
+    in order, as (task, ids, priority or run id); ``take`` empties the queue of one task."""
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, list[uuid.UUID], str]] = []

@@ -8,8 +8,8 @@ from typing import Any
 
 from celery.schedules import crontab
 
+from jobs.adapters.dispatch import GPU_QUEUE, MAINTENANCE_QUEUE, REPROCESS_TASK, SWEEP_TASK, queue
 from jobs.config import Settings
-from jobs.dispatch import GPU_QUEUE, MAINTENANCE_QUEUE, REPROCESS_TASK, SWEEP_TASK, queue
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:

@@ -16,8 +16,7 @@ from datetime import datetime
 from celery import Celery
 
 from jobs import clock
-from jobs.config import Settings, get_settings
-from jobs.dispatch import (
+from jobs.adapters.dispatch import (
     GPU_QUEUE,
     PREP_QUEUE,
     broker_url,
@@ -25,6 +24,7 @@ from jobs.dispatch import (
     transport_options,
     worker_queues,
 )
+from jobs.config import Settings, get_settings
 from workers.beat import beat_schedule
 
 
@@ -41,7 +41,7 @@ class VlmqCelery(Celery):
 
 
 def _simulated_clock(settings: Settings) -> clock.CachedOffset:
-    from jobs.db import session_factory
+    from jobs.adapters.db import session_factory
 
     sessions = session_factory(settings)
 

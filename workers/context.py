@@ -6,11 +6,11 @@ import threading
 from dataclasses import dataclass
 from typing import Literal
 
+from jobs.adapters.dispatch import CeleryDispatcher
+from jobs.adapters.storage import BlobStore
 from jobs.config import Settings, get_settings
-from jobs.dispatch import CeleryDispatcher
-from jobs.reprocess import Reprocessor
+from jobs.reprocessing.reprocessor import Reprocessor
 from jobs.service import JobService, build_service
-from jobs.storage import BlobStore
 
 Lane = Literal["normal", "low"]
 

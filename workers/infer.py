@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from jobs import presets
-from jobs.db import DB_UNAVAILABLE, as_vlmq_error
+from jobs.adapters.db import DB_UNAVAILABLE, as_vlmq_error
 from jobs.errors import DatabaseUnavailable, EngineError, PermanentError, RetryableError, VlmqError
+from jobs.prompts import presets
 from jobs.work import Held, UnitWork
 from workers import results, writers
 from workers.context import WorkerContext

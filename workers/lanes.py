@@ -1,5 +1,5 @@
 """Where an inference batch's units are claimed from and where their outcome goes (``Lane``): the job
-lane, which moves the units themselves, or jobs.reprocess's refresh lane."""
+lane, which moves the units themselves, or jobs.reprocessing.reprocessor's refresh lane."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from jobs.work import Held, UnitWork
 
 class Lane(Protocol):
     """Where units are claimed from and their outcome goes. The job lane (below) moves the unit itself;
-    jobs.reprocess's refresh lane claims a reprocessing entry and leaves the unit's state alone.
+    jobs.reprocessing.reprocessor's refresh lane claims a reprocessing entry and leaves the unit's state
+    alone.
 
     ``leased``: the claim is the unit's own lease (renewed by a heartbeat) and the unit follows its job's
     state (cancel, expiry). A refresh lane's units stay succeeded: nothing to renew or to stop."""

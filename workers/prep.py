@@ -32,10 +32,10 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 
-from jobs.db import as_vlmq_error
+from jobs.adapters.db import as_vlmq_error
+from jobs.adapters.storage import manifest_key, media_key, sha256_hex, text_key
+from jobs.adapters.uris import read_source
 from jobs.errors import PermanentError, RetryableError
-from jobs.storage import manifest_key, media_key, sha256_hex, text_key
-from jobs.uris import read_source
 from jobs.work import PreparedUnit, PrepWork
 from workers.chunks import Chunks, Stopped
 from workers.context import WorkerContext

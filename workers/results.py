@@ -15,9 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from jobs.adapters.storage import result_key
 from jobs.fingerprint import settings_hash
-from jobs.reasoning import regions, split_output
-from jobs.storage import result_key
+from jobs.prompts.reasoning import regions, split_output
 from jobs.work import UnitWork
 from workers.context import WorkerContext
 from workers.inference.engine import GenerationOutput

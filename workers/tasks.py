@@ -8,8 +8,15 @@ import uuid
 from celery import Task
 
 from jobs import sweeper
-from jobs.db import DB_UNAVAILABLE
-from jobs.dispatch import FAN_OUT_TASK, INFER_TASK, PREP_TASK, REFRESH_TASK, REPROCESS_TASK, SWEEP_TASK
+from jobs.adapters.db import DB_UNAVAILABLE
+from jobs.adapters.dispatch import (
+    FAN_OUT_TASK,
+    INFER_TASK,
+    PREP_TASK,
+    REFRESH_TASK,
+    REPROCESS_TASK,
+    SWEEP_TASK,
+)
 from jobs.errors import RetryableError
 from workers import infer, prep
 from workers.backoff import backoff
@@ -66,7 +73,7 @@ def infer_units(self: Task, unit_ids: list[str], held: dict[str, int] | None = N
 
 @app.task(name=FAN_OUT_TASK)
 def fan_out_prep(item_ids: list[str], priority: str) -> None:
-    """One prep message per item of a large submission (jobs.dispatch.CeleryDispatcher.prep_many)."""
+    """One prep message per item of a large submission (jobs.adapters.dispatch.CeleryDispatcher.prep_many)."""
     dispatcher = get_context().service.dispatcher
     for item_id in item_ids:
         dispatcher.prep(uuid.UUID(item_id), priority)

@@ -32,8 +32,8 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
+from jobs.adapters.db import as_vlmq_error
 from jobs.config import Settings
-from jobs.db import as_vlmq_error
 from jobs.errors import EngineError, WriterLost
 from jobs.work import UnitWork
 from workers.results import Answered, EngineFacts

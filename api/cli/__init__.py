@@ -29,7 +29,7 @@ err = Console(stderr=True)
 
 
 def _log_servers(role: str) -> None:
-    """Which servers this process talks to (passwords and keys are masked by jobs.redaction)."""
+    """Which servers this process talks to (passwords and keys are masked by jobs.adapters.redaction)."""
     s = get_settings()
     log = logging.getLogger("vlmq")
     log.info("%s: database %s, redis %s, s3 %s", role, s.db.url, s.redis.url, s.s3.endpoint_url or "AWS")
@@ -41,7 +41,7 @@ class Format(StrEnum):
 
 
 def _logging(level: str) -> None:
-    from jobs.redaction import install
+    from jobs.adapters.redaction import install
 
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     install(get_settings())  # no secrets in logs
@@ -57,7 +57,7 @@ def api(
     import uvicorn
 
     from api.auth import load_keys
-    from jobs.redaction import uvicorn_log_config
+    from jobs.adapters.redaction import uvicorn_log_config
 
     settings = get_settings()
     keys, is_dev = load_keys(settings)
@@ -100,7 +100,7 @@ def worker(
     maintenance queue (read first)."""
     _logging(log_level)
     _worker_metrics(metrics_port)
-    from jobs.dispatch import worker_queues
+    from jobs.adapters.dispatch import worker_queues
     from workers.celery_app import app as celery_app
 
     # Each lane's low-priority twin (low jobs, reprocessing) after the named queues: taken only when

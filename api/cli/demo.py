@@ -28,7 +28,7 @@ from api.cli.lifetime import stop_on_signals
 from api.cli.processes import start_vlmq, wait_healthy
 from api.cli.progress import follow
 from jobs.config import Settings, get_settings
-from jobs.presets import DEFAULT
+from jobs.prompts.presets import DEFAULT
 from jobs.samples import SAMPLE_ANSWERS, SAMPLE_NAME, sample_pdf_bytes
 
 DEMO_SIDE = 448  # the demo renders pages small so the CPU model answers in about a second each

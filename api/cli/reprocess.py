@@ -15,15 +15,15 @@ from rich.console import Console
 from jobs.config import get_settings
 
 if TYPE_CHECKING:
-    from jobs.reprocess import Reprocessor, RunReport
+    from jobs.reprocessing.reprocessor import Reprocessor, RunReport
 
 console = Console(stderr=True)  # progress and notes; the report alone goes to stdout
 
 
 def _reprocessor() -> Reprocessor:
     # Imported here: the other vlmq commands start without the database layer.
-    from jobs.dispatch import CeleryDispatcher
-    from jobs.reprocess import Reprocessor
+    from jobs.adapters.dispatch import CeleryDispatcher
+    from jobs.reprocessing.reprocessor import Reprocessor
     from jobs.service import build_service
 
     settings = get_settings()
@@ -57,8 +57,8 @@ def reprocess(
     wait: Annotated[bool, typer.Option(help="Follow the run until every selected item is done")] = False,
 ) -> None:
     """Select items by rule and enqueue them at low priority, once; print the run's report."""
-    from jobs.reprocess import cli_key
-    from jobs.selection import Rules
+    from jobs.reprocessing.reprocessor import cli_key
+    from jobs.reprocessing.selection import Rules
 
     rules = Rules(
         failed=failed, outdated=outdated, job_ids=tuple(job or ()), tenant=tenant,

@@ -1,7 +1,7 @@
 """/v1/batches, the OpenAI Batch API: create, retrieve, list (cursor pages), cancel.
 
-The contract (states, request counts, output and error files) is described in jobs.batches; the
-line format in jobs.openai_batch.
+The contract (states, request counts, output and error files) is described in jobs.openai.batches; the
+line format in jobs.openai.format.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class BatchCreate(BaseModel):
 
 @router.post("")
 async def create_batch(body: BatchCreate, batches: BatchesDep, tenant: TenantDep) -> dict[str, Any]:
-    """Validates the input file and submits its requests as one job (see jobs.batches)."""
+    """Validates the input file and submits its requests as one job (see jobs.openai.batches)."""
     return await run_in_threadpool(
         batches.create, tenant, body.input_file_id, body.endpoint, body.completion_window, body.metadata
     )

@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from jobs.dispatch import broker_url
+from jobs.adapters.dispatch import broker_url
 
 router = APIRouter(tags=["health"])
 

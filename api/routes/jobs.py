@@ -17,12 +17,12 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from api.deps import ServiceDep, SettingsDep, TenantDep
+from jobs.adapters.storage import file_sha256, upload_key
 from jobs.config import Settings
 from jobs.errors import InvalidInput, SourceTooLarge
 from jobs.schemas import JobCreate, JobOut
 from jobs.service import JobService
 from jobs.status import Outcome
-from jobs.storage import file_sha256, upload_key
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 

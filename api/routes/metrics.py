@@ -18,10 +18,10 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from api.deps import SettingsDep
-from jobs import batch_repository as brepo
+from jobs.adapters.dispatch import GPU_QUEUE, PREP_QUEUE, broker_url
 from jobs.config import Settings
-from jobs.dispatch import GPU_QUEUE, PREP_QUEUE, broker_url
 from jobs.errors import Forbidden, Unauthorized
+from jobs.openai import repository as brepo
 from jobs.service import JobService
 
 router = APIRouter(tags=["health"])

@@ -22,7 +22,7 @@ from fastapi.templating import Jinja2Templates
 
 from api.auth import tenant_for
 from api.deps import ServiceDep
-from jobs import browse
+from jobs.views import browse
 from workers.media import clip, sheet
 
 router = APIRouter(prefix="/ui", include_in_schema=False)

@@ -19,7 +19,7 @@ from bench.gpu.offline import offline_llm, page_requests
 from bench.gpu.raw import STATS_SECONDS
 from bench.pages import documents, page_images
 from jobs.config import ModelSettings, Settings
-from jobs.presets import DEFAULT
+from jobs.prompts.presets import DEFAULT
 from workers.inference.engine import GenerationRequest
 
 

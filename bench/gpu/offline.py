@@ -7,7 +7,7 @@ from typing import Any
 
 from PIL import Image
 
-from jobs.presets import DEFAULT
+from jobs.prompts.presets import DEFAULT
 from workers.inference.prompts import build_messages
 
 

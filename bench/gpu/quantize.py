@@ -19,7 +19,7 @@ from typing import Any
 
 from bench.pages import make_pdf, page_images
 from jobs.config import Settings
-from jobs.presets import DEFAULT
+from jobs.prompts.presets import DEFAULT
 from workers.inference.engine import GenerationRequest
 
 

@@ -23,7 +23,7 @@ from PIL import Image
 from api.cli.devstack import ManagedProcess, free_port, start_redis, wait_until
 from api.cli.pgserver import EmbeddedPostgres, start_postgres
 from api.cli.processes import wait_for_log
-from jobs.dispatch import EPOCH_KEY
+from jobs.adapters.dispatch import EPOCH_KEY
 from migrations import upgrade
 from tests.chaos.proxy import Proxy
 

@@ -18,7 +18,7 @@ from openai import OpenAI
 from openai.types import Batch
 from openai.types.chat import ChatCompletion
 
-from jobs.presets import DEFAULT
+from jobs.prompts.presets import DEFAULT
 from tests.e2e.test_pipeline import s3_client
 from tests.fixtures.models import PAGE_SIDE, taught_pdf
 from workers.media.pdf import render_pdf

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from jobs.config import Settings
-from jobs.presets import DEFAULT
+from jobs.prompts.presets import DEFAULT
 from tests.fixtures.models import TARGETS, taught_pages
 from workers.inference.engine import GenerationRequest
 from workers.quantization.calibration import CalibrationPage

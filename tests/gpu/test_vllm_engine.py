@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from jobs.config import Settings
-from jobs.presets import DEFAULT
-from jobs.reasoning import split_output
+from jobs.prompts.presets import DEFAULT
+from jobs.prompts.reasoning import split_output
 from tests.fixtures.models import TARGETS, taught_pages
 from workers.inference.budget import BUDGET_FLAG, FORCED_CLOSE
 from workers.inference.engine import GenerationRequest

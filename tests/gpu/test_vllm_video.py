@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from jobs.config import ModelSettings, Settings
-from jobs.reasoning import split_output
+from jobs.prompts.reasoning import split_output
 from tests.fixtures.video_model import VIDEO_PROMPT, VIDEO_TARGET, taught_clip, taught_video_model
 from workers.inference.engine import GenerationRequest
 

@@ -12,12 +12,12 @@ from typing import Any
 import redis
 from sqlalchemy import select, update
 
+from jobs.adapters.storage import result_key
 from jobs.config import Settings
 from jobs.errors import CorruptMedia, EngineError
 from jobs.models import Item, Job, Result
 from jobs.schemas import JobCreate
 from jobs.service import JobService
-from jobs.storage import result_key
 from tests.fixtures.models import PAGE_SIDE, taught_pdf
 
 Outcome = tuple[str, str] | None  # (model_id, answer) of the page's result, or None: the page failed

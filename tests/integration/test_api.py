@@ -10,8 +10,8 @@ import redis
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from jobs.adapters.storage import S3BlobStore
 from jobs.config import Settings
-from jobs.storage import S3BlobStore
 from tests.integration import with_limits
 
 A = {"Authorization": "Bearer test-key"}
@@ -143,7 +143,7 @@ def test_an_uploads_files_are_stored_several_at_once_and_each_item_points_at_its
     order, and each one's object holds that file's bytes."""
     from sqlalchemy import select
 
-    from jobs.db import session_factory
+    from jobs.adapters.db import session_factory
     from jobs.models import Item
 
     datas = [b"%PDF-1.7 file " + bytes(str(i), "ascii") * (i + 1) for i in range(20)]
@@ -164,7 +164,7 @@ def test_an_uploads_files_are_stored_several_at_once_and_each_item_points_at_its
 def test_one_file_over_the_limit_among_many_refuses_the_upload_naming_it(settings: Settings) -> None:
     from sqlalchemy import func, select
 
-    from jobs.db import session_factory
+    from jobs.adapters.db import session_factory
     from jobs.models import Item
 
     tag = uuid.uuid4().hex[:8]

@@ -17,12 +17,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from api.app import create_app
+from jobs.adapters.storage import BlobStore, result_key
 from jobs.config import Settings
 from jobs.errors import InvalidInput, StorageUnavailable
 from jobs.models import Result
 from jobs.service import build_service
 from jobs.status import ItemStatus
-from jobs.storage import BlobStore, result_key
 from tests.fakes import FakeEngine
 from tests.integration.prepared import page_units, prepared_pdf
 from workers import infer

@@ -35,14 +35,14 @@ def simulated(settings: Settings, clock_db: str) -> Iterator[Settings]:
     db = settings.db.model_copy(update={"url": clock_db})
     moved = with_section(settings.model_copy(update={"db": db}), "clock", simulated=True)
     yield moved
-    from jobs.db import session_factory
+    from jobs.adapters.db import session_factory
 
     with session_factory(moved)() as s, s.begin():
         s.execute(text("DELETE FROM vlmq_clock"))
 
 
 def _service(settings: Settings) -> JobService:
-    from jobs.db import session_factory
+    from jobs.adapters.db import session_factory
 
     return JobService(
         session_factory(settings), MemoryStore(settings.s3.bucket), MemoryDispatcher(), settings
@@ -87,7 +87,7 @@ def test_a_day_later_the_whole_stack_is_a_day_older(simulated: Settings) -> None
 
 
 def test_the_reprocess_slot_is_the_simulated_nights(simulated: Settings) -> None:
-    from jobs.reprocess import Reprocessor
+    from jobs.reprocessing.reprocessor import Reprocessor
 
     service = _service(simulated)
     with service.sessions() as s, s.begin():

@@ -21,12 +21,12 @@ from sqlalchemy import select, text
 
 from api.app import create_app
 from api.cli.progress import JobProgress
-from jobs import browse
 from jobs.config import Settings
 from jobs.errors import CorruptMedia, Expired
 from jobs.models import Batch, Item
 from jobs.service import JobService
 from jobs.sweeper import sweep
+from jobs.views import browse
 from tests.integration.reprocess_fixtures import result
 
 A = {"Authorization": "Bearer test-key"}

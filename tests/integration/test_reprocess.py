@@ -18,9 +18,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
 
-from jobs.config import Settings, get_settings
-from jobs.db import session_factory
-from jobs.dispatch import (
+from jobs.adapters.db import session_factory
+from jobs.adapters.dispatch import (
     GPU_LOW_QUEUE,
     GPU_QUEUE,
     INFER_TASK,
@@ -29,10 +28,11 @@ from jobs.dispatch import (
     PREP_TASK,
     REFRESH_TASK,
 )
+from jobs.config import Settings, get_settings
 from jobs.models import ReprocessEntry, ReprocessRun, Result
-from jobs.presets import DEFAULT
-from jobs.reprocess import Reprocessor
-from jobs.selection import Rules
+from jobs.prompts.presets import DEFAULT
+from jobs.reprocessing.reprocessor import Reprocessor
+from jobs.reprocessing.selection import Rules
 from jobs.service import JobService
 from jobs.sweeper import sweep
 from tests.conftest import migrated_database

@@ -14,12 +14,12 @@ from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from jobs import repository as repo
+from jobs.adapters.storage import S3BlobStore
 from jobs.config import Settings
 from jobs.errors import CorruptMedia, EngineError
 from jobs.models import Event, Item, Job, Result
 from jobs.schemas import JobCreate
 from jobs.service import JobService, build_service
-from jobs.storage import S3BlobStore
 from jobs.work import UnitWork
 from tests.integration.reprocess_fixtures import result
 

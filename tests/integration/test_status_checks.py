@@ -12,8 +12,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from jobs.adapters.db import session_factory
 from jobs.config import Settings
-from jobs.db import session_factory
 from jobs.status import (
     ITEM_REOPEN,
     ITEM_TRANSITIONS,

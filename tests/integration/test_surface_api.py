@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
+from jobs.adapters.storage import S3BlobStore
 from jobs.config import Settings
-from jobs.storage import S3BlobStore
 from tests.conftest import METRICS_TOKEN
 from tests.integration import with_limits
 

@@ -21,7 +21,7 @@ from sqlalchemy import func, select, update
 from api.app import create_app
 from jobs.config import get_settings
 from jobs.models import Item, Job, Result
-from jobs.selection import Rules
+from jobs.reprocessing.selection import Rules
 from jobs.service import JobService
 from jobs.status import ItemStatus
 from jobs.sweeper import sweep

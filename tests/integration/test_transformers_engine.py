@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
-from jobs.reasoning import split_output
+from jobs.prompts.reasoning import split_output
 from tests.fixtures.models import TARGETS, taught_pages
 from workers.inference.engine import GenerationRequest
 from workers.inference.prompts import DEFAULT_PROMPT, build_messages

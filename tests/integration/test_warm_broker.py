@@ -10,8 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from jobs.adapters.dispatch import CeleryDispatcher
 from jobs.config import Settings
-from jobs.dispatch import CeleryDispatcher
 
 
 class _Warmed:
@@ -33,6 +33,6 @@ def test_the_api_warms_its_dispatcher_when_it_starts(settings: Settings) -> None
 
 def test_warming_against_an_unreachable_broker_only_says_so(caplog: pytest.LogCaptureFixture) -> None:
     dispatcher = CeleryDispatcher(Settings(_env_file=None, redis={"url": "redis://127.0.0.1:1/0"}))  # type: ignore[call-arg]
-    with caplog.at_level(logging.INFO, logger="jobs.dispatch"):
+    with caplog.at_level(logging.INFO, logger="jobs.adapters.dispatch"):
         dispatcher.warm()  # returns (after one failed try) instead of raising
     assert "broker not reachable yet" in caplog.text

@@ -113,7 +113,7 @@ def test_deeply_nested_or_odd_json_is_refused_not_crashed(api: str) -> None:
 def test_an_upload_name_never_leaves_the_tenants_prefix(api: str, settings: Settings) -> None:
     from sqlalchemy import select
 
-    from jobs.db import session_factory
+    from jobs.adapters.db import session_factory
     from jobs.models import Item
 
     names = ["../../etc/passwd", "..\\..\\boot.ini", "/abs/path.pdf", ".hidden.pdf", "ok name ü.pdf"]

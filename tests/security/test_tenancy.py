@@ -16,9 +16,9 @@ from pydantic import SecretStr
 
 from api.app import create_app
 from api.auth import parse_keys
+from jobs.adapters.uris import read_source
 from jobs.config import Settings
 from jobs.errors import ForbiddenUri
-from jobs.uris import read_source
 from tests.fixtures.make_fixtures import text_pdf
 from tests.integration import with_section
 
@@ -39,7 +39,7 @@ def _upload(client: TestClient, headers: dict[str, str], name: str, data: bytes)
     job_id = r.json()["id"]
     from sqlalchemy import select
 
-    from jobs.db import session_factory
+    from jobs.adapters.db import session_factory
     from jobs.models import Item
 
     with session_factory(client.app.state.settings)() as s:  # type: ignore[attr-defined]
@@ -122,7 +122,7 @@ def test_sniffing_errors_never_quote_content() -> None:
 
 def test_the_worker_checks_the_tenant_again_when_it_reads(settings: Settings) -> None:
     """Grants may be taken back after submission: the prep worker refuses then, for the item's tenant."""
-    from jobs.storage import S3BlobStore
+    from jobs.adapters.storage import S3BlobStore
 
     store = S3BlobStore(settings)
     key = f"granted/{uuid.uuid4().hex}.pdf"

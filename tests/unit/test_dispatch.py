@@ -1,4 +1,4 @@
-from jobs.dispatch import queue_name, worker_queues
+from jobs.adapters.dispatch import queue_name, worker_queues
 
 
 def test_each_queue_brings_its_low_sibling_and_prep_the_sweeper_first() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from jobs import openai_batch as ob
+from jobs.openai import format as ob
 from jobs.schemas import Counts, ErrorInfo, ResultLine, Usage
 from jobs.status import Outcome
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from jobs import presets
 from jobs.errors import InvalidInput
+from jobs.prompts import presets
 from jobs.schemas import JobCreate
 
 

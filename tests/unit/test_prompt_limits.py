@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jobs.errors import InvalidInput, PromptMediaLimit
-from jobs.prompt_limits import MEDIA_TOKENS, check_media, check_prompt_text
+from jobs.prompts.limits import MEDIA_TOKENS, check_media, check_prompt_text
 from workers.inference.engine import GenerationRequest
 from workers.inference.video_inputs import vllm_video_input
 from workers.media.clip import VideoClip

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PIL import Image
 
-from jobs.presets import DEFAULT, prompt_version
+from jobs.prompts.presets import DEFAULT, prompt_version
 from workers.inference.prompts import DEFAULT_PROMPT, PROMPT_VERSION, build_messages
 
 

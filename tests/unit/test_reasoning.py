@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from jobs.reasoning import BOX_CLOSE, BOX_OPEN, TAGS, regions, split_output
+from jobs.prompts.reasoning import BOX_CLOSE, BOX_OPEN, TAGS, regions, split_output
 
 GOOD = (
     "<think>Got it, let's look at this page. The heading reads 'Q3 results'. Below it there is a table "

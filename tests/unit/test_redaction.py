@@ -10,8 +10,8 @@ import logging.config
 import pytest
 from pydantic import SecretStr
 
+from jobs.adapters.redaction import RedactSecrets, install, redact, secrets_of, uvicorn_log_config
 from jobs.config import ApiSettings, DbSettings, RedisSettings, S3Settings, Settings
-from jobs.redaction import RedactSecrets, install, redact, secrets_of, uvicorn_log_config
 
 SETTINGS = Settings(
     db=DbSettings(url="postgresql+psycopg://vlmq:db-pass-1234@db:5432/vlmq"),

@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
+from jobs.adapters.dispatch import GPU_QUEUE, REPROCESS_TASK
 from jobs.config import ReprocessSettings, Settings
-from jobs.dispatch import GPU_QUEUE, REPROCESS_TASK
 from jobs.fingerprint import output_settings, settings_hash
-from jobs.reprocess import cli_key, schedule_slot
-from jobs.selection import Rules
+from jobs.reprocessing.reprocessor import cli_key, schedule_slot
+from jobs.reprocessing.selection import Rules
 from workers.beat import beat_schedule
 
 NIGHTLY = "0 2 * * *"

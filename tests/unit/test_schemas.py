@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from jobs.presets import DEFAULT, prompt_version
+from jobs.prompts.presets import DEFAULT, prompt_version
 from jobs.schemas import ItemIn, JobCreate, JobOptions
 
 
@@ -18,7 +18,7 @@ def test_an_s3_uri_names_an_object(uri: str) -> None:
 
 @pytest.mark.parametrize("uri", ["file:///etc/passwd", "http://x/y.pdf", "ftp://x/y"])
 def test_other_schemes_pass_the_schema_and_are_refused_by_the_policy(uri: str) -> None:
-    """The scheme is the server's policy (jobs.uris: forbidden_uri, as README says), not the schema's
+    """The scheme is the server's policy (jobs.adapters.uris: forbidden_uri, as README says), not the schema's
     (which answered invalid_request for file:// before)."""
     ItemIn(custom_id="a", uri=uri)
 
@@ -40,7 +40,7 @@ def test_what_postgres_cannot_hold_is_refused_by_name(custom_id: str, needle: st
 
 
 def test_https_passes_the_schema_and_is_left_to_the_server_policy() -> None:
-    # Whether https is allowed at all is a setting (jobs.uris); the schema checks only the form.
+    # Whether https is allowed at all is a setting (jobs.adapters.uris); the schema checks only the form.
     assert ItemIn(custom_id="a", uri="https://x/y.pdf").uri == "https://x/y.pdf"
 
 

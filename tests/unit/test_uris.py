@@ -6,8 +6,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from jobs.adapters.uris import UriPolicy, fetch_https
 from jobs.errors import ForbiddenUri, InvalidInput, SourceTooLarge, StorageUnavailable
-from jobs.uris import UriPolicy, fetch_https
 
 GRANTS = frozenset({("*", "inputs", ""), ("acme", "corpus", "acme/"), ("*", "vlmq", "shared/")})
 S3_ONLY = UriPolicy(schemes=frozenset({"s3"}), server_bucket="vlmq", grants=GRANTS)

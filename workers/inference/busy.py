@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from jobs.metrics import ENGINE_BUSY_SECONDS
+from jobs.adapters.metrics import ENGINE_BUSY_SECONDS
 
 
 class BusyMeter:

@@ -8,7 +8,7 @@ An engine may also have ``abort(request_ids)``: stop those requests now (their j
 batch's ``generate`` then returns early, and its outputs are thrown away. Engines without it finish the
 batch, and the worker throws the outputs away after.
 Engines return the raw decoded text (special tokens such as ``<|endoftext|>`` removed, ``<think>`` and
-``<answer>`` tags kept); ``jobs.reasoning`` splits it, the same way for every engine.
+``<answer>`` tags kept); ``jobs.prompts.reasoning`` splits it, the same way for every engine.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Literal, Protocol
 
 from PIL import Image
 
-from jobs.prompt_limits import check_media
+from jobs.prompts.limits import check_media
 from workers.media.clip import VideoClip
 
 FinishReason = Literal["stop", "length"]
@@ -35,7 +35,7 @@ class GenerationRequest:
     video: VideoClip | None = None  # sampled frames + timestamps; never with images (see __post_init__)
 
     def __post_init__(self) -> None:
-        # GLM-4.1V's limits, which the API already enforces on requests (jobs.prompt_limits).
+        # GLM-4.1V's limits, which the API already enforces on requests (jobs.prompts.limits).
         check_media(len(self.images), 0 if self.video is None else 1)
 
 

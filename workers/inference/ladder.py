@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 
-from jobs.reasoning import split_output
+from jobs.prompts.reasoning import split_output
 from workers.inference.engine import Engine, GenerationOutput, GenerationRequest
 
 

@@ -7,9 +7,9 @@ from typing import Any
 
 from PIL import Image
 
-from jobs.presets import DEFAULT
+from jobs.prompts.presets import DEFAULT
 
-# The preset text and its version live in jobs.presets (the API stores the version on every job and
+# The preset text and its version live in jobs.prompts.presets (the API stores the version on every job and
 # result); named here too for the engines' callers, never redefined.
 DEFAULT_PROMPT = DEFAULT.prompt
 PROMPT_VERSION = DEFAULT.version
@@ -29,7 +29,7 @@ def build_messages(
     adds the one video part, which the chat template writes as
     ``<|begin_of_video|><|video|><|end_of_video|>``; both engines pass the frames and their metadata
     to the processor beside the text, which expands it into frames and timestamps. GLM-4.1V takes
-    one video per prompt and no images beside it (jobs.prompt_limits).
+    one video per prompt and no images beside it (jobs.prompts.limits).
     """
     slots: Sequence[Image.Image | None] = [None] * images if isinstance(images, int) else images
     parts = [_image_part(img) for img in slots]

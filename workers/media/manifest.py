@@ -13,8 +13,8 @@ from typing import Any
 
 from PIL import Image
 
+from jobs.adapters.storage import BlobStore
 from jobs.errors import CorruptMedia
-from jobs.storage import BlobStore
 from workers.media.images import decode_image
 
 SUFFIX = ".json"

@@ -16,7 +16,7 @@ from pathlib import Path
 from PIL import Image
 
 from jobs.errors import VlmqError
-from jobs.presets import DEFAULT
+from jobs.prompts.presets import DEFAULT
 from jobs.service import JobService
 from workers.media.images import decode_image
 from workers.media.pdf import render_pdf

@@ -21,9 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import ColumnElement, Select, and_, case, exists, false, func, literal, null, or_, select
 from sqlalchemy.orm import aliased
 
-from jobs import presets
 from jobs.config import Settings
 from jobs.models import Item, Job, ReprocessEntry, Result
+from jobs.prompts import presets
 from jobs.status import ItemStatus, JobStatus
 
 OPEN_STATES = ("pending", "running")

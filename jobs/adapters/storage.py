@@ -40,7 +40,7 @@ class BlobStore(Protocol):
 
 
 # Where the server writes in its own bucket. A tenant never reaches these by naming them in a job, except
-# its own uploads (jobs.uris); a new writer's prefix belongs here.
+# its own uploads (jobs.adapters.uris); a new writer's prefix belongs here.
 UPLOADS, SERVER_PREFIXES = "uploads/", ("uploads/", "files/", "media/", "results/", "jobs/", "batches/")
 
 
@@ -170,7 +170,7 @@ class S3BlobStore:
         self._call(self._client.delete_object, Bucket=self.bucket, Key=key)
 
     def read_uri(self, uri: str, max_bytes: int) -> bytes:
-        """Whether ``uri`` may be read is the caller's policy (jobs.uris), checked before this."""
+        """Whether ``uri`` may be read is the caller's policy (jobs.adapters.uris), checked before this."""
         bucket, key = split_s3_uri(uri)
         return self._get(bucket, key, max_bytes=max_bytes)
 

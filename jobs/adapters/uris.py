@@ -4,7 +4,7 @@ Policy (settings ``inputs``; SECURITY.md has the threat model):
 - a scheme must be listed in ``allowed_schemes`` (default: s3 only; never ``file``);
 - s3://: a tenant names its own uploads (``uploads/TENANT/`` in the server's bucket) and the buckets or
   prefixes ``grants`` gives it (or gives "*", every tenant). The server's own prefixes
-  (jobs.storage.SERVER_PREFIXES: others' uploads, batch files, rendered media, results, job outputs)
+  (jobs.adapters.storage.SERVER_PREFIXES: others' uploads, batch files, rendered media, results, job outputs)
   are never reachable by naming them, whatever a grant says. Keys with ``.``/``..`` segments are
   refused (some S3 servers resolve them). A refusal names the rule, never an object's content, and is
   the same whether the object exists or not: it is no oracle;
@@ -26,9 +26,9 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from jobs.adapters.storage import SERVER_PREFIXES, BlobStore, split_s3_uri, uploads_prefix
 from jobs.config import Settings
 from jobs.errors import ForbiddenUri, InvalidInput, SourceTooLarge, StorageUnavailable
-from jobs.storage import SERVER_PREFIXES, BlobStore, split_s3_uri, uploads_prefix
 
 Resolver = Callable[[str, int], list[str]]
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

@@ -7,13 +7,13 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from jobs import batch_repository as brepo
-from jobs import lines
 from jobs import repository as repo
 from jobs.errors import NotFound
+from jobs.openai import repository as brepo
 from jobs.schemas import Counts, JobOut
 from jobs.service import JobService
 from jobs.status import outcome
+from jobs.views import lines
 
 
 @dataclass(frozen=True)

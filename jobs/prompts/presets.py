@@ -56,7 +56,7 @@ QA = Preset(
     ),
 )
 # GLM-4.1V's own grounding form: boxes between its box tokens, corners normalised to 0-1000 of the
-# image's width and height, origin top left (see jobs.reasoning.regions for the way back to pixels).
+# image's width and height, origin top left (see jobs.prompts.reasoning.regions for the way back to pixels).
 GROUNDING = Preset(
     name="grounding",
     version="grounding-v1",

@@ -1,4 +1,5 @@
-"""Reprocessing runs: select items by rule (jobs.selection), enqueue them in the low lane once, report.
+"""Reprocessing runs: select items by rule (jobs.reprocessing.selection), enqueue them in the low lane
+once, report.
 
 Two ways an item is reprocessed:
 - retry (a failed item): reopened into the normal pipeline, so prep, inference and the job's finalizer
@@ -27,11 +28,13 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from jobs import clock, presets, runs
+from jobs import clock
 from jobs import repository as repo
 from jobs.errors import NotFound, VlmqError
 from jobs.models import Item, ReprocessRun
-from jobs.selection import Rules, Target, candidates
+from jobs.prompts import presets
+from jobs.reprocessing import runs
+from jobs.reprocessing.selection import Rules, Target, candidates
 from jobs.service import JobService
 from jobs.status import JobStatus
 from jobs.work import Held, UnitWork

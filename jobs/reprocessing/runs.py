@@ -1,5 +1,6 @@
-"""All SQL of reprocessing runs (jobs.reprocess): the run lock, entries, which failed items to reopen, and
-the refresh entries' compare-and-set moves (pending -> running -> changed | unchanged | failed).
+"""All SQL of reprocessing runs (jobs.reprocessing.reprocessor): the run lock, entries, which failed items
+to reopen, and the refresh entries' compare-and-set moves (pending -> running -> changed | unchanged |
+failed).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from jobs import leases
 from jobs import repository as repo
 from jobs.clock import sql_now
 from jobs.models import Item, Job, ReprocessEntry, ReprocessRun, Result
-from jobs.selection import OPEN_STATES, Target
+from jobs.reprocessing.selection import OPEN_STATES, Target
 from jobs.status import ITEM_TERMINAL, ItemStatus
 from jobs.work import Held
 

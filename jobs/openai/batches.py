@@ -24,8 +24,8 @@ from typing import IO, Any
 
 from pydantic import ValidationError
 
-from jobs import batch_repository as brepo
-from jobs import openai_batch as ob
+from jobs.adapters.storage import sha256_hex, upload_key
+from jobs.adapters.uris import UriPolicy
 from jobs.clock import sql_now
 from jobs.errors import (
     Conflict,
@@ -37,12 +37,12 @@ from jobs.errors import (
     VlmqError,
 )
 from jobs.models import Batch, File
-from jobs.prompt_limits import check_prompt_text
+from jobs.openai import format as ob
+from jobs.openai import repository as brepo
+from jobs.prompts.limits import check_prompt_text
 from jobs.schemas import ItemIn, JobCreate, JobOptions, JobOut
 from jobs.service import JobService
 from jobs.status import JobStatus
-from jobs.storage import sha256_hex, upload_key
-from jobs.uris import UriPolicy
 
 log = logging.getLogger(__name__)
 INPUT_PURPOSE = "batch"

@@ -1,0 +1,1 @@
+"""The OpenAI-compatible surface: files and batches (service, request/response lines, SQL)."""

@@ -1,0 +1,1 @@
+"""Reprocessing: which results are outdated (selection), runs and their entries (SQL), the reprocessor."""
