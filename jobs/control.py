@@ -9,7 +9,7 @@ import uuid
 
 from sqlalchemy.orm import Session
 
-from jobs import leases
+from jobs import leases, transitions
 from jobs import repository as repo
 from jobs.config import Settings
 from jobs.errors import Conflict, Expired, NotFound, TenantLimitExceeded
@@ -40,14 +40,14 @@ def cancel(s: Session, tenant: str | None, job_id: uuid.UUID) -> None:
     cancelled now; else the last worker, or the sweeper, ends it)."""
     if repo.get_job(s, job_id, tenant) is None:
         raise NotFound(f"job {job_id} not found")
-    if repo.move_job(s, job_id, JobStatus.CANCELLING):
-        leases.set_status(s, job_id, ITEM_WAITING, ItemStatus.CANCELLED)
+    if transitions.move_job(s, job_id, JobStatus.CANCELLING):
+        transitions.set_status(s, job_id, ITEM_WAITING, ItemStatus.CANCELLED)
 
 
 def settle_cancelling(s: Session, job_id: uuid.UUID) -> None:
     """The sweeper's pass over a cancelling job: waiting items that appeared since (a prep that finished
     meanwhile) are cancelled; then the caller finalizes."""
-    leases.set_status(s, job_id, ITEM_WAITING, ItemStatus.CANCELLED)
+    transitions.set_status(s, job_id, ITEM_WAITING, ItemStatus.CANCELLED)
 
 
 def retry(
@@ -59,7 +59,7 @@ def retry(
         raise NotFound(f"job {job_id} not found")
     if job.status in (JobStatus.CANCELLING, JobStatus.CANCELLED):
         raise Conflict(f"job {job_id} is {job.status}; a cancelled job cannot be retried")
-    sources, units = leases.reopen_failed(s, Item.job_id == job_id, expiry_seconds, "retry")
+    sources, units = transitions.reopen_failed(s, Item.job_id == job_id, expiry_seconds, "retry")
     if not sources and not units:
         raise Conflict(f"job {job_id} has no failed items to retry")
     return job.priority, sources, units
@@ -73,7 +73,7 @@ def expire(s: Session, job_id: uuid.UUID) -> bool:
     if job is None or repo.job_is_terminal(job):
         return False
     msg = "the job passed its expiry time before this item finished"
-    leases.set_status(
+    transitions.set_status(
         s,
         job_id,
         ITEM_WAITING | ITEM_IN_FLIGHT,
@@ -81,5 +81,5 @@ def expire(s: Session, job_id: uuid.UUID) -> bool:
         error_code=Expired.code,
         error_message=msg,
     )
-    repo.settle_sources(s, job_id)
+    transitions.settle_sources(s, job_id)
     return True

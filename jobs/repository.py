@@ -13,8 +13,6 @@ from sqlalchemy import (
     Integer,
     Uuid,
     and_,
-    bindparam,
-    case,
     cast,
     exists,
     func,
@@ -22,7 +20,6 @@ from sqlalchemy import (
     null,
     or_,
     select,
-    true,
     tuple_,
     union_all,
     update,
@@ -31,7 +28,6 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql import Subquery
 
-from jobs.clock import sql_now
 from jobs.models import Event, Item, Job, Result
 from jobs.schemas import Counts
 from jobs.status import (
@@ -41,8 +37,6 @@ from jobs.status import (
     ItemStatus,
     JobStatus,
     Outcome,
-    item_sources_for,
-    job_sources_for,
     outcome,
 )
 
@@ -88,46 +82,6 @@ def get_job(s: Session, job_id: uuid.UUID, tenant: str | None = None, lock: bool
 
 def get_item(s: Session, item_id: uuid.UUID) -> Item | None:
     return s.get(Item, item_id)
-
-
-def move_items(
-    s: Session,
-    item_ids: Sequence[uuid.UUID],
-    target: ItemStatus,
-    values: dict[str, Any] | None = None,
-) -> list[Item]:
-    """Compare-and-set: move those of ``item_ids`` whose status allows it; return the rows moved.
-
-    A move drops the item's lease unless ``values`` sets one (a claim does)."""
-    if not item_ids:
-        return []
-    sources = [str(x) for x in item_sources_for(target)]
-    stmt = (
-        update(Item)
-        .where(Item.id.in_(item_ids), Item.status.in_(sources))
-        .values(status=str(target), updated_at=sql_now(), **{"lease_until": None, **(values or {})})
-        .returning(Item)
-        .execution_options(synchronize_session=False, populate_existing=True)
-    )
-    moved = list(s.scalars(stmt))
-    for it in moved:
-        add_event(s, it.job_id, "item.status", item_id=it.id, to_status=str(target))
-    return moved
-
-
-def move_job(s: Session, job_id: uuid.UUID, target: JobStatus, values: dict[str, Any] | None = None) -> bool:
-    sources = [str(x) for x in job_sources_for(target)]
-    stmt = (
-        update(Job)
-        .where(Job.id == job_id, Job.status.in_(sources))
-        .values(status=str(target), updated_at=sql_now(), **(values or {}))
-        .returning(Job.id)
-        .execution_options(synchronize_session=False)
-    )
-    moved = s.scalar(stmt) is not None
-    if moved:
-        add_event(s, job_id, "job.status", to_status=str(target))
-    return moved
 
 
 def insert_units(s: Session, source: Item, units: Iterable[dict[str, Any]]) -> None:
@@ -204,54 +158,6 @@ def upsert_results(s: Session, rows: Sequence[dict[str, Any]]) -> None:
         stmt = insert(Result)
         updatable = {k: stmt.excluded[k] for k in columns if k not in ("id", "item_id", "version", "job_id")}
         s.execute(stmt.on_conflict_do_update(index_elements=["item_id", "version"], set_=updatable), same)
-
-
-def settle_sources(s: Session, job_id: uuid.UUID, only: Sequence[uuid.UUID] | None = None) -> list[uuid.UUID]:
-    """Prepared sources whose units are all terminal take their units' worst outcome: failed
-    (``page_failed``) if any unit failed, else cancelled if any was, else expired (failed, code
-    ``expired``) if any expired, else succeeded. ``only``: just these sources (a worker
-    settles the sources it touched; checking every source of a 10,000-item job after each batch would
-    make a job quadratic)."""
-    if only is None:
-        return list(s.scalars(_SETTLE_ALL, {"the_job": job_id}))
-    return list(s.scalars(_SETTLE_ONLY, {"the_job": job_id, "only": list(only)}))
-
-
-def _settle_statement(only: bool) -> Any:
-    """settle_sources' UPDATE, built once (every batch settles its sources: building the statement
-    each time cost more CPU than running it), its job and sources as parameters."""
-    unit = aliased(Item)
-
-    def any_unit(*where: Any) -> Any:
-        return exists().where(unit.parent_id == Item.id, *where)
-
-    failed = unit.status == str(ItemStatus.FAILED)
-    open_units = any_unit(unit.status.not_in([str(x) for x in ITEM_TERMINAL]))
-    # (condition, status, error code, message), the first that holds wins. SQL spells jobs.status's
-    # outcome rule here (failed with the code "expired" is expired), as an UPDATE must.
-    worst = (
-        (any_unit(failed, unit.error_code.is_distinct_from(EXPIRED_CODE)), ItemStatus.FAILED, PAGE_FAILED,
-         "one or more pages failed; see the page errors"),
-        (any_unit(unit.status == str(ItemStatus.CANCELLED)), ItemStatus.CANCELLED, None, None),
-        (any_unit(failed, unit.error_code == EXPIRED_CODE), ItemStatus.FAILED, EXPIRED_CODE,
-         "the job passed its expiry time before all of its pages finished"),
-    )  # fmt: skip
-    return (
-        update(Item)
-        .where(Item.job_id == bindparam("the_job"), Item.status == str(ItemStatus.PREPARED), ~open_units)
-        .where(Item.id.in_(bindparam("only", expanding=True)) if only else true())
-        .values(
-            status=case(*((w[0], str(w[1])) for w in worst), else_=str(ItemStatus.SUCCEEDED)),
-            error_code=case(*((w[0], w[2] if w[2] else null()) for w in worst)),
-            error_message=case(*((w[0], w[3] if w[3] else null()) for w in worst)),
-            updated_at=sql_now(),
-        )
-        .returning(Item.id)
-        .execution_options(synchronize_session=False)
-    )
-
-
-_SETTLE_ALL, _SETTLE_ONLY = _settle_statement(False), _settle_statement(True)
 
 
 def lock_job_finalize(s: Session, job_id: uuid.UUID) -> None:

@@ -16,7 +16,7 @@ from psycopg.types.json import Jsonb
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from jobs import control, leases
+from jobs import control, leases, transitions
 from jobs import repository as repo
 from jobs import units as units_
 from jobs.adapters import metrics, uris
@@ -235,13 +235,13 @@ class JobService:
     def begin_prep(self, item_id: uuid.UUID) -> PrepWork | None:
         """Claim a queued source. None: someone else has it, or it is already done (duplicate message)."""
         with self.sessions() as s, s.begin():
-            moved = repo.move_items(s, [item_id], ItemStatus.PREPARING, self._lease())
+            moved = transitions.move_items(s, [item_id], ItemStatus.PREPARING, self._lease())
             if not moved:
                 return None
             item = moved[0]
             job = repo.get_job(s, item.job_id)
             assert job is not None
-            repo.move_job(s, job.id, JobStatus.RUNNING, {"started_at": sql_now()})
+            transitions.move_job(s, job.id, JobStatus.RUNNING, {"started_at": sql_now()})
             return prep_work(item, job, self.settings.limits.render_longest_side)
 
     def add_units(
@@ -270,7 +270,7 @@ class JobService:
 
     def fail_items(self, item_ids: Sequence[uuid.UUID], error: VlmqError) -> None:
         with self.sessions() as s, s.begin():
-            moved = repo.move_items(
+            moved = transitions.move_items(
                 s, item_ids, ItemStatus.FAILED, {"error_code": error.code, "error_message": str(error)[:4000]}
             )
             for it in moved:
@@ -291,7 +291,7 @@ class JobService:
         last = {"error_code": error.code, "error_message": str(error)[:4000]}  # shown while it waits
         with self.sessions() as s, s.begin():
             # The state machine picks the way back: running units -> ready, preparing sources -> queued.
-            back = repo.move_items(s, again, ItemStatus.READY, last) + repo.move_items(
+            back = transitions.move_items(s, again, ItemStatus.READY, last) + transitions.move_items(
                 s, again, ItemStatus.QUEUED, last
             )
         if spent:
@@ -299,10 +299,10 @@ class JobService:
         return [it.id for it in back]
 
     def claim_units(self, unit_ids: Sequence[uuid.UUID], held: Held | None = None) -> list[UnitWork]:
-        """``held``: claims of this task's failed run that it could not give back (leases.take_back)."""
+        """``held``: claims of this task's failed run that it could not give back (transitions.take_back)."""
         with self.sessions() as s, s.begin():
-            leases.take_back(s, held or {}, self.settings.limits.max_transport_attempts)
-            units = repo.move_items(s, unit_ids, ItemStatus.RUNNING, self._lease())
+            transitions.take_back(s, held or {}, self.settings.limits.max_transport_attempts)
+            units = transitions.move_items(s, unit_ids, ItemStatus.RUNNING, self._lease())
             return self.unit_work(s, units)
 
     def unit_work(self, s: Session, units: Sequence[Item]) -> list[UnitWork]:
@@ -315,7 +315,7 @@ class JobService:
         """Store the results and mark their units succeeded, all in one transaction (a batch's pages:
         one commit instead of one each). Only units still running move; their ids are returned."""
         with self.sessions() as s, s.begin():
-            moved = {it.id for it in repo.move_items(s, [u.id for u, _ in done], ItemStatus.SUCCEEDED,
+            moved = {it.id for it in transitions.move_items(s, [u.id for u, _ in done], ItemStatus.SUCCEEDED,
                                                       {"error_code": None})}  # fmt: skip
             stored = [(u, r) for u, r in done if u.id in moved]
             repo.upsert_results(
@@ -335,7 +335,7 @@ class JobService:
             # open (not yet committed), and neither completes the job (seen on the GPU: 32 batches
             # ending together left a finished job running; only the sweeper would have ended it).
             repo.lock_job_finalize(s, job_id)
-            repo.settle_sources(s, job_id, sources)
+            transitions.settle_sources(s, job_id, sources)
             if repo.open_items(s, job_id):
                 return False
             job = repo.get_job(s, job_id)
@@ -348,7 +348,7 @@ class JobService:
         out_key, err_key = self.write_outputs(job_id)
         with self.sessions() as s, s.begin():
             values = {"completed_at": sql_now(), "output_key": out_key, "error_key": err_key}
-            done = repo.move_job(s, job_id, end, values)
+            done = transitions.move_job(s, job_id, end, values)
         if done:
             log.info("job %s %s", job_id, end)
         return done
@@ -363,7 +363,7 @@ class JobService:
             self.fail_items(item_ids, Expired("the job expired before this item finished"))
         else:
             with self.sessions() as s, s.begin():
-                repo.move_items(s, item_ids, ItemStatus.CANCELLED)
+                transitions.move_items(s, item_ids, ItemStatus.CANCELLED)
         return True
 
     def write_outputs(self, job_id: uuid.UUID) -> tuple[str, str]:

@@ -16,12 +16,13 @@ Any non-terminal item or job may be cancelled, and an item may fail (a waiting i
 expires or its lease is lost once too often). Two deliberate steps reopen failed items, outside these
 tables on purpose so that no ordinary compare-and-set, and no worker path, can revive a failed item:
 ``POST /v1/jobs/{id}/retry`` (a job's failed items) and reprocessing (the failed items a run selected).
-Both take the one reopen path, jobs.leases.reopen_failed: a failed unit -> ready, a failed source that
+Both take the one reopen path, jobs.transitions.reopen_failed: a failed unit -> ready, a failed source that
 was never prepared -> queued, the failed source of a reopened unit -> prepared, a finished job of
 reopened items -> running, and each such job a full expiry window from now. Succeeded items are never
 reopened: a recomputed result is a new version beside the current one.
 
-Every transition is one compare-and-set UPDATE in jobs.repository whose WHERE clause is built from
+Every transition is one compare-and-set UPDATE in jobs.transitions (the one module that writes a job's,
+an item's or a batch's status) whose WHERE clause is built from
 ``ITEM_TRANSITIONS`` / ``JOB_TRANSITIONS``, so two workers racing on one row cannot both win. Postgres
 enforces the same (migration 0009): a CHECK on every status column, and for jobs and items a trigger that
 refuses any move not in these tables or the reopenings (``allowed_moves``); a test keeps the two equal.
@@ -95,6 +96,11 @@ JOB_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.CANCELLED: frozenset(),
     JobStatus.EXPIRED: frozenset(),
 }
+
+
+def names(states: frozenset[Any]) -> list[str]:
+    """The states' stored values, for an ``IN (...)``."""
+    return [str(x) for x in states]
 
 
 def item_sources_for(target: ItemStatus) -> frozenset[ItemStatus]:

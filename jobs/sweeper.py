@@ -24,8 +24,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
 
-from jobs import control, leases
-from jobs import repository as repo
+from jobs import control, leases, transitions
 from jobs.errors import LeaseExpired
 from jobs.service import JobService
 from jobs.status import JOB_ACTIVE, ItemStatus, JobStatus
@@ -103,11 +102,11 @@ def _recover_leases(service: JobService, report: SweepReport) -> set[uuid.UUID]:
         again = [it.id for it in live if it.attempts < limit]
         spent = [it.id for it in live if it.attempts >= limit]
         stopped = [it.id for it in items if states.get(it.job_id) not in JOB_ACTIVE]
-        back = repo.move_items(s, again, ItemStatus.READY, last) + repo.move_items(
+        back = transitions.move_items(s, again, ItemStatus.READY, last) + transitions.move_items(
             s, again, ItemStatus.QUEUED, last
         )
-        failed = repo.move_items(s, spent, ItemStatus.FAILED, last)
-        repo.move_items(s, stopped, ItemStatus.CANCELLED)
+        failed = transitions.move_items(s, spent, ItemStatus.FAILED, last)
+        transitions.move_items(s, stopped, ItemStatus.CANCELLED)
     report.leases_recovered, report.leases_failed = len(back), len(failed)
     if back or failed:
         log.warning(

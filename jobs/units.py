@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from sqlalchemy.orm import Session
 
 from jobs import repository as repo
+from jobs import transitions
 from jobs.errors import NotFound
 from jobs.models import Item
 from jobs.status import JOB_ACTIVE, ItemStatus, JobStatus
@@ -55,7 +56,7 @@ def finish_prep(
         return []
     repo.insert_units(s, source, [u.row() for u in made])
     pages = page_count if page_count is not None else sum(len(u.pages) or 1 for u in made)
-    repo.move_items(s, [item_id], ItemStatus.PREPARED, {"page_count": pages})
+    transitions.move_items(s, [item_id], ItemStatus.PREPARED, {"page_count": pages})
     sent = set(dispatched)
     return [u for u in repo.unit_ids(s, item_id, ItemStatus.READY) if u not in sent]
 
@@ -71,6 +72,6 @@ def _source_of_active_job(s: Session, item_id: uuid.UUID) -> Item | None:
         raise NotFound(f"item {item_id} not found")
     job = repo.get_job(s, source.job_id, lock=True)
     if job is None or JobStatus(job.status) not in JOB_ACTIVE:
-        repo.move_items(s, [item_id], ItemStatus.CANCELLED)
+        transitions.move_items(s, [item_id], ItemStatus.CANCELLED)
         return None
     return source

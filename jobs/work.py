@@ -49,7 +49,7 @@ class PreparedUnit:
 
 
 # A task's claims on units: {unit id: the attempts its claim set}. A claim adds one attempt, so a unit
-# still running at that count is still under that claim (leases.take_back).
+# still running at that count is still under that claim (transitions.take_back).
 Held = Mapping[uuid.UUID, int]
 
 
@@ -70,7 +70,7 @@ class UnitWork:
     flags: tuple[str, ...] = ()  # from prep
     version: int = 1  # the result version this work writes: one past the item's latest
     settings: Mapping[str, Any] = field(default_factory=dict)  # jobs.fingerprint.output_settings
-    attempt: int = 0  # the attempts its claim set: which claim this work is (leases.take_back)
+    attempt: int = 0  # the attempts its claim set: which claim this work is (transitions.take_back)
 
 
 def prep_work(item: Item, job: Job, default_side: int) -> PrepWork:

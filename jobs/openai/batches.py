@@ -24,6 +24,7 @@ from typing import IO, Any
 
 from pydantic import ValidationError
 
+from jobs import transitions
 from jobs.adapters.storage import sha256_hex, upload_key
 from jobs.adapters.uris import UriPolicy
 from jobs.clock import sql_now
@@ -229,7 +230,7 @@ class BatchService:
 
     def _move(self, batch_id: str, sources: tuple[str, ...], target: str, values: dict[str, Any]) -> bool:
         with self.sessions() as s, s.begin():
-            return brepo.move_batch(s, batch_id, sources, target, values)
+            return transitions.move_batch(s, batch_id, sources, target, values)
 
     def _row(self, tenant: str | None, batch_id: str) -> Batch:
         with self.sessions() as s:

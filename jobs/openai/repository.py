@@ -7,7 +7,6 @@ other; the same habit holds: every batch state change is one compare-and-set UPD
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -75,20 +74,6 @@ def list_batches(s: Session, tenant: str, after: str | None, limit: int) -> list
         if row is not None:
             q = q.where(tuple_(Batch.created_at, Batch.id) < tuple_(row.created_at, row.id))
     return list(s.scalars(q.order_by(Batch.created_at.desc(), Batch.id.desc()).limit(limit)))
-
-
-def move_batch(
-    s: Session, batch_id: str, sources: Sequence[str], target: str, values: dict[str, Any] | None = None
-) -> bool:
-    """Compare-and-set on the batch status; True when this call moved it."""
-    stmt = (
-        update(Batch)
-        .where(Batch.id == batch_id, Batch.status.in_(list(sources)))
-        .values(status=target, updated_at=sql_now(), **(values or {}))
-        .returning(Batch.id)
-        .execution_options(synchronize_session=False)
-    )
-    return s.scalar(stmt) is not None
 
 
 def stale_finalizing(s: Session, batch_id: str, older_than: timedelta) -> bool:

@@ -14,8 +14,8 @@ from sqlalchemy import Select, case, exists, func, literal, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
-from jobs import leases
 from jobs import repository as repo
+from jobs import transitions
 from jobs.clock import sql_now
 from jobs.models import Item, Job, ReprocessEntry, ReprocessRun, Result
 from jobs.reprocessing.selection import OPEN_STATES, Target
@@ -51,10 +51,10 @@ def insert_entries(s: Session, run_id: uuid.UUID, candidates: Select[Any]) -> in
 
 def reopen_retries(s: Session, run_id: uuid.UUID, expiry_seconds: float) -> None:
     """Put the run's failed items back into the normal pipeline, the way a user's retry does
-    (leases.reopen_failed): prep, inference and the job's finalizer run for them again; their jobs run
+    (transitions.reopen_failed): prep, inference and the job's finalizer run for them again; their jobs run
     again, each with a full expiry window."""
     retry = select(E.item_id).where(E.run_id == run_id, E.mode == "retry")
-    leases.reopen_failed(s, Item.id.in_(retry), expiry_seconds, f"run {run_id}")
+    transitions.reopen_failed(s, Item.id.in_(retry), expiry_seconds, f"run {run_id}")
 
 
 def upgrade_prompts(s: Session, run_id: uuid.UUID, target: Target, prompts: dict[str, str]) -> None:
@@ -103,7 +103,7 @@ def claim(s: Session, run_id: uuid.UUID, item_ids: Sequence[uuid.UUID]) -> list[
 
 def take_back(s: Session, run_id: uuid.UUID, held: Held, attempts_limit: int) -> None:
     """Refresh entries still running under the claims ``held`` ({item id: the entry's attempts the claim
-    set}) back to pending, for the retry of the task that made them (leases.take_back says why; an
+    set}) back to pending, for the retry of the task that made them (transitions.take_back says why; an
     entry's attempts are never reset). Entries whose attempts are spent are left to go stale."""
     if held:
         s.execute(

@@ -236,7 +236,7 @@ def test_a_failed_page_is_retried_under_its_source(service: JobService) -> None:
 
 def test_a_retry_gives_a_still_running_job_a_full_expiry_window(service: JobService) -> None:
     """A page failed while the job's other page still runs, and the job is near its expiry: the retried
-    page gets a full window, as it would in a finished job (jobs.leases.reopen_failed)."""
+    page gets a full window, as it would in a finished job (jobs.transitions.reopen_failed)."""
     job_id = _submit(service)
     (src,) = _items(service, job_id)
     service.begin_prep(src.id)

@@ -14,6 +14,7 @@ from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from jobs import repository as repo
+from jobs import transitions
 from jobs.adapters.storage import S3BlobStore
 from jobs.config import Settings
 from jobs.errors import CorruptMedia, EngineError
@@ -90,7 +91,7 @@ def test_two_workers_settling_the_last_two_sources_at_once_complete_the_job(
         (unit,) = service.claim_units(batch)
         assert service.complete_units([(unit, result())])
     both = threading.Barrier(2)
-    settle = repo.settle_sources
+    settle = transitions.settle_sources
 
     def settle_then_wait(
         s: Session, job: uuid.UUID, only: Sequence[uuid.UUID] | None = None
@@ -100,7 +101,7 @@ def test_two_workers_settling_the_last_two_sources_at_once_complete_the_job(
             both.wait(timeout=2)
         return settled
 
-    monkeypatch.setattr(repo, "settle_sources", settle_then_wait)
+    monkeypatch.setattr(transitions, "settle_sources", settle_then_wait)
     with ThreadPoolExecutor(2) as pool:
         ended = list(pool.map(lambda src: service.finalize(job_id, [src.id]), sources))
     assert sorted(ended) == [False, True]  # the second finalizer saw the first's source settled
