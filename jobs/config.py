@@ -194,6 +194,8 @@ class QueueSettings(BaseModel):
     visibility_timeout_seconds: int = 4 * 3600
     task_time_limit_seconds: int = 3600  # hard limit (prefork prep workers); soft limit 60 s before
     job_expiry_seconds: float = 24 * 3600.0  # unfinished items of an older job fail with code "expired"
+    # A job's history (GET /v1/jobs/{id}/events) is kept this long, then the sweeper deletes it; 0: kept.
+    event_retention_days: float = Field(default=30.0, ge=0)
 
 
 class InputSettings(BaseModel):

@@ -172,9 +172,12 @@ class Result(Base):
 
 
 class Event(Base):
-    """Append-only history of transitions and errors, written in the same transaction as the change."""
+    """Append-only history of a job: every status move with from and to (written by Postgres' move check,
+    migration 0010), its submission, errors and reopenings (jobs.repository.add_event). Read by
+    GET /v1/jobs/{id}/events; deleted after ``queue.event_retention_days`` by the sweeper."""
 
     __tablename__ = "events"
+    __table_args__ = (Index("ix_events_created_at", "created_at"),)
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     job_id: Mapped[uuid.UUID] = mapped_column(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -14,6 +15,7 @@ from sqlalchemy import (
     Uuid,
     and_,
     cast,
+    delete,
     exists,
     func,
     literal,
@@ -28,6 +30,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql import Subquery
 
+from jobs.clock import sql_now
 from jobs.models import Event, Item, Job, Result
 from jobs.schemas import Counts
 from jobs.status import (
@@ -64,6 +67,28 @@ def add_event(
             detail=detail,
         )
     )
+
+
+def events(
+    s: Session, job_id: uuid.UUID, after: int, limit: int
+) -> list[tuple[Event, str | None, int | None]]:
+    """A job's history in order, from event id ``after`` (a cursor): each event with its item's
+    custom_id and page."""
+    q = (
+        select(Event, Item.custom_id, Item.page)
+        .outerjoin(Item, Item.id == Event.item_id)
+        .where(Event.job_id == job_id, Event.id > after)
+        .order_by(Event.id)
+        .limit(limit)
+    )
+    return [(e, custom_id, page) for e, custom_id, page in s.execute(q)]
+
+
+def delete_old_events(s: Session, days: float, limit: int) -> int:
+    """Up to ``limit`` events older than ``days`` deleted (oldest first); how many."""
+    old = select(Event.id).where(Event.created_at < sql_now() - timedelta(days=days))
+    stmt = delete(Event).where(Event.id.in_(old.order_by(Event.id).limit(limit).scalar_subquery()))
+    return int(s.execute(stmt).rowcount or 0)  # type: ignore[attr-defined]
 
 
 def job_by_idempotency_key(s: Session, tenant: str, key: str) -> Job | None:

@@ -135,6 +135,27 @@ class JobCreate(BaseModel):
         return self
 
 
+class EventOut(BaseModel):
+    """One event of a job's history: a status move (``from_status`` -> ``to_status``) of the job or of an
+    item (``custom_id``, ``page``), or what happened to it (``kind``: job.submitted, item.error,
+    items.reopened, result.versioned, ...; ``detail``)."""
+
+    id: int
+    at: datetime
+    kind: str
+    custom_id: str | None = None
+    page: int | None = None
+    from_status: str | None = None
+    to_status: str | None = None
+    detail: str | None = None
+
+    @classmethod
+    def of(cls, e: Any, custom_id: str | None, page: int | None) -> EventOut:
+        """From an ``events`` row (jobs.models.Event) and its item's custom_id and page."""
+        return cls(id=e.id, at=e.created_at, kind=e.kind, custom_id=custom_id, page=page,
+                   from_status=e.from_status, to_status=e.to_status, detail=e.detail)  # fmt: skip
+
+
 class Counts(BaseModel):
     """Items by outcome (jobs.status.outcome); the ones not counted under an outcome are pending."""
 

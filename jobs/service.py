@@ -29,7 +29,7 @@ from jobs.errors import Conflict, Expired, InvalidInput, NotFound, TransportErro
 from jobs.models import Item, Job
 from jobs.prompts import presets
 from jobs.prompts.limits import check_prompt_text
-from jobs.schemas import JobCreate, JobOut, ResultLine
+from jobs.schemas import EventOut, JobCreate, JobOut, ResultLine
 from jobs.status import JOB_ACTIVE, ItemStatus, JobStatus, Outcome, outcome
 from jobs.views import lines
 from jobs.work import Held, PageMedia, PreparedUnit, PrepWork, UnitWork, prep_work, unit_work
@@ -186,6 +186,15 @@ class JobService:
             line = lines.result_line(src, unit, res, self.store.bucket)
             if status is None or line.status == status:
                 yield line
+
+    def events(
+        self, tenant: str | None, job_id: uuid.UUID, after: int = 0, limit: int = 1000
+    ) -> list[EventOut]:
+        """The job's history, oldest first, from event id ``after``."""
+        self.get(tenant, job_id)  # existence and tenancy
+        with self.sessions() as s:
+            rows = repo.events(s, job_id, after, limit)
+        return [EventOut.of(e, custom_id, page) for e, custom_id, page in rows]
 
     def cancel(self, tenant: str | None, job_id: uuid.UUID) -> JobOut:
         """Cooperative cancel: the job becomes ``cancelling``, its waiting items ``cancelled`` at once;

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select
 
 from jobs import control, leases, transitions
+from jobs import repository as repo
 from jobs.errors import LeaseExpired
 from jobs.service import JobService
 from jobs.status import JOB_ACTIVE, ItemStatus, JobStatus
@@ -40,6 +41,7 @@ class SweepReport:
     leases_failed: int = 0
     broker_reset: bool = False
     requeued: int = 0
+    events_deleted: int = 0  # past queue.event_retention_days
     finalized: list[uuid.UUID] = field(default_factory=list)
 
     @property
@@ -63,6 +65,15 @@ def _expire(service: JobService, job_id: uuid.UUID) -> bool:
     return expiring and service.close_job(job_id, JobStatus.EXPIRED)
 
 
+def _forget_old_events(service: JobService) -> int:
+    """At most ``sweep_batch`` events past their retention a sweep: a backlog goes over a few sweeps."""
+    q = service.settings.queue
+    if not q.event_retention_days:
+        return 0
+    with service.sessions() as s, s.begin():
+        return repo.delete_old_events(s, q.event_retention_days, q.sweep_batch)
+
+
 def _sweep(service: JobService) -> SweepReport:
     report = SweepReport()
     with service.sessions() as s:
@@ -77,6 +88,7 @@ def _sweep(service: JobService) -> SweepReport:
     with service.sessions() as s:
         touched |= set(leases.idle_active_jobs(s))
     report.finalized = [j for j in touched if _safely(JobService.finalize, service, j)]
+    report.events_deleted = _forget_old_events(service)
     if report.changed or report.finalized:
         log.info("sweep: %s", report)
     return report

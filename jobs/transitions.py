@@ -2,15 +2,17 @@
 
 Each move is a compare-and-set ``UPDATE ... WHERE status IN (...)`` whose allowed sources come from
 jobs.status's tables (``item_sources_for``, ``job_sources_for``), so two workers racing on one row cannot
-both win; Postgres refuses any other move (migration 0009). The two deliberate reopenings (a user's retry,
-reprocessing) are here too, as the one way out of ``failed``. Reading rows and writing results is
-elsewhere (jobs.repository); reprocessing entries keep their own small state machine
-(jobs.reprocessing.runs).
+both win; Postgres refuses any other move (migration 0009) and records every move it allows in
+``events``, from and to (migration 0010): this module adds only who reopened items. The two deliberate
+reopenings (a user's retry, reprocessing) are here too, as the one way out of ``failed``. Reading rows
+and writing results is elsewhere (jobs.repository); reprocessing entries keep their own small state
+machine (jobs.reprocessing.runs).
 """
 
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -53,10 +55,7 @@ def move_items(
         .returning(Item)
         .execution_options(synchronize_session=False, populate_existing=True)
     )
-    moved = list(s.scalars(stmt))
-    for it in moved:
-        add_event(s, it.job_id, "item.status", item_id=it.id, to_status=str(target))
-    return moved
+    return list(s.scalars(stmt))
 
 
 def move_job(s: Session, job_id: uuid.UUID, target: JobStatus, values: dict[str, Any] | None = None) -> bool:
@@ -68,10 +67,7 @@ def move_job(s: Session, job_id: uuid.UUID, target: JobStatus, values: dict[str,
         .returning(Job.id)
         .execution_options(synchronize_session=False)
     )
-    moved = s.scalar(stmt) is not None
-    if moved:
-        add_event(s, job_id, "job.status", to_status=str(target))
-    return moved
+    return s.scalar(stmt) is not None
 
 
 def settle_sources(s: Session, job_id: uuid.UUID, only: Sequence[uuid.UUID] | None = None) -> list[uuid.UUID]:
@@ -146,12 +142,7 @@ def take_back(s: Session, held: Held, attempts_limit: int) -> list[uuid.UUID]:
         .returning(Item.id, Item.job_id)
         .execution_options(synchronize_session=False)
     )
-    rows = list(s.execute(stmt))
-    for item_id, job_id in rows:
-        add_event(
-            s, job_id, "item.status", item_id=item_id, to_status=str(ItemStatus.READY), detail="taken back"
-        )
-    return [i for i, _ in rows]
+    return [i for i, _ in s.execute(stmt)]
 
 
 def set_status(
@@ -165,10 +156,7 @@ def set_status(
         .returning(Item.id)
         .execution_options(synchronize_session=False)
     )
-    n = len(list(s.scalars(stmt)))
-    if n:
-        add_event(s, job_id, "items.bulk", to_status=str(target), detail=f"{n} items")
-    return n
+    return len(list(s.scalars(stmt)))
 
 
 def reopen_failed(
@@ -176,8 +164,7 @@ def reopen_failed(
 ) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
     """The one way out of ``failed``, for a user's retry (jobs.control: ``which`` is a job's items) and a
     reprocessing run (jobs.reprocessing.runs: the items it selected). The failed items among ``which`` go
-    back to
-    waiting, attempts and errors cleared: a page to ready (its prepared source back to prepared), a
+    back to waiting, attempts and errors cleared: a page to ready (its prepared source back to prepared), a
     source that failed before it was prepared to queued, pages or not (a later page could not be
     rendered; its re-prep keeps the pages made). Their jobs are reopened (``_reopen_jobs``).
     Returns (sources to prepare, pages to infer); ``detail`` goes on the events (who reopened)."""
@@ -188,11 +175,10 @@ def reopen_failed(
     parents = {p for _, _, p in units}
     if parents:
         _reopen(s, Item.id.in_(parents), Item.page_count.is_not(None), ItemStatus.PREPARED)
-    _reopen_jobs(s, {j for _, j, _ in units + sources}, expiry_seconds, detail)
-    for item_id, job_id, _ in units + sources:
-        add_event(
-            s, job_id, "item.reopened", item_id=item_id, from_status=str(ItemStatus.FAILED), detail=detail
-        )
+    reopened = Counter(j for _, j, _ in units + sources)
+    _reopen_jobs(s, set(reopened), expiry_seconds)
+    for job_id, n in reopened.items():  # who reopened them; the moves themselves are in events already
+        add_event(s, job_id, "items.reopened", detail=f"{detail}: {n} items")
     return [i for i, _, _ in sources], [i for i, _, _ in units]
 
 
@@ -211,7 +197,7 @@ def _reopen(
     return [(i, j, p) for i, j, p in s.execute(stmt)]
 
 
-def _reopen_jobs(s: Session, job_ids: set[uuid.UUID], expiry_seconds: float, detail: str) -> None:
+def _reopen_jobs(s: Session, job_ids: set[uuid.UUID], expiry_seconds: float) -> None:
     """A finished (not cancelled) job of reopened items runs again: its finalizer settles it and writes
     its output files again. Each such job, finished or still running, gets a full expiry window from
     now, as a new job would: its old window is often over (a nightly run only looks at jobs a day old),
@@ -219,17 +205,12 @@ def _reopen_jobs(s: Session, job_ids: set[uuid.UUID], expiry_seconds: float, det
     if not job_ids:
         return
     finished = names(frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.EXPIRED}))
-    reopened = list(
-        s.scalars(
-            update(Job)
-            .where(Job.id.in_(job_ids), Job.status.in_(finished))
-            .values(status=str(JobStatus.RUNNING), completed_at=None, error=None, updated_at=sql_now())
-            .returning(Job.id)
-            .execution_options(synchronize_session=False)
-        )
+    s.execute(
+        update(Job)
+        .where(Job.id.in_(job_ids), Job.status.in_(finished))
+        .values(status=str(JobStatus.RUNNING), completed_at=None, error=None, updated_at=sql_now())
+        .execution_options(synchronize_session=False)
     )
-    for job_id in reopened:
-        add_event(s, job_id, "job.reopened", to_status=str(JobStatus.RUNNING), detail=detail)
     s.execute(
         update(Job)
         .where(Job.id.in_(job_ids), Job.status.in_(names(JOB_ACTIVE)))

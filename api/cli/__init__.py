@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from api.cli.config_doc import register as register_config_doc
+from api.cli.history import register as register_history
 from api.cli.reprocess import register as register_reprocess
 from jobs.config import get_settings
 
@@ -380,6 +381,7 @@ def dev_tiny_model(
 
 register_reprocess(app)
 register_config_doc(dev_app)
+register_history(app)
 
 
 def _exit_for(job: dict[str, object]) -> None:

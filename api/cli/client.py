@@ -103,6 +103,14 @@ class Client:
     def job(self, job_id: str | uuid.UUID) -> dict[str, Any]:
         return self._ok(self._http.get(f"/v1/jobs/{job_id}")).json()
 
+    def events(self, job_id: str | uuid.UUID) -> Iterator[dict[str, Any]]:
+        """The job's history, oldest first, every page of it."""
+        after: int | None = 0
+        while after is not None:
+            page = self._ok(self._http.get(f"/v1/jobs/{job_id}/events", params={"after": after})).json()
+            yield from page["data"]
+            after = page["next"]
+
     def results(self, job_id: str | uuid.UUID, history: bool = False) -> Iterator[dict[str, Any]]:
         params = {"history": "true"} if history else {}
         r = self._ok(self._http.get(f"/v1/jobs/{job_id}/results", params=params))

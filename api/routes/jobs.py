@@ -112,6 +112,23 @@ async def get_results(
     return StreamingResponse(body(), media_type="application/x-ndjson")
 
 
+@router.get("/{job_id}/events")
+async def get_events(
+    job_id: uuid.UUID,
+    service: ServiceDep,
+    tenant: TenantDep,
+    after: Annotated[int, Query(ge=0, description="the last event id already read")] = 0,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> dict[str, Any]:
+    """The job's history, oldest first: every status move of the job and its items (from, to), its
+    submission, errors and reopenings. Page with ``after`` = the last ``id`` read (``next``)."""
+    data = await run_in_threadpool(service.events, tenant, job_id, after, limit)
+    return {
+        "data": [e.model_dump(mode="json") for e in data],
+        "next": data[-1].id if len(data) == limit else None,
+    }
+
+
 def _parse(model: type[JobCreate], raw: bytes | dict[str, Any]) -> JobCreate:
     try:
         if isinstance(raw, bytes):

@@ -5,7 +5,6 @@ reprocessing slots and Celery beat's time."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,38 +14,11 @@ from jobs import clock
 from jobs.config import Settings
 from jobs.models import Item, Job
 from jobs.schemas import JobCreate
-from jobs.service import JobService
 from jobs.status import ItemStatus, JobStatus
 from jobs.sweeper import sweep
-from tests.conftest import RUN_ID, migrated_database
-from tests.fakes import MemoryDispatcher, MemoryStore
+from tests.fakes import MemoryDispatcher
 from tests.integration import with_section
-
-
-@pytest.fixture(scope="module")
-def clock_db() -> Iterator[str]:
-    with migrated_database(f"vlmq_test_{RUN_ID}_clock") as url:
-        yield url
-
-
-@pytest.fixture
-def simulated(settings: Settings, clock_db: str) -> Iterator[Settings]:
-    """Settings on the clock's own database, with the clock simulated; its offset reset afterwards."""
-    db = settings.db.model_copy(update={"url": clock_db})
-    moved = with_section(settings.model_copy(update={"db": db}), "clock", simulated=True)
-    yield moved
-    from jobs.adapters.db import session_factory
-
-    with session_factory(moved)() as s, s.begin():
-        s.execute(text("DELETE FROM vlmq_clock"))
-
-
-def _service(settings: Settings) -> JobService:
-    from jobs.adapters.db import session_factory
-
-    return JobService(
-        session_factory(settings), MemoryStore(settings.s3.bucket), MemoryDispatcher(), settings
-    )
+from tests.integration.conftest import service_on as _service
 
 
 def test_off_it_is_postgres_now_exactly(simulated: Settings) -> None:

@@ -175,11 +175,11 @@ def test_direct_reads_of_another_tenants_objects_are_not_found(client: TestClien
     assert file_id not in {f["id"] for f in client.get("/v1/files", headers=B).json()["data"]}
     assert batch not in {b["id"] for b in client.get("/v1/batches", headers=B).json()["data"]}
     assert client.get(f"/v1/files/{file_id}", headers=A).status_code == 200  # B's DELETE did nothing
-    with TestClient(client.app) as ui:  # the results page signs in with a cookie
-        ui.cookies.set("vlmq_key", "other-key")
-        assert ui.get(f"/ui/jobs/{job_id}").status_code == 404
-        ui.cookies.set("vlmq_key", "test-key")
-        assert ui.get(f"/ui/jobs/{job_id}").status_code == 200
+    client.cookies.set("vlmq_key", "other-key")  # the results page signs in with a cookie
+    assert client.get(f"/ui/jobs/{job_id}").status_code == 404
+    client.cookies.set("vlmq_key", "test-key")
+    assert client.get(f"/ui/jobs/{job_id}").status_code == 200
+    client.cookies.clear()
 
 
 @pytest.mark.parametrize("tenant", ["a/b", "../x", "", "a b", "x" * 65, "ü"])
