@@ -103,6 +103,10 @@ class ModelSettings(BaseModel):
     # turn until one is well-formed; the result then carries the flag "temperature_fallback:<t>".
     retry_temperatures: list[float] = Field(default_factory=lambda: [0.6, 1.0])
     fake_latency_seconds: float = 0.05  # the "fake" engine: seconds per batch
+    # The "fake" engine's outputs: mean tokens a page (0: a short canned text), and seconds per token of
+    # a batch's longest output on top of fake_latency_seconds (workers/inference/fake_engine.py).
+    fake_output_tokens: int = Field(default=0, ge=0)
+    fake_token_seconds: float = Field(default=0.0, ge=0)
 
     @property
     def development(self) -> bool:
