@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from jobs.clock import sql_now
 from jobs.models import OPEN_ITEM_STATES, Batch, File, Item, Job
 
 
@@ -52,7 +53,7 @@ def delete_file(s: Session, tenant: str, file_id: str) -> str | None:
     stmt = (
         update(File)
         .where(File.id == file_id, File.tenant == tenant, File.deleted_at.is_(None))
-        .values(deleted_at=func.now())
+        .values(deleted_at=sql_now())
         .returning(File.key)
     )
     return s.scalar(stmt)
@@ -83,19 +84,22 @@ def move_batch(
     stmt = (
         update(Batch)
         .where(Batch.id == batch_id, Batch.status.in_(list(sources)))
-        .values(status=target, updated_at=func.now(), **(values or {}))
+        .values(status=target, updated_at=sql_now(), **(values or {}))
         .returning(Batch.id)
         .execution_options(synchronize_session=False)
     )
     return s.scalar(stmt) is not None
 
 
-def stale_finalizing(s: Session, batch_id: str, older_than: datetime) -> bool:
-    """Take over a finalization whose process died: same files, same ids, so redoing it is safe."""
+def stale_finalizing(s: Session, batch_id: str, older_than: timedelta) -> bool:
+    """Take over a finalization untouched for ``older_than`` (its process died): same files, same ids,
+    so redoing it is safe."""
     stmt = (
         update(Batch)
-        .where(Batch.id == batch_id, Batch.status == "finalizing", Batch.finalizing_at < older_than)
-        .values(finalizing_at=func.now(), updated_at=func.now())
+        .where(
+            Batch.id == batch_id, Batch.status == "finalizing", Batch.finalizing_at < sql_now() - older_than
+        )
+        .values(finalizing_at=sql_now(), updated_at=sql_now())
         .returning(Batch.id)
         .execution_options(synchronize_session=False)
     )

@@ -19,14 +19,14 @@ import logging
 import secrets
 import uuid
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import IO, Any
 
 from pydantic import ValidationError
-from sqlalchemy import func
 
 from jobs import batch_repository as brepo
 from jobs import openai_batch as ob
+from jobs.clock import sql_now
 from jobs.errors import (
     Conflict,
     ForbiddenUri,
@@ -146,7 +146,7 @@ class BatchService:
                     completion_window=window,
                     status="validating",
                     meta=metadata,
-                    expires_at=datetime.now(UTC) + timedelta(hours=24),
+                    expires_at=sql_now() + timedelta(hours=24),
                 )
             )
         try:
@@ -154,7 +154,7 @@ class BatchService:
         except Exception as e:
             # Never leave a batch validating: it fails with the reason; a transient cause is raised too.
             err = e if isinstance(e, VlmqError) else VlmqError(f"{type(e).__name__}: {e}")
-            values = {"errors": [ob.LineError(err.code, str(err)).batch_error()], "failed_at": func.now()}
+            values = {"errors": [ob.LineError(err.code, str(err)).batch_error()], "failed_at": sql_now()}
             self._move(batch_id, ("validating",), "failed", values)
             if not isinstance(e, PermanentError):
                 raise
@@ -167,7 +167,7 @@ class BatchService:
         )
         if parsed.fatal:
             errs = [e.batch_error() for e in parsed.fatal]
-            self._move(batch_id, ("validating",), "failed", {"errors": errs, "failed_at": func.now()})
+            self._move(batch_id, ("validating",), "failed", {"errors": errs, "failed_at": sql_now()})
             return
         items, rejected = self._items(tenant, parsed)
         job_id = self._submit(tenant, batch_id, items, parsed) if items else None
@@ -177,7 +177,7 @@ class BatchService:
             self.store.put(rejected_key, ob.jsonl(self._rejected_lines(batch_id, rejected)))
         total = len(parsed.requests) + len(parsed.rejected)
         values = {"job_id": job_id, "total": total, "rejected": len(rejected), "rejected_key": rejected_key}
-        self._move(batch_id, ("validating",), "in_progress", {**values, "in_progress_at": func.now()})
+        self._move(batch_id, ("validating",), "in_progress", {**values, "in_progress_at": sql_now()})
 
     def _items(self, tenant: str, parsed: ob.ParsedFile) -> tuple[list[ItemIn], list[ob.LineError]]:
         """One item per valid request; a request that cannot run (its image not allowed or not usable,
@@ -257,7 +257,7 @@ class BatchService:
             return self.get(tenant, batch_id)
         if b.status != "in_progress":
             raise Conflict(f"batch {batch_id} is {b.status}; only a batch in progress can be cancelled")
-        moved = self._move(batch_id, ("in_progress",), "cancelling", {"cancelling_at": func.now()})
+        moved = self._move(batch_id, ("in_progress",), "cancelling", {"cancelling_at": sql_now()})
         if moved and b.job_id is not None:
             # The job may have ended meanwhile (a PermanentError): the read below finalizes it as cancelled.
             with contextlib.suppress(PermanentError):
@@ -274,11 +274,11 @@ class BatchService:
         done = job is None or job.status in _FINAL_FOR_JOB
         if not done:
             return job
-        if self._move(b.id, ("in_progress", "cancelling"), "finalizing", {"finalizing_at": func.now()}):
+        if self._move(b.id, ("in_progress", "cancelling"), "finalizing", {"finalizing_at": sql_now()}):
             self._finalize(b, job)
         else:
             with self.sessions() as s, s.begin():
-                takeover = brepo.stale_finalizing(s, b.id, datetime.now(UTC) - FINALIZE_TAKEOVER)
+                takeover = brepo.stale_finalizing(s, b.id, FINALIZE_TAKEOVER)
             if takeover:
                 self._finalize(b, job)
         return job
@@ -295,7 +295,7 @@ class BatchService:
         out_id, err_id = _derived_id(b.id, "output"), _derived_id(b.id, "errors")
         self._save_file(b.tenant, out_id, f"{b.id}_output.jsonl", OUTPUT_PURPOSE, ob.jsonl(ok))
         self._save_file(b.tenant, err_id, f"{b.id}_error.jsonl", OUTPUT_PURPOSE, rejected + ob.jsonl(bad))
-        values = {"output_file_id": out_id, "error_file_id": err_id, f"{final}_at": func.now()}
+        values = {"output_file_id": out_id, "error_file_id": err_id, f"{final}_at": sql_now()}
         if final == "failed" and job is not None:
             values["errors"] = [ob.LineError("job_failed", job.error or "the job failed").batch_error()]
         self._move(b.id, ("finalizing",), final, values)

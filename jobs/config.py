@@ -274,6 +274,11 @@ class ReprocessSettings(BaseModel):
         return v
 
 
+class ClockSettings(BaseModel):
+    # A soak moves the whole stack's clock forward (jobs.clock.advance); never set in production.
+    simulated: bool = False
+
+
 class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8000
@@ -314,6 +319,7 @@ class Settings(BaseSettings):
     media: MediaSettings = Field(default_factory=MediaSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    clock: ClockSettings = Field(default_factory=ClockSettings)
     reprocess: ReprocessSettings = Field(default_factory=ReprocessSettings)
 
     @property

@@ -17,7 +17,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import Literal, Protocol
+from typing import Protocol
 
 import redis
 from celery import Celery
@@ -42,8 +42,6 @@ PREP_LOW_QUEUE = PREP_QUEUE + LOW_SUFFIX
 GPU_LOW_QUEUE = GPU_QUEUE + LOW_SUFFIX
 LOW_QUEUES = {PREP_QUEUE: PREP_LOW_QUEUE, GPU_QUEUE: GPU_LOW_QUEUE}
 MAINTENANCE_QUEUE = "maintenance"  # the sweeper; read first by every prep worker
-PRIORITIES = ("normal", "low")
-Priority = Literal["normal", "low"]
 # A Redis key that exists while Redis keeps its data: gone means flushed or restarted empty.
 EPOCH_KEY = "vlmq:broker-epoch"
 

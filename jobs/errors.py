@@ -30,10 +30,8 @@ VlmqError                     error
 │   ├── Unauthorized          unauthorized
 │   ├── Forbidden             forbidden: a known caller, not allowed there (/metrics without its token)
 │   ├── TenantLimitExceeded   tenant_limit_exceeded: too many unfinished jobs or items (HTTP 429)
-│   ├── InvalidTransition     invalid_transition
 │   ├── Expired               expired: the job passed its expiry time before this item finished
-│   ├── LeaseExpired          lease_expired: the worker holding the item stopped (killed, lost), too often
-│   └── BadModelOutput        bad_model_output
+│   └── LeaseExpired          lease_expired: the worker holding the item stopped (killed, lost), too often
 └── RetryableError            retryable_error: transient (S3, network, database); tasks retry with backoff
     ├── TransportError        transport_error: infrastructure unreachable; up to max_transport_attempts
     │   ├── StorageUnavailable    storage_unavailable
@@ -192,20 +190,12 @@ class TenantLimitExceeded(PermanentError):
     code = "tenant_limit_exceeded"
 
 
-class InvalidTransition(PermanentError):
-    code = "invalid_transition"
-
-
 class Expired(PermanentError):
     code = "expired"
 
 
 class LeaseExpired(PermanentError):
     code = "lease_expired"
-
-
-class BadModelOutput(PermanentError):
-    code = "bad_model_output"
 
 
 class TransportError(RetryableError):

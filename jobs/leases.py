@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, exists, func, select, tuple_, update
 from sqlalchemy.orm import Session
 
+from jobs.clock import sql_now
 from jobs.models import Item, Job
 from jobs.repository import add_event
 from jobs.status import ITEM_IN_FLIGHT, ITEM_WAITING, JOB_ACTIVE, JOB_TERMINAL, ItemStatus, JobStatus
@@ -27,7 +28,7 @@ def _names(states: frozenset[Any]) -> list[str]:
 
 
 def lease_until(seconds: float) -> ColumnElement[Any]:
-    return func.now() + timedelta(seconds=seconds)
+    return sql_now() + timedelta(seconds=seconds)
 
 
 def renew(s: Session, item_ids: Sequence[uuid.UUID], seconds: float) -> dict[uuid.UUID, str]:
@@ -66,7 +67,7 @@ def take_back(s: Session, held: Held, attempts_limit: int) -> list[uuid.UUID]:
         update(Item)
         .where(tuple_(Item.id, Item.attempts).in_(list(held.items())))
         .where(Item.status == str(ItemStatus.RUNNING), Item.attempts < attempts_limit)
-        .values(status=str(ItemStatus.READY), lease_until=None, updated_at=func.now())
+        .values(status=str(ItemStatus.READY), lease_until=None, updated_at=sql_now())
         .returning(Item.id, Item.job_id)
         .execution_options(synchronize_session=False)
     )
@@ -82,11 +83,6 @@ def job_statuses(s: Session, job_ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
     if not job_ids:
         return {}
     return {j: st for j, st in s.execute(select(Job.id, Job.status).where(Job.id.in_(job_ids)))}
-
-
-def try_sweep_lock(s: Session) -> bool:
-    """Transaction-scoped advisory lock: a second sweeper skips this round instead of waiting."""
-    return bool(s.scalar(select(func.pg_try_advisory_xact_lock(SWEEP_LOCK))))
 
 
 def lock_tenant(s: Session, tenant: str) -> None:
@@ -107,7 +103,7 @@ def expired_leases(s: Session, limit: int) -> list[Item]:
     """In-flight items whose worker stopped renewing their lease (killed, stuck, cut off)."""
     q = (
         select(Item)
-        .where(Item.lease_until < func.now(), Item.status.in_(_names(ITEM_IN_FLIGHT)))
+        .where(Item.lease_until < sql_now(), Item.status.in_(_names(ITEM_IN_FLIGHT)))
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
@@ -125,11 +121,11 @@ def touch_waiting(s: Session, older_than: float | None, limit: int) -> list[tupl
         .with_for_update(of=Item, skip_locked=True)
     )
     if older_than is not None:
-        q = q.where(Item.updated_at < func.now() - timedelta(seconds=older_than))
+        q = q.where(Item.updated_at < sql_now() - timedelta(seconds=older_than))
     stmt = (
         update(Item)
         .where(Item.id.in_(q.scalar_subquery()), Item.status.in_(_names(ITEM_WAITING)))
-        .values(updated_at=func.now())
+        .values(updated_at=sql_now())
         .returning(Item.id, Item.status, Item.job_id)
         .execution_options(synchronize_session=False)
     )
@@ -156,7 +152,7 @@ def jobs_in(s: Session, status: JobStatus) -> list[uuid.UUID]:
 
 
 def jobs_past_expiry(s: Session) -> list[uuid.UUID]:
-    q = select(Job.id).where(Job.status.not_in(_names(JOB_TERMINAL)), Job.expires_at < func.now())
+    q = select(Job.id).where(Job.status.not_in(_names(JOB_TERMINAL)), Job.expires_at < sql_now())
     return list(s.scalars(q))
 
 
@@ -167,7 +163,7 @@ def set_status(
     stmt = (
         update(Item)
         .where(Item.job_id == job_id, Item.status.in_(_names(sources)))
-        .values(status=str(target), updated_at=func.now(), lease_until=None, **values)
+        .values(status=str(target), updated_at=sql_now(), lease_until=None, **values)
         .returning(Item.id)
         .execution_options(synchronize_session=False)
     )
@@ -175,11 +171,6 @@ def set_status(
     if n:
         add_event(s, job_id, "items.bulk", to_status=str(target), detail=f"{n} items")
     return n
-
-
-def in_flight(s: Session, job_id: uuid.UUID) -> int:
-    q = select(func.count()).where(Item.job_id == job_id, Item.status.in_(_names(ITEM_IN_FLIGHT)))
-    return int(s.scalar(q) or 0)
 
 
 def reopen_failed(
@@ -214,7 +205,7 @@ def _reopen(
     stmt = (
         update(Item)
         .where(which, kind, Item.status == str(ItemStatus.FAILED))
-        .values(status=str(to), updated_at=func.now(), **new)
+        .values(status=str(to), updated_at=sql_now(), **new)
         .returning(Item.id, Item.job_id, Item.parent_id)
         .execution_options(synchronize_session=False)
     )
@@ -233,7 +224,7 @@ def _reopen_jobs(s: Session, job_ids: set[uuid.UUID], expiry_seconds: float, det
         s.scalars(
             update(Job)
             .where(Job.id.in_(job_ids), Job.status.in_(finished))
-            .values(status=str(JobStatus.RUNNING), completed_at=None, error=None, updated_at=func.now())
+            .values(status=str(JobStatus.RUNNING), completed_at=None, error=None, updated_at=sql_now())
             .returning(Job.id)
             .execution_options(synchronize_session=False)
         )
@@ -243,6 +234,6 @@ def _reopen_jobs(s: Session, job_ids: set[uuid.UUID], expiry_seconds: float, det
     s.execute(
         update(Job)
         .where(Job.id.in_(job_ids), Job.status.in_(_names(JOB_ACTIVE)))
-        .values(expires_at=lease_until(expiry_seconds), updated_at=func.now())
+        .values(expires_at=lease_until(expiry_seconds), updated_at=sql_now())
         .execution_options(synchronize_session=False)
     )

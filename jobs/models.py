@@ -14,6 +14,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -21,11 +22,12 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
-    func,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from jobs.clock import sql_now
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -45,12 +47,12 @@ def _uuid_pk() -> Mapped[uuid.UUID]:
 
 
 def _created() -> Mapped[datetime]:
-    return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+    return mapped_column(DateTime(timezone=True), server_default=sql_now(), nullable=False)
 
 
 def _updated() -> Mapped[datetime]:
     return mapped_column(
-        DateTime(timezone=True), server_default=func.now(), onupdate=func.now(), nullable=False
+        DateTime(timezone=True), server_default=sql_now(), onupdate=sql_now(), nullable=False
     )
 
 
@@ -304,3 +306,13 @@ class ReprocessEntry(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()
+
+
+class ClockOffset(Base):
+    """The simulated clock's offset (jobs.clock; migration 0008 makes vlmq_now() read it). No row in
+    production: then vlmq_now() is now()."""
+
+    __tablename__ = "vlmq_clock"
+
+    id: Mapped[bool] = mapped_column(Boolean, primary_key=True, server_default=text("true"))
+    offset_seconds: Mapped[float] = mapped_column(Double, nullable=False, server_default=text("0"))

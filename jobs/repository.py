@@ -30,6 +30,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql import Subquery
 
+from jobs.clock import sql_now
 from jobs.models import Event, Item, Job, Result
 from jobs.status import (
     ITEM_TERMINAL,
@@ -99,7 +100,7 @@ def move_items(
     stmt = (
         update(Item)
         .where(Item.id.in_(item_ids), Item.status.in_(sources))
-        .values(status=str(target), updated_at=func.now(), **{"lease_until": None, **(values or {})})
+        .values(status=str(target), updated_at=sql_now(), **{"lease_until": None, **(values or {})})
         .returning(Item)
         .execution_options(synchronize_session=False, populate_existing=True)
     )
@@ -114,7 +115,7 @@ def move_job(s: Session, job_id: uuid.UUID, target: JobStatus, values: dict[str,
     stmt = (
         update(Job)
         .where(Job.id == job_id, Job.status.in_(sources))
-        .values(status=str(target), updated_at=func.now(), **(values or {}))
+        .values(status=str(target), updated_at=sql_now(), **(values or {}))
         .returning(Job.id)
         .execution_options(synchronize_session=False)
     )
@@ -230,7 +231,7 @@ def _settle_statement(only: bool) -> Any:
             ),
             error_code=case((failed_units, PAGE_FAILED), else_=None),
             error_message=case((failed_units, "one or more pages failed; see the page errors"), else_=None),
-            updated_at=func.now(),
+            updated_at=sql_now(),
         )
         .returning(Item.id)
         .execution_options(synchronize_session=False)

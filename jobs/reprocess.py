@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from jobs import presets, runs
+from jobs import clock, presets, runs
 from jobs import repository as repo
 from jobs.errors import NotFound, VlmqError
 from jobs.models import Item, ReprocessRun
@@ -170,7 +170,9 @@ class Reprocessor:
         cfg = self.settings.reprocess
         if not cfg.schedule:
             return None
-        now = now or datetime.now(UTC)
+        if now is None:
+            with self.sessions() as s:
+                now = clock.now(s)  # the stack's clock: a soak's simulated midnight is a real slot
         for run_id in self._open_runs():
             self.report(run_id)  # settles it
         self.resume(now - timedelta(seconds=cfg.lease_s))

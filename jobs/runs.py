@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from jobs import leases
 from jobs import repository as repo
+from jobs.clock import sql_now
 from jobs.models import Item, Job, ReprocessEntry, ReprocessRun, Result
 from jobs.selection import OPEN_STATES, Target
 from jobs.status import ITEM_TERMINAL, ItemStatus
@@ -67,7 +68,7 @@ def upgrade_prompts(s: Session, run_id: uuid.UUID, target: Target, prompts: dict
                 Job.prompt_version.startswith(f"{name}-", autoescape=True),
                 Job.prompt_version != version,
             )
-            .values(prompt=prompts[name], prompt_version=version, updated_at=func.now())
+            .values(prompt=prompts[name], prompt_version=version, updated_at=sql_now())
             .returning(Job.id)
             .execution_options(synchronize_session=False)
         )
@@ -92,7 +93,7 @@ def claim(s: Session, run_id: uuid.UUID, item_ids: Sequence[uuid.UUID]) -> list[
     claimed = s.scalars(
         update(E)
         .where(E.run_id == run_id, E.item_id.in_(item_ids), E.mode == "refresh", E.state == "pending", still)
-        .values(state="running", attempts=E.attempts + 1, updated_at=func.now())
+        .values(state="running", attempts=E.attempts + 1, updated_at=sql_now())
         .returning(E.item_id)
         .execution_options(synchronize_session=False)
     ).all()
@@ -108,7 +109,7 @@ def take_back(s: Session, run_id: uuid.UUID, held: Held, attempts_limit: int) ->
             update(E)
             .where(E.run_id == run_id, tuple_(E.item_id, E.attempts).in_(list(held.items())))
             .where(E.state == "running", E.attempts < attempts_limit)
-            .values(state="pending", updated_at=func.now())
+            .values(state="pending", updated_at=sql_now())
             .execution_options(synchronize_session=False)
         )
 
@@ -126,7 +127,7 @@ def move(
     stmt = (
         update(E)
         .where(E.run_id == run_id, E.item_id.in_(item_ids), E.state == frm)
-        .values(state=to, updated_at=func.now(), **values)
+        .values(state=to, updated_at=sql_now(), **values)
         .returning(E.item_id)
         .execution_options(synchronize_session=False)
     )
@@ -150,7 +151,7 @@ def settle_retries(s: Session, run_id: uuid.UUID) -> None:
             state=case((ok, "changed"), else_="failed"),
             error_code=case((ok, None), else_=Item.error_code),
             error_message=case((ok, None), else_=Item.error_message),
-            updated_at=func.now(),
+            updated_at=sql_now(),
         )
         .execution_options(synchronize_session=False)
     )
@@ -177,7 +178,7 @@ def complete_run(s: Session, run_id: uuid.UUID, report: dict[str, Any]) -> bool:
     stmt = (
         update(ReprocessRun)
         .where(ReprocessRun.id == run_id, ReprocessRun.status == "running", ~open_entry)
-        .values(status="completed", completed_at=func.now(), report=report)
+        .values(status="completed", completed_at=sql_now(), report=report)
         .returning(ReprocessRun.id)
         .execution_options(synchronize_session=False)
     )
@@ -194,7 +195,7 @@ def stale_refreshes(s: Session, cutoff: datetime) -> list[tuple[uuid.UUID, uuid.
     stmt = (
         update(E)
         .where(E.mode == "refresh", E.state.in_(OPEN_STATES), E.updated_at < cutoff)
-        .values(state="pending", updated_at=func.now())
+        .values(state="pending", updated_at=sql_now())
         .returning(E.run_id, E.item_id)
         .execution_options(synchronize_session=False)
     )

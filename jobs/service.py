@@ -13,13 +13,13 @@ import uuid
 from collections.abc import Iterator, Sequence
 
 from psycopg.types.json import Jsonb
-from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from jobs import control, leases, lines, metrics, presets, uris
 from jobs import repository as repo
 from jobs import units as units_
+from jobs.clock import sql_now
 from jobs.config import Settings
 from jobs.db import session_factory
 from jobs.dispatch import CeleryDispatcher, Dispatcher
@@ -231,7 +231,7 @@ class JobService:
             item = moved[0]
             job = repo.get_job(s, item.job_id)
             assert job is not None
-            repo.move_job(s, job.id, JobStatus.RUNNING, {"started_at": func.now()})
+            repo.move_job(s, job.id, JobStatus.RUNNING, {"started_at": sql_now()})
             return prep_work(item, job, self.settings.limits.render_longest_side)
 
     def add_units(
@@ -364,7 +364,7 @@ class JobService:
     def close_job(self, job_id: uuid.UUID, end: JobStatus) -> bool:
         out_key, err_key = self.write_outputs(job_id)
         with self.sessions() as s, s.begin():
-            values = {"completed_at": func.now(), "output_key": out_key, "error_key": err_key}
+            values = {"completed_at": sql_now(), "output_key": out_key, "error_key": err_key}
             done = repo.move_job(s, job_id, end, values)
         if done:
             log.info("job %s %s", job_id, end)

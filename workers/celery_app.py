@@ -11,9 +11,12 @@ killed worker loses.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from celery import Celery
 
-from jobs.config import get_settings
+from jobs import clock
+from jobs.config import Settings, get_settings
 from jobs.dispatch import (
     GPU_QUEUE,
     PREP_QUEUE,
@@ -25,10 +28,34 @@ from jobs.dispatch import (
 from workers.beat import beat_schedule
 
 
+class VlmqCelery(Celery):
+    """Celery whose ``now()`` (what beat's crontab and intervals read) is the stack's clock (jobs.clock):
+    a soak's simulated midnight fires the nightly reprocess. Real time unless VLMQ_CLOCK__SIMULATED."""
+
+    stack_clock: clock.CachedOffset | None = None  # not "clock": Celery has a Lamport clock by that name
+
+    def now(self) -> datetime:
+        if self.stack_clock is None:
+            return super().now()
+        return self.stack_clock.now().astimezone(self.timezone)
+
+
+def _simulated_clock(settings: Settings) -> clock.CachedOffset:
+    from jobs.db import session_factory
+
+    sessions = session_factory(settings)
+
+    def read() -> float:
+        with sessions() as s:
+            return clock.offset(s)
+
+    return clock.CachedOffset(read, simulated=True)
+
+
 def make_app() -> Celery:
     settings = get_settings()
     q = settings.queue
-    app = Celery("vlmq", broker=broker_url(settings), include=["workers.tasks"])
+    app = VlmqCelery("vlmq", broker=broker_url(settings), include=["workers.tasks"])
     app.conf.update(
         task_queues=[queue(name) for name in worker_queues([PREP_QUEUE, GPU_QUEUE])],
         task_default_queue=PREP_QUEUE,
@@ -49,6 +76,9 @@ def make_app() -> Celery:
         accept_content=["json"],
         timezone="UTC",
     )
+    if settings.clock.simulated:
+        app.stack_clock = _simulated_clock(settings)
+        app.conf.beat_max_loop_interval = 1  # a jump of hours must be noticed within a second
     if q.visibility_timeout_seconds <= q.task_time_limit_seconds:
         raise ValueError("VLMQ_QUEUE__VISIBILITY_TIMEOUT_SECONDS must be longer than the task time limit")
     return app

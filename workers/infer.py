@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 # The lanes live in workers.lanes; named here as before.
-__all__ = ["ClaimsHeld", "JobLane", "Lane", "infer", "run"]
+__all__ = ["ClaimsHeld", "infer", "run"]
 
 
 class ClaimsHeld(DatabaseUnavailable):

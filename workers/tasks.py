@@ -12,6 +12,7 @@ from jobs.db import DB_UNAVAILABLE
 from jobs.dispatch import FAN_OUT_TASK, INFER_TASK, PREP_TASK, REFRESH_TASK, REPROCESS_TASK, SWEEP_TASK
 from jobs.errors import RetryableError
 from workers import infer, prep
+from workers.backoff import backoff
 from workers.celery_app import app
 from workers.context import Lane, get_context, get_reprocessor
 from workers.heartbeat import Heartbeat
@@ -26,7 +27,7 @@ RETRIED = (RetryableError, *DB_UNAVAILABLE)
 
 
 def _backoff(retries: int) -> int:
-    return int(min(get_context().settings.queue.retry_backoff_max_seconds, 2**retries))
+    return backoff(retries, int(get_context().settings.queue.retry_backoff_max_seconds))
 
 
 def _retry(task: Task, e: Exception) -> Exception:

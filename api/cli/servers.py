@@ -19,14 +19,9 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from api.cli.lifetime import die_with_parent
 
 log = logging.getLogger(__name__)
-
-DB_KEY, REDIS_KEY, S3_KEY = "VLMQ_DB__URL", "VLMQ_REDIS__URL", "VLMQ_S3__ENDPOINT_URL"
-PG_SUPERUSER, PG_DATABASE, PG_ACCOUNT = "postgres", "vlmq", "embedded_postgres"
 
 
 # --- ports and waiting ---------------------------------------------------------------------------
@@ -175,14 +170,6 @@ def _http_answers(host: str, port: int) -> bool:
         return False
     finally:
         conn.close()
-
-
-def _http_ok(url: str) -> bool:
-    """Some HTTP answer below 500 (kept for callers elsewhere in the CLI)."""
-    try:
-        return httpx.get(url, timeout=1).status_code < 500
-    except httpx.HTTPError:
-        return False
 
 
 def start_moto(

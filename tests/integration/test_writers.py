@@ -26,6 +26,7 @@ from tests.fakes import FakeEngine
 from tests.integration.prepared import page_units, prepared_pdf
 from workers import infer
 from workers.context import WorkerContext
+from workers.lanes import JobLane
 from workers.writers import Writers
 
 
@@ -52,7 +53,7 @@ def test_a_writer_stores_the_batch_and_settles_the_job(settings: Settings, write
     ctx, job_id, units = _job(settings, 3, "writer-ok")
     (pid,) = writers.start()
     assert pid != os.getpid()
-    infer.run(ctx, _engine(), infer.JobLane(ctx.service), [u.id for u in units], writers)
+    infer.run(ctx, _engine(), JobLane(ctx.service), [u.id for u in units], writers)
     assert [u.status for u in page_units(ctx, job_id)] == [ItemStatus.SUCCEEDED] * 3
     with ctx.service.sessions() as s:
         rows = list(s.scalars(select(Result).where(Result.job_id == job_id)))
@@ -72,7 +73,7 @@ def test_an_error_in_the_writer_comes_back_as_itself_and_gives_the_units_back(
     monkeypatch.setenv("VLMQ_S3__ENDPOINT_URL", "http://127.0.0.1:9")
     writers.start()
     with pytest.raises(StorageUnavailable):
-        infer.run(ctx, _engine(), infer.JobLane(ctx.service), [u.id for u in units], writers)
+        infer.run(ctx, _engine(), JobLane(ctx.service), [u.id for u in units], writers)
     after = page_units(ctx, job_id)
     assert [(u.status, u.error_code) for u in after] == [(ItemStatus.READY, "storage_unavailable")] * 2
 
@@ -85,11 +86,11 @@ def test_a_killed_writer_fails_the_batch_as_writer_lost_and_the_next_gets_a_new_
     os.kill(pid, signal.SIGKILL)
     time.sleep(0.5)  # the pool's manager thread notices
     with pytest.raises(WriterLost):
-        infer.run(ctx, _engine(), infer.JobLane(ctx.service), [u.id for u in units], writers)
+        infer.run(ctx, _engine(), JobLane(ctx.service), [u.id for u in units], writers)
     assert [(u.status, u.error_code) for u in page_units(ctx, job_id)] == [
         (ItemStatus.READY, "writer_lost")
     ] * 2
-    infer.run(ctx, _engine(), infer.JobLane(ctx.service), [u.id for u in units], writers)  # redelivered
+    infer.run(ctx, _engine(), JobLane(ctx.service), [u.id for u in units], writers)  # redelivered
     assert [u.status for u in page_units(ctx, job_id)] == [ItemStatus.SUCCEEDED] * 2
     (new_pid,) = writers.start()
     assert new_pid != pid
