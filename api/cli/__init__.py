@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from api.cli.reprocess import register as register_reprocess
+from api.cli.soak import register as register_soak
 from jobs.config import get_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="vlmq: batch GLM-4.1V jobs.")
@@ -378,6 +379,7 @@ def dev_tiny_model(
 
 
 register_reprocess(app)
+register_soak(app)
 
 
 def _exit_for(job: dict[str, object]) -> None:

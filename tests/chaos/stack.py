@@ -137,7 +137,7 @@ class Stack:
         wait_until(self._swept, "the first sweep", 120)
 
     def start_prep(self, n: int = 0, concurrency: int = 1) -> ManagedProcess:
-        """Prep worker ``n``: "worker-prep" (the first), "worker-prep-2", ... each with its own Celery name."""
+        """Prep worker ``n``: "worker-prep" (the first), "worker-prep-2", ...; each its own Celery name."""
         name = self.prep_name(n)
         return self.start(name, "worker", "--queues", "prep", "--concurrency", str(concurrency),
                           "--name", name)  # fmt: skip
@@ -189,6 +189,7 @@ class Stack:
             p.stop()
         self.s3.down()
         self.redis_proc.stop()
+        self._s3.close()
 
     def logs(self) -> str:
         return "".join(p.read_text(errors="replace") for p in sorted((self.root / "logs").glob("*.log")))
