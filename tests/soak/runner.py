@@ -52,7 +52,7 @@ class Soak:
         ]
         self.faults, self.outage = Faults(system, cfg, self.rng), Outage(system, cfg)
         self.memory = Memory(system)
-        self.turns = 0
+        self.turns = self.quarters = 0
         days = range(int(cfg.days) + 1)
         self.deploys = [d * DAY + 0.15 * DAY for d in days]  # before each night's 02:00 run
         self.pauses = [d * DAY + self.rng.uniform(0.3, 0.9) * DAY for d in days]
@@ -84,6 +84,7 @@ class Soak:
             self.faults.tick(self.elapsed)
             self._deploy(outage)
         self.turns += 1
+        self._progress()
         if self.turns % self.cfg.check_every == 0:
             found = self.checker.during()
             self.report.checks_while_running += found is not None
@@ -92,6 +93,17 @@ class Soak:
             self.memory.sample(int(self.elapsed // DAY))
         time.sleep(max(0.0, self.cfg.tick_s - (time.monotonic() - started)))
         self._advance(self._step(outage))
+
+    def _progress(self) -> None:
+        """A line every 6 simulated hours, for whoever watches a long run."""
+        quarter = int(self.elapsed // (6 * 3600))
+        if quarter > self.quarters:
+            self.quarters = quarter
+            log.info(
+                "day %.2f: %d jobs, %d open items, %d faults, %d violations so far",
+                self.elapsed / DAY, len(self.ledger.jobs), self.checker.scalar(OPEN) or -1,
+                sum(self.faults.done.values()), len(self.report.violations),
+            )  # fmt: skip
 
     def _step(self, outage: bool) -> float:
         if outage:
