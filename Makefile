@@ -7,7 +7,7 @@ EXTRAS ?= api,worker,dev,quantize
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)-$(subst $(comma),_,$(EXTRAS))
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast chaos lint format typecheck gpu-test clean
+.PHONY: setup demo test test-fast chaos soak soak-ci lint format typecheck gpu-test clean
 
 $(STAMP): pyproject.toml
 	@echo ">> creating $(VENV) and installing vlmq[$(EXTRAS)] (torch included: first time takes a few minutes)"
@@ -28,6 +28,14 @@ test: setup lint typecheck
 # Every chaos test, the long ones too (S3 down 30 s, the 10,000-item job); figures in RELIABILITY.md.
 chaos: setup
 	VLMQ_CHAOS_ALL=1 $(BIN)/python -m pytest tests/chaos -m chaos -s $(PYTEST_ARGS)
+
+# The soak (RELIABILITY.md, "Soak"): a whole system of its own for 7 simulated days, 50,000 items and 24
+# faults; prints the report and writes it to soak-report.json. soak-ci: the CI size (2-3 minutes).
+soak: setup
+	$(BIN)/python -m tests.soak --size full --report soak-report.json $(SOAK_ARGS)
+
+soak-ci: setup
+	$(BIN)/python -m tests.soak --size ci --report soak-report.json $(SOAK_ARGS)
 
 # Unit tests only (fakes: no Postgres, Redis or S3; pointed at closed ports so one that needs a service fails).
 test-fast: setup

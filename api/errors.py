@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from jobs import errors as e
+from jobs.adapters.db import DB_UNAVAILABLE
+
+log = logging.getLogger(__name__)
 
 STATUS: list[tuple[type[e.VlmqError], int]] = [  # first match wins: subclasses before their parents
     (e.Unauthorized, 401),
@@ -63,7 +68,18 @@ async def _http(request: Request, err: Exception) -> JSONResponse:
     return JSONResponse(error_body(code, message), status_code=err.status_code, headers=err.headers)
 
 
+async def _database(_: Request, err: Exception) -> JSONResponse:
+    """Postgres unreachable (restarting, cut off): 503 in the error shape, as for S3. The soak found
+    these as bare 500s ("Internal Server Error", no error body) while Postgres restarted. The driver's
+    message (host, port) stays in the log."""
+    log.warning("database unavailable: %s: %s", type(err).__name__, str(err)[:300])
+    body = error_body(e.DatabaseUnavailable.code, "the database cannot be reached; try again shortly")
+    return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(e.VlmqError, _domain)
+    for cls in DB_UNAVAILABLE:
+        app.add_exception_handler(cls, _database)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(HTTPException, _http)

@@ -10,6 +10,7 @@ call would cost too much (Celery beat's schedule), :class:`CachedOffset`.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +21,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.functions import Function
 
 from jobs.config import Settings
+
+log = logging.getLogger(__name__)
 
 
 def sql_now() -> Function[datetime]:
@@ -55,7 +58,12 @@ def advance(s: Session, settings: Settings, seconds: float) -> datetime:
 
 class CachedOffset:
     """Real time plus the simulated offset, read from Postgres at most every ``ttl`` seconds: for Celery
-    beat, which asks for the time many times a second. Exactly real time when not simulated."""
+    beat, which asks for the time many times a second. Exactly real time when not simulated.
+
+    Postgres unreachable (restarted, cut off): the offset last read stands, and is read again at the next
+    call after ``ttl``. Celery asks for the time inside beat's loop and when it sends a task with a
+    countdown (a retry): an error here killed beat and turned every retry into a dropped message (the
+    soak's Postgres restart). The offset can only move through Postgres, so the last one read is right."""
 
     def __init__(self, read: Callable[[], float], simulated: bool, ttl: float = 1.0) -> None:
         self.read, self.simulated, self.ttl = read, simulated, ttl
@@ -68,5 +76,12 @@ class CachedOffset:
             return real
         with self._lock:
             if time.monotonic() - self._at > self.ttl:
-                self._value, self._at = self.read(), time.monotonic()
+                self._refresh()
             return real + timedelta(seconds=self._value)
+
+    def _refresh(self) -> None:
+        try:
+            self._value = self.read()
+        except Exception as e:  # any driver's error: the time must still be told
+            log.warning("clock: offset not read (%s: %s); %.0f s stands", type(e).__name__, e, self._value)
+        self._at = time.monotonic()

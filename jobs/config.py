@@ -104,6 +104,10 @@ class ModelSettings(BaseModel):
     # turn until one is well-formed; the result then carries the flag "temperature_fallback:<t>".
     retry_temperatures: list[float] = Field(default_factory=lambda: [0.6, 1.0])
     fake_latency_seconds: float = 0.05  # the "fake" engine: seconds per batch
+    # The "fake" engine's outputs: mean tokens a page (0: a short canned text), and seconds per token of
+    # a batch's longest output on top of fake_latency_seconds (workers/inference/fake_engine.py).
+    fake_output_tokens: int = Field(default=0, ge=0)
+    fake_token_seconds: float = Field(default=0.0, ge=0)
 
     @property
     def development(self) -> bool:
@@ -189,7 +193,8 @@ class QueueSettings(BaseModel):
     sweep_batch: int = 10_000  # items re-enqueued per sweep, at most
     # A job with more sources is enqueued as fan-out messages of this many (a prep worker expands them).
     fan_out_size: int = 500
-    retry_backoff_max_seconds: int = 60  # a retried task waits 1, 2, 4, ... seconds, at most this
+    # A retried task waits a random time below 1, 2, 4, ... seconds (full jitter), below this at most.
+    retry_backoff_max_seconds: int = 60
     # Redis redelivers an unacknowledged message after this; longer than the longest task.
     visibility_timeout_seconds: int = 4 * 3600
     task_time_limit_seconds: int = 3600  # hard limit (prefork prep workers); soft limit 60 s before

@@ -49,10 +49,15 @@ def finish_prep(
 ) -> list[uuid.UUID]:
     """Record the source's last units and mark it prepared with ``page_count`` (default: the pages of
     ``units``); return its READY units not in ``dispatched`` (those a streaming prep sent already). A
-    source whose job is no longer active is cancelled instead and gets no units."""
+    source whose job is no longer active is cancelled instead and gets no units; so does a source no
+    longer being prepared (failed meanwhile: its job expired; or put back)."""
     made = _made(units)
     source = _source_of_active_job(s, item_id)
-    if source is None:
+    # Only a source being prepared (or prepared: a re-run) takes units. The soak found a source failed by
+    # its job's expiry while it was rendered: until the expiry closes the job (its output files are
+    # written first) the job still looks active, and this last chunk was recorded as ready pages of an
+    # expired job, never to end.
+    if source is None or source.status not in (ItemStatus.PREPARING, ItemStatus.PREPARED):
         return []
     repo.insert_units(s, source, [u.row() for u in made])
     pages = page_count if page_count is not None else sum(len(u.pages) or 1 for u in made)

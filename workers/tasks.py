@@ -96,7 +96,11 @@ def refresh_units(self: Task, run_id: str, unit_ids: list[str], held: dict[str, 
         raise _retry(self, e) from e
 
 
-@app.task(name=REPROCESS_TASK)
-def reprocess_scheduled() -> None:
-    """Celery beat's reprocess entry. Safe to run twice for one slot: the second finds the run made."""
-    get_reprocessor().scheduled()
+@app.task(name=REPROCESS_TASK, bind=True, max_retries=None)
+def reprocess_scheduled(self: Task) -> None:
+    """Celery beat's reprocess entry. Safe to run twice for one slot: the second finds the run made.
+    Retried like the other tasks: a Postgres restart at 02:00 skipped that night's run (the soak)."""
+    try:
+        get_reprocessor().scheduled()
+    except RETRIED as e:
+        raise self.retry(exc=e, countdown=_backoff(self.request.retries)) from e

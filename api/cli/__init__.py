@@ -16,6 +16,7 @@ from rich.markup import escape
 from api.cli.config_doc import register as register_config_doc
 from api.cli.history import register as register_history
 from api.cli.reprocess import register as register_reprocess
+from api.cli.soak import register as register_soak
 from jobs.config import get_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="vlmq: batch GLM-4.1V jobs.")
@@ -382,6 +383,7 @@ def dev_tiny_model(
 register_reprocess(app)
 register_config_doc(dev_app)
 register_history(app)
+register_soak(app)
 
 
 def _exit_for(job: dict[str, object]) -> None:

@@ -5,6 +5,7 @@ fixed-latency engine) and beat as separate processes, started as a user starts t
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -122,15 +123,28 @@ class Stack:
         self.procs[name] = proc
         return proc
 
-    def start_all(self) -> None:
+    def start_all(self, prep_workers: int = 1) -> None:
+        """The API, ``prep_workers`` prep workers (one holding 2 processes; several: one process each,
+        so that killing one leaves the others rendering), the GPU worker and beat."""
         self.start("api", "api", "--port", str(self.port))
-        self.start("worker-prep", "worker", "--queues", "prep", "--concurrency", "2")
+        for n in range(prep_workers):
+            self.start_prep(n, 2 if prep_workers == 1 else 1)
         self.start_gpu_worker()
         self.start("beat", "beat")
         wait_until(self._healthy, "the chaos stack's API", 120)
         # The first sweep on a fresh Redis finds no marker and treats it as a reset: let it pass before
         # a test submits, or it would re-enqueue that test's whole job once.
         wait_until(self._swept, "the first sweep", 120)
+
+    def start_prep(self, n: int = 0, concurrency: int = 1) -> ManagedProcess:
+        """Prep worker ``n``: "worker-prep" (the first), "worker-prep-2", ...; each its own Celery name."""
+        name = self.prep_name(n)
+        return self.start(name, "worker", "--queues", "prep", "--concurrency", str(concurrency),
+                          "--name", name)  # fmt: skip
+
+    @staticmethod
+    def prep_name(n: int) -> str:
+        return "worker-prep" if n == 0 else f"worker-prep-{n + 1}"
 
     def _swept(self) -> bool:
         client = self.redis()
@@ -161,11 +175,21 @@ class Stack:
         self.procs[name].proc.wait(10)
         return pid
 
+    def kill9_group(self, name: str) -> int:
+        """SIGKILL the process and everything in its group (a prep worker's pool, a GPU worker's result
+        writers): a machine or container lost at once."""
+        pid = self.procs[name].pid
+        with contextlib.suppress(ProcessLookupError):  # it had died already
+            os.killpg(pid, signal.SIGKILL)
+        self.procs[name].proc.wait(10)
+        return pid
+
     def stop(self) -> None:
         for p in reversed(list(self.procs.values())):
             p.stop()
         self.s3.down()
         self.redis_proc.stop()
+        self._s3.close()
 
     def logs(self) -> str:
         return "".join(p.read_text(errors="replace") for p in sorted((self.root / "logs").glob("*.log")))

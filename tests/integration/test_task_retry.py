@@ -197,3 +197,24 @@ def test_a_held_claim_takes_back_only_units_still_under_it(outage: Outage) -> No
         mine: (ItemStatus.RUNNING, 2),
         theirs: (ItemStatus.RUNNING, 2),
     }
+
+
+def test_the_nightly_reprocess_waits_out_a_postgres_outage(outage: Outage) -> None:
+    """Found by the soak: Postgres restarting at 02:00 failed the scheduled task for good, and that
+    night had no reprocessing run. It retries with backoff, and the night's run is made once."""
+    from jobs.models import ReprocessRun
+    from workers.tasks import reprocess_scheduled
+
+    get_context()  # the pools exist before the outage, as in a running worker
+    outage.begin()
+    back = _postgres_back(outage)
+    task_retry.connect(back, sender=reprocess_scheduled, weak=False)
+    try:
+        outcome = reprocess_scheduled.apply()
+    finally:
+        task_retry.disconnect(back, sender=reprocess_scheduled)
+    assert outcome.state == "SUCCESS", outcome.result
+    assert (outage.begun, outage.ended) == (1, 1)
+    with get_context().service.sessions() as s:
+        keys = list(s.scalars(select(ReprocessRun.dedupe_key).where(ReprocessRun.trigger == "schedule")))
+    assert len(keys) == 1 and keys[0].startswith("schedule:")

@@ -11,11 +11,13 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select, update
 
+from jobs import leases
 from jobs.config import Settings
 from jobs.errors import CorruptMedia
 from jobs.models import Item
 from jobs.schemas import JobCreate
 from jobs.service import JobService, build_service
+from jobs.status import ITEM_IN_FLIGHT, ITEM_WAITING, ItemStatus
 from jobs.sweeper import sweep
 from tests.integration.reprocess_fixtures import result
 
@@ -65,6 +67,19 @@ def test_nothing_is_recorded_after_a_cancel(service: JobService) -> None:
     assert service.add_units(src, _pages(3, 4)) is None  # prep stops rendering
     assert _units(service, src) == {1: "cancelled", 2: "cancelled"}
     assert service.finalize(job_id) and service.get("tenant-a", job_id).status == "cancelled"
+
+
+def test_the_last_chunk_of_a_source_failed_meanwhile_records_nothing(service: JobService) -> None:
+    """Found by the soak: a job expired while a file was rendered. Between the expiry failing its items
+    and closing the job (after its output files are written) the job still looks active, and the
+    prep's last chunk was recorded: pages left ready in an expired job, for ever."""
+    job_id, src = _source(service)
+    assert service.add_units(src, _pages(1, 1))
+    with service.sessions() as s, s.begin():  # control.expire's first step; the job is not closed yet
+        failed = ITEM_WAITING | ITEM_IN_FLIGHT
+        leases.set_status(s, job_id, failed, ItemStatus.FAILED, error_code="expired", error_message="x")
+    assert service.finish_prep(src, _pages(2, 3), page_count=3) == []
+    assert _units(service, src) == {1: "failed"}
 
 
 def test_a_source_whose_lease_was_lost_stops_its_first_worker(service: JobService) -> None:

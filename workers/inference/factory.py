@@ -19,7 +19,9 @@ def load_engine(settings: Settings) -> Engine:
     if m.engine == "fake":  # tests and benchmarks only: fixed latency, canned output
         from workers.inference.fake_engine import FakeEngine
 
-        return FakeEngine(settings.model_id, m.fake_latency_seconds)
+        return FakeEngine(
+            settings.model_id, m.fake_latency_seconds, m.fake_output_tokens, m.fake_token_seconds
+        )
     if m.engine == "vllm":
         from workers.inference.vllm_engine import VllmEngine  # GPU extra only
 
