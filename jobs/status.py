@@ -128,6 +128,18 @@ def allowed_moves(
     return frozenset(pairs | {(str(a), str(b)) for a, targets in reopen.items() for b in targets})
 
 
+# A reprocessing run's entries (jobs.reprocessing): a refresh is claimed (running), then changed,
+# unchanged or failed, or given back to pending; a retry entry closes with its item (changed or failed).
+ENTRY_TRANSITIONS: dict[str, frozenset[str]] = {
+    "pending": frozenset({"running", "changed", "failed"}),
+    "running": frozenset({"pending", "changed", "unchanged", "failed"}),
+    "changed": frozenset(),
+    "unchanged": frozenset(),
+    "failed": frozenset(),
+}
+
+ENTRY_OPEN = ("pending", "running")  # an item in an open entry is in a run now (one run at a time)
+
 EXPIRED_CODE = "expired"  # the error code of an item its job's expiry stopped (jobs.errors.Expired)
 
 

@@ -4,9 +4,9 @@ Each move is a compare-and-set ``UPDATE ... WHERE status IN (...)`` whose allowe
 jobs.status's tables (``item_sources_for``, ``job_sources_for``), so two workers racing on one row cannot
 both win; Postgres refuses any other move (migration 0009) and records every move it allows in
 ``events``, from and to (migration 0010): this module adds only who reopened items. The two deliberate
-reopenings (a user's retry, reprocessing) are here too, as the one way out of ``failed``. Reading rows
-and writing results is elsewhere (jobs.repository); reprocessing entries keep their own small state
-machine (jobs.reprocessing.runs).
+reopenings (a user's retry, reprocessing) are here too, as the one way out of ``failed``. Reprocessing
+runs and their entries move here too (``ENTRY_TRANSITIONS``). Reading rows and writing results is
+elsewhere (jobs.repository, jobs.reprocessing.runs).
 """
 
 from __future__ import annotations
@@ -14,16 +14,19 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, case, exists, null, true, tuple_, update
+from sqlalchemy import ColumnElement, and_, bindparam, case, exists, null, select, true, tuple_, update
 from sqlalchemy.orm import Session, aliased
 
 from jobs.clock import sql_now
 from jobs.leases import lease_until
-from jobs.models import Batch, Item, Job
+from jobs.models import Batch, Item, Job, ReprocessEntry, ReprocessRun
 from jobs.repository import PAGE_FAILED, add_event
 from jobs.status import (
+    ENTRY_OPEN,
+    ENTRY_TRANSITIONS,
     EXPIRED_CODE,
     ITEM_TERMINAL,
     JOB_ACTIVE,
@@ -34,6 +37,8 @@ from jobs.status import (
     names,
 )
 from jobs.work import Held
+
+E = ReprocessEntry
 
 
 def move_items(
@@ -231,3 +236,96 @@ def move_batch(
         .execution_options(synchronize_session=False)
     )
     return s.scalar(stmt) is not None
+
+
+# -- reprocessing: a run's entries (pending -> running -> changed | unchanged | failed) and the run --
+
+
+def claim_entries(s: Session, run_id: uuid.UUID, item_ids: Sequence[uuid.UUID]) -> list[Item]:
+    """Compare-and-set pending -> running on refresh entries whose page is still succeeded."""
+    still = exists().where(Item.id == E.item_id, Item.status == str(ItemStatus.SUCCEEDED))
+    claimed = s.scalars(
+        update(E)
+        .where(E.run_id == run_id, E.item_id.in_(item_ids), E.mode == "refresh", E.state == "pending", still)
+        .values(state="running", attempts=E.attempts + 1, updated_at=sql_now())
+        .returning(E.item_id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    return list(s.scalars(select(Item).where(Item.id.in_(claimed)).order_by(Item.page))) if claimed else []
+
+
+def take_back_entries(s: Session, run_id: uuid.UUID, held: Held, attempts_limit: int) -> None:
+    """Refresh entries still running under the claims ``held`` ({item id: the entry's attempts the claim
+    set}) back to pending, for the retry of the task that made them (take_back says why; an
+    entry's attempts are never reset). Entries whose attempts are spent are left to go stale."""
+    if held:
+        s.execute(
+            update(E)
+            .where(E.run_id == run_id, tuple_(E.item_id, E.attempts).in_(list(held.items())))
+            .where(E.state == "running", E.attempts < attempts_limit)
+            .values(state="pending", updated_at=sql_now())
+            .execution_options(synchronize_session=False)
+        )
+
+
+def move_entries(
+    s: Session, run_id: uuid.UUID, item_ids: Sequence[uuid.UUID], frm: str, to: str, **values: Any
+) -> list[uuid.UUID]:
+    """Compare-and-set on entries: those of ``item_ids`` in state ``frm`` go to ``to`` (a move
+    jobs.status.ENTRY_TRANSITIONS allows)."""
+    if to not in ENTRY_TRANSITIONS[frm]:
+        raise ValueError(f"a reprocessing entry does not move from {frm} to {to}")
+    if not item_ids:
+        return []
+    stmt = (
+        update(E)
+        .where(E.run_id == run_id, E.item_id.in_(item_ids), E.state == frm)
+        .values(state=to, updated_at=sql_now(), **values)
+        .returning(E.item_id)
+        .execution_options(synchronize_session=False)
+    )
+    return list(s.scalars(stmt))
+
+
+def settle_retries(s: Session, run_id: uuid.UUID) -> None:
+    """Retry entries whose item reached a terminal state close: succeeded -> changed, else failed."""
+    terminal = [str(x) for x in ITEM_TERMINAL]
+    ok = Item.status == str(ItemStatus.SUCCEEDED)
+    s.execute(
+        update(E)
+        .where(E.run_id == run_id, E.mode == "retry", E.state == "pending")
+        .where(E.item_id == Item.id, Item.status.in_(terminal))
+        .values(
+            state=case((ok, "changed"), else_="failed"),
+            error_code=case((ok, None), else_=Item.error_code),
+            error_message=case((ok, None), else_=Item.error_message),
+            updated_at=sql_now(),
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+def complete_run(s: Session, run_id: uuid.UUID, report: dict[str, Any]) -> bool:
+    """running -> completed once no entry is open; the winner stores the final report."""
+    open_entry = exists().where(E.run_id == run_id, E.state.in_(ENTRY_OPEN))
+    stmt = (
+        update(ReprocessRun)
+        .where(ReprocessRun.id == run_id, ReprocessRun.status == "running", ~open_entry)
+        .values(status="completed", completed_at=sql_now(), report=report)
+        .returning(ReprocessRun.id)
+        .execution_options(synchronize_session=False)
+    )
+    return s.scalar(stmt) is not None
+
+
+def stale_refreshes(s: Session, cutoff: datetime) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """Refresh entries that have not moved since ``cutoff`` (lost message or worker) go back to pending;
+    returns (run_id, item_id) to send again. A duplicate message is harmless: claims are compare-and-set."""
+    stmt = (
+        update(E)
+        .where(E.mode == "refresh", E.state.in_(ENTRY_OPEN), E.updated_at < cutoff)
+        .values(state="pending", updated_at=sql_now())
+        .returning(E.run_id, E.item_id)
+        .execution_options(synchronize_session=False)
+    )
+    return [(r, i) for r, i in s.execute(stmt)]

@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from jobs import clock
+from jobs import clock, transitions
 from jobs import repository as repo
 from jobs.errors import NotFound, VlmqError
 from jobs.models import Item, ReprocessRun
@@ -188,7 +188,7 @@ class Reprocessor:
 
     def resume(self, cutoff: datetime) -> int:
         with self.sessions() as s, s.begin():
-            stale = runs.stale_refreshes(s, cutoff)
+            stale = transitions.stale_refreshes(s, cutoff)
         by_run: dict[uuid.UUID, list[uuid.UUID]] = {}
         for run_id, item_id in stale:
             by_run.setdefault(run_id, []).append(item_id)
@@ -209,12 +209,12 @@ class Reprocessor:
             run = s.get(ReprocessRun, run_id)
             if run is None:
                 raise NotFound(f"reprocess run {run_id} not found")
-            runs.settle_retries(s, run_id)
+            transitions.settle_retries(s, run_id)
             report = _report(run, *runs.counts(s, run_id))
             if (
                 run.status == "running"
                 and report.pending == 0
-                and runs.complete_run(s, run_id, report.model_dump(mode="json"))
+                and transitions.complete_run(s, run_id, report.model_dump(mode="json"))
             ):
                 s.refresh(run)
                 report = _report(run, *runs.counts(s, run_id))
@@ -241,8 +241,8 @@ class RefreshLane:
     def claim(self, unit_ids: Sequence[uuid.UUID], held: Held | None = None) -> list[UnitWork]:
         """The entry is the claim, its attempts the claim's count (``held``: runs.take_back)."""
         with self.sessions() as s, s.begin():
-            runs.take_back(s, self.run_id, held or {}, self.rp.settings.limits.max_attempts)
-            items = runs.claim(s, self.run_id, unit_ids)
+            transitions.take_back_entries(s, self.run_id, held or {}, self.rp.settings.limits.max_attempts)
+            items = transitions.claim_entries(s, self.run_id, unit_ids)
             tried = runs.attempts(s, self.run_id, [i.id for i in items])
             return [replace(u, attempt=tried[u.id]) for u in self.rp.jobs.unit_work(s, items)]
 
@@ -251,7 +251,9 @@ class RefreshLane:
             for unit, result in done:
                 before = runs.current_answer(s, unit.id)
                 outcome = "unchanged" if before == result["answer"] else "changed"
-                if runs.move(s, self.run_id, [unit.id], "running", outcome, to_version=unit.version):
+                if transitions.move_entries(
+                    s, self.run_id, [unit.id], "running", outcome, to_version=unit.version
+                ):
                     repo.upsert_result(
                         s, {"job_id": unit.job_id, "item_id": unit.id, "version": unit.version, **result}
                     )
@@ -260,7 +262,7 @@ class RefreshLane:
 
     def fail(self, unit_ids: Sequence[uuid.UUID], error: VlmqError) -> None:
         with self.sessions() as s, s.begin():
-            runs.move(s, self.run_id, unit_ids, "running", "failed", **_error(error))
+            transitions.move_entries(s, self.run_id, unit_ids, "running", "failed", **_error(error))
 
     def give_back(self, unit_ids: Sequence[uuid.UUID], error: VlmqError) -> list[uuid.UUID]:
         """Entries with attempts left go back to pending (returned); the others fail with ``error``."""
@@ -268,9 +270,9 @@ class RefreshLane:
         with self.sessions() as s, s.begin():
             tried = runs.attempts(s, self.run_id, unit_ids)
             again = [i for i in unit_ids if tried.get(i, limit) < limit]
-            back = runs.move(s, self.run_id, again, "running", "pending")
+            back = transitions.move_entries(s, self.run_id, again, "running", "pending")
             spent = [i for i in unit_ids if i not in set(back)]
-            runs.move(s, self.run_id, spent, "running", "failed", **_error(error))
+            transitions.move_entries(s, self.run_id, spent, "running", "failed", **_error(error))
         return back
 
     def settle(self, units: Sequence[UnitWork]) -> None:

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, case, exists, func, literal, select, text, tuple_, update
+from sqlalchemy import Select, func, literal, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
@@ -19,8 +18,6 @@ from jobs import transitions
 from jobs.clock import sql_now
 from jobs.models import Item, Job, ReprocessEntry, ReprocessRun, Result
 from jobs.reprocessing.selection import OPEN_STATES, Target
-from jobs.status import ITEM_TERMINAL, ItemStatus
-from jobs.work import Held
 
 # pg_advisory_xact_lock key: every run is selected and inserted under it, one at a time.
 RUN_LOCK = 0x766C6D71_72657072  # "vlmqrepr"
@@ -88,74 +85,13 @@ def work(s: Session, run_id: uuid.UUID) -> list[tuple[uuid.UUID, str, bool]]:
     return [(i, m, bool(src)) for i, m, src in s.execute(q)]
 
 
-def claim(s: Session, run_id: uuid.UUID, item_ids: Sequence[uuid.UUID]) -> list[Item]:
-    """Compare-and-set pending -> running on refresh entries whose page is still succeeded."""
-    still = exists().where(Item.id == E.item_id, Item.status == str(ItemStatus.SUCCEEDED))
-    claimed = s.scalars(
-        update(E)
-        .where(E.run_id == run_id, E.item_id.in_(item_ids), E.mode == "refresh", E.state == "pending", still)
-        .values(state="running", attempts=E.attempts + 1, updated_at=sql_now())
-        .returning(E.item_id)
-        .execution_options(synchronize_session=False)
-    ).all()
-    return list(s.scalars(select(Item).where(Item.id.in_(claimed)).order_by(Item.page))) if claimed else []
-
-
-def take_back(s: Session, run_id: uuid.UUID, held: Held, attempts_limit: int) -> None:
-    """Refresh entries still running under the claims ``held`` ({item id: the entry's attempts the claim
-    set}) back to pending, for the retry of the task that made them (transitions.take_back says why; an
-    entry's attempts are never reset). Entries whose attempts are spent are left to go stale."""
-    if held:
-        s.execute(
-            update(E)
-            .where(E.run_id == run_id, tuple_(E.item_id, E.attempts).in_(list(held.items())))
-            .where(E.state == "running", E.attempts < attempts_limit)
-            .values(state="pending", updated_at=sql_now())
-            .execution_options(synchronize_session=False)
-        )
-
-
 def current_answer(s: Session, item_id: uuid.UUID) -> str | None:
     return s.scalar(select(Result.answer).where(Result.item_id == item_id, Result.is_current))
-
-
-def move(
-    s: Session, run_id: uuid.UUID, item_ids: Sequence[uuid.UUID], frm: str, to: str, **values: Any
-) -> list[uuid.UUID]:
-    """Compare-and-set on entries: those of ``item_ids`` in state ``frm`` go to ``to``."""
-    if not item_ids:
-        return []
-    stmt = (
-        update(E)
-        .where(E.run_id == run_id, E.item_id.in_(item_ids), E.state == frm)
-        .values(state=to, updated_at=sql_now(), **values)
-        .returning(E.item_id)
-        .execution_options(synchronize_session=False)
-    )
-    return list(s.scalars(stmt))
 
 
 def attempts(s: Session, run_id: uuid.UUID, item_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
     q = select(E.item_id, E.attempts).where(E.run_id == run_id, E.item_id.in_(item_ids))
     return {i: int(n) for i, n in s.execute(q)}
-
-
-def settle_retries(s: Session, run_id: uuid.UUID) -> None:
-    """Retry entries whose item reached a terminal state close: succeeded -> changed, else failed."""
-    terminal = [str(x) for x in ITEM_TERMINAL]
-    ok = Item.status == str(ItemStatus.SUCCEEDED)
-    s.execute(
-        update(E)
-        .where(E.run_id == run_id, E.mode == "retry", E.state == "pending")
-        .where(E.item_id == Item.id, Item.status.in_(terminal))
-        .values(
-            state=case((ok, "changed"), else_="failed"),
-            error_code=case((ok, None), else_=Item.error_code),
-            error_message=case((ok, None), else_=Item.error_message),
-            updated_at=sql_now(),
-        )
-        .execution_options(synchronize_session=False)
-    )
 
 
 def open_refreshes(s: Session, run_id: uuid.UUID, job_id: uuid.UUID) -> int:
@@ -173,34 +109,8 @@ def counts(s: Session, run_id: uuid.UUID) -> tuple[dict[str, int], dict[str, int
     return {k: int(n) for k, n in by_state}, {k: int(n) for k, n in by_reason}
 
 
-def complete_run(s: Session, run_id: uuid.UUID, report: dict[str, Any]) -> bool:
-    """running -> completed once no entry is open; the winner stores the final report."""
-    open_entry = exists().where(E.run_id == run_id, E.state.in_(OPEN_STATES))
-    stmt = (
-        update(ReprocessRun)
-        .where(ReprocessRun.id == run_id, ReprocessRun.status == "running", ~open_entry)
-        .values(status="completed", completed_at=sql_now(), report=report)
-        .returning(ReprocessRun.id)
-        .execution_options(synchronize_session=False)
-    )
-    return s.scalar(stmt) is not None
-
-
 def open_runs(s: Session) -> list[uuid.UUID]:
     return list(s.scalars(select(ReprocessRun.id).where(ReprocessRun.status == "running")))
-
-
-def stale_refreshes(s: Session, cutoff: datetime) -> list[tuple[uuid.UUID, uuid.UUID]]:
-    """Refresh entries that have not moved since ``cutoff`` (lost message or worker) go back to pending;
-    returns (run_id, item_id) to send again. A duplicate message is harmless: claims are compare-and-set."""
-    stmt = (
-        update(E)
-        .where(E.mode == "refresh", E.state.in_(OPEN_STATES), E.updated_at < cutoff)
-        .values(state="pending", updated_at=sql_now())
-        .returning(E.run_id, E.item_id)
-        .execution_options(synchronize_session=False)
-    )
-    return [(r, i) for r, i in s.execute(stmt)]
 
 
 def recent_runs(s: Session, limit: int) -> list[ReprocessRun]:

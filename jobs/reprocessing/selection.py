@@ -24,9 +24,9 @@ from sqlalchemy.orm import aliased
 from jobs.config import Settings
 from jobs.models import Item, Job, ReprocessEntry, Result
 from jobs.prompts import presets
-from jobs.status import ItemStatus, JobStatus
+from jobs.status import ENTRY_OPEN, ItemStatus, JobStatus
 
-OPEN_STATES = ("pending", "running")
+OPEN_STATES = ENTRY_OPEN
 
 
 class Rules(BaseModel):

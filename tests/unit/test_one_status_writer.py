@@ -1,6 +1,6 @@
-"""One place writes a status: every UPDATE that sets a job's, an item's or a batch's status is in
-jobs/transitions.py (inserts set the first state where the row is made; reprocessing entries and runs keep
-their own small state machine in jobs/reprocessing/runs.py)."""
+"""One place writes a status: every UPDATE that sets the status of a job, an item, an OpenAI batch, a
+reprocessing run or one of its entries is in jobs/transitions.py (inserts set the first state where the
+row is made)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-WRITER = re.compile(r"\.values\((?:[^()]|\([^()]*\))*\bstatus\s*=", re.S)
-ALLOWED = {"jobs/transitions.py", "jobs/reprocessing/runs.py"}
+WRITER = re.compile(r"\.values\((?:[^()]|\([^()]*\))*\b(?:status|state)\s*=", re.S)
+ALLOWED = {"jobs/transitions.py"}
 
 
 def test_only_transitions_sets_a_status() -> None:
