@@ -7,22 +7,23 @@ from __future__ import annotations
 
 import uuid
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from jobs import leases, transitions
 from jobs import repository as repo
+from jobs import transitions
 from jobs.config import Settings
 from jobs.errors import Conflict, Expired, NotFound, TenantLimitExceeded
-from jobs.models import Item
-from jobs.status import ITEM_IN_FLIGHT, ITEM_WAITING, ItemStatus, JobStatus
+from jobs.models import Item, Job
+from jobs.status import ITEM_IN_FLIGHT, ITEM_WAITING, JOB_TERMINAL, ItemStatus, JobStatus, names
 
 
 def check_tenant(s: Session, settings: Settings, tenant: str, new_items: int) -> None:
     """Raise TenantLimitExceeded (HTTP 429) when this job would take the tenant over its limits.
     Holds a per-tenant lock to the end of the transaction, so concurrent submissions queue up here."""
     lim = settings.limits
-    leases.lock_tenant(s, tenant)
-    jobs, items = leases.tenant_load(s, tenant)
+    lock_tenant(s, tenant)
+    jobs, items = tenant_load(s, tenant)
     if jobs + 1 > lim.max_active_jobs_per_tenant:
         raise TenantLimitExceeded(
             f"tenant {tenant!r} has {jobs} unfinished jobs; the limit is {lim.max_active_jobs_per_tenant}. "
@@ -83,3 +84,17 @@ def expire(s: Session, job_id: uuid.UUID) -> bool:
     )
     transitions.settle_sources(s, job_id)
     return True
+
+
+def lock_tenant(s: Session, tenant: str) -> None:
+    """Serialise one tenant's submissions, so two at once cannot both pass the limit check."""
+    s.execute(select(func.pg_advisory_xact_lock(func.hashtext("vlmq-tenant:" + tenant))))
+
+
+def tenant_load(s: Session, tenant: str) -> tuple[int, int]:
+    """(unfinished jobs, items in them) of ``tenant``."""
+    q = select(func.count(), func.coalesce(func.sum(Job.total_items), 0)).where(
+        Job.tenant == tenant, Job.status.not_in(names(JOB_TERMINAL))
+    )
+    jobs, items = s.execute(q).one()
+    return int(jobs), int(items)

@@ -1,5 +1,5 @@
-"""SQL for recovery and control: leases and their heartbeat, the sweeper's queries, cancellation,
-expiry, reopening failed items (a user's retry and reprocessing) and per-tenant load. Same rule as
+"""SQL of leases and recovery: claims' leases and their heartbeat, and the sweeper's queries (expired
+leases, waiting items to enqueue again, idle and expired jobs). Same rule as
 jobs.repository: every state change is one compare-and-set UPDATE, so a sweeper racing a worker (or two
 sweepers) cannot move a row twice.
 """
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, exists, func, select, update
+from sqlalchemy import ColumnElement, exists, select, update
 from sqlalchemy.orm import Session
 
 from jobs.clock import sql_now
@@ -45,20 +45,6 @@ def job_statuses(s: Session, job_ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
     if not job_ids:
         return {}
     return {j: st for j, st in s.execute(select(Job.id, Job.status).where(Job.id.in_(job_ids)))}
-
-
-def lock_tenant(s: Session, tenant: str) -> None:
-    """Serialise one tenant's submissions, so two at once cannot both pass the limit check."""
-    s.execute(select(func.pg_advisory_xact_lock(func.hashtext("vlmq-tenant:" + tenant))))
-
-
-def tenant_load(s: Session, tenant: str) -> tuple[int, int]:
-    """(unfinished jobs, items in them) of ``tenant``."""
-    q = select(func.count(), func.coalesce(func.sum(Job.total_items), 0)).where(
-        Job.tenant == tenant, Job.status.not_in(names(JOB_TERMINAL))
-    )
-    jobs, items = s.execute(q).one()
-    return int(jobs), int(items)
 
 
 def expired_leases(s: Session, limit: int) -> list[Item]:

@@ -1,5 +1,7 @@
-"""All SQL. Every state change is one compare-and-set UPDATE ... WHERE status IN (allowed sources),
-so concurrent or repeated deliveries of the same message cannot move a row twice.
+"""SQL of a job's rows: reading jobs and items, inserting sources and units, storing results (upserts
+on (item, version)), counting outcomes (the one counting query), the result lines' query, and the event
+log. Status changes are jobs.transitions'; leases and the sweeper's queries jobs.leases'; the OpenAI
+files and batches jobs.openai.repository's; reprocessing entries jobs.reprocessing.runs'.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from jobs.config import Settings, get_settings
 from jobs.reprocessing.reprocessor import Reprocessor
 from jobs.service import JobService, build_service
 
-Lane = Literal["normal", "low"]
+Priority = Literal["normal", "low"]
 
 
 @dataclass(frozen=True)
@@ -22,27 +22,27 @@ class WorkerContext:
     store: BlobStore
 
 
-_contexts: dict[Lane, WorkerContext] = {}
+_contexts: dict[Priority, WorkerContext] = {}
 _lock = threading.Lock()
 
 
-def get_context(lane: Lane = "normal") -> WorkerContext:
-    """The process's context for a lane, built once. The low lane's sends the work it makes (a re-prepped
-    source's pages) to the low queues.
+def get_context(priority: Priority = "normal") -> WorkerContext:
+    """The process's context for a priority, built once. The low one sends the work it makes (a
+    re-prepped source's pages) to the low queues. (Not a claim lane: those are workers.lanes.)
 
     Locked: a GPU worker's task threads all start at once, and each building its own (a database pool,
     an S3 client: ~0.1 s of GIL-bound work each) delayed the first batches by seconds. The worker also
-    builds the normal lane's before taking tasks.
+    builds the normal one before taking tasks.
     """
     with _lock:
-        if lane not in _contexts:
+        if priority not in _contexts:
             settings = get_settings()
             service = build_service(settings)
-            if lane == "low":
+            if priority == "low":
                 dispatcher = CeleryDispatcher(settings, low=True)
                 service = JobService(service.sessions, service.store, dispatcher, settings)
-            _contexts[lane] = WorkerContext(settings, service, service.store)
-        return _contexts[lane]
+            _contexts[priority] = WorkerContext(settings, service, service.store)
+        return _contexts[priority]
 
 
 def get_reprocessor() -> Reprocessor:

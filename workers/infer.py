@@ -78,7 +78,7 @@ def run(
             )
             with beat:  # stored while the heartbeat still renews the units' leases
                 answered = _run(
-                    ctx, engine, lane, results.going_on(ctx, units), lambda: bool(beat.stopped_jobs)
+                    ctx, engine, lane, results.drop_stopped(ctx, units), lambda: bool(beat.stopped_jobs)
                 )
                 _finish(ctx, lane, units, answered, facts, writer)
         else:

@@ -54,7 +54,7 @@ def finish(
     written ``s3.put_concurrency`` at once; if one cannot be written, the results whose payloads were
     written are still stored and the first error is raised (the caller gives the rest back and settles)."""
     done_units = [a.unit for a in answered]
-    live = {u.id for u in going_on(ctx, done_units)} if lane.leased else {u.id for u in done_units}
+    live = {u.id for u in drop_stopped(ctx, done_units)} if lane.leased else {u.id for u in done_units}
     done, error = _store_all(ctx, engine, [a for a in answered if a.unit.id in live])
     lane.complete(done)  # one transaction for the batch, for the payloads that were written
     if error is not None:
@@ -85,7 +85,7 @@ def _try_store(ctx: WorkerContext, engine: EngineFacts, a: Answered) -> dict[str
         return e
 
 
-def going_on(ctx: WorkerContext, units: list[UnitWork]) -> list[UnitWork]:
+def drop_stopped(ctx: WorkerContext, units: list[UnitWork]) -> list[UnitWork]:
     """The units whose job is still active; the others are cancelled (or failed ``expired``) here."""
     by_job: dict[uuid.UUID, list[uuid.UUID]] = {}
     for u in units:

@@ -21,7 +21,7 @@ from jobs.errors import RetryableError
 from workers import infer, prep
 from workers.backoff import backoff
 from workers.celery_app import app
-from workers.context import Lane, get_context, get_reprocessor
+from workers.context import Priority, get_context, get_reprocessor
 from workers.heartbeat import Heartbeat
 from workers.inference.factory import get_engine
 
@@ -52,7 +52,7 @@ def _held(held: dict[str, int] | None) -> dict[uuid.UUID, int]:
 
 
 @app.task(name=PREP_TASK, bind=True, max_retries=None)
-def prep_source(self: Task, item_id: str, lane: Lane = "normal") -> None:
+def prep_source(self: Task, item_id: str, lane: Priority = "normal") -> None:
     ctx = get_context(lane)
     try:
         with Heartbeat(ctx.service, [uuid.UUID(item_id)], ctx.settings.queue.heartbeat_seconds):

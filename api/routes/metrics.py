@@ -21,8 +21,8 @@ from api.deps import SettingsDep
 from jobs.adapters.dispatch import GPU_QUEUE, PREP_QUEUE, broker_url
 from jobs.config import Settings
 from jobs.errors import Forbidden, Unauthorized
-from jobs.openai import repository as brepo
 from jobs.service import JobService
+from jobs.views import queries
 
 router = APIRouter(tags=["health"])
 
@@ -72,7 +72,7 @@ class StateCollector(Collector):
 
     def _states(self) -> Iterator[GaugeMetricFamily]:
         with self.service.sessions() as s:
-            items, jobs = brepo.open_items_by_status(s), brepo.jobs_by_status(s)
+            items, jobs = queries.open_items_by_status(s), queries.jobs_by_status(s)
         by_item = GaugeMetricFamily("vlmq_items", "Items not yet terminal, by status", labels=["status"])
         for status, n in items.items():
             by_item.add_metric([status], n)

@@ -6,16 +6,15 @@ other; the same habit holds: every batch state change is one compare-and-set UPD
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select, tuple_, update
+from sqlalchemy import select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from jobs.clock import sql_now
-from jobs.models import OPEN_ITEM_STATES, Batch, File, Item, Job
+from jobs.models import Batch, File
 
 
 def insert_file(s: Session, values: dict[str, Any]) -> None:
@@ -89,31 +88,3 @@ def stale_finalizing(s: Session, batch_id: str, older_than: timedelta) -> bool:
         .execution_options(synchronize_session=False)
     )
     return s.scalar(stmt) is not None
-
-
-# -- the results page --------------------------------------------------------------------------------
-
-
-def list_jobs(s: Session, tenant: str, limit: int, offset: int) -> list[Job]:
-    """The tenant's newest jobs (their counts: jobs.repository.outcome_counts, as every view's)."""
-    q = select(Job).where(Job.tenant == tenant).order_by(Job.created_at.desc(), Job.id)
-    return list(s.scalars(q.limit(limit).offset(offset)))
-
-
-def unit_in_job(s: Session, job_id: uuid.UUID, item_id: uuid.UUID) -> Item | None:
-    return s.scalar(select(Item).where(Item.id == item_id, Item.job_id == job_id))
-
-
-# -- /metrics ----------------------------------------------------------------------------------------
-
-
-def open_items_by_status(s: Session) -> dict[str, int]:
-    """Items still moving, by status: an index-only count on the partial index ix_items_open_status."""
-    q = select(Item.status, func.count()).where(Item.status.in_(OPEN_ITEM_STATES)).group_by(Item.status)
-    found = {status: int(n) for status, n in s.execute(q)}
-    return {st: found.get(st, 0) for st in OPEN_ITEM_STATES}
-
-
-def jobs_by_status(s: Session) -> dict[str, int]:
-    q = select(Job.status, func.count()).group_by(Job.status)
-    return {status: int(n) for status, n in s.execute(q)}

@@ -9,11 +9,10 @@ from datetime import datetime
 
 from jobs import repository as repo
 from jobs.errors import NotFound
-from jobs.openai import repository as brepo
 from jobs.schemas import Counts, JobOut
 from jobs.service import JobService
 from jobs.status import outcome
-from jobs.views import lines
+from jobs.views import lines, queries
 
 
 @dataclass(frozen=True)
@@ -43,7 +42,7 @@ class PageRow:
 
 def jobs(service: JobService, tenant: str, limit: int, offset: int) -> list[JobRow]:
     with service.sessions() as s:
-        rows = brepo.list_jobs(s, tenant, limit, offset)
+        rows = queries.list_jobs(s, tenant, limit, offset)
         counts = repo.outcome_counts(s, [job.id for job in rows], sources=False)
     return [JobRow(job.id, job.status, job.created_at, counts[job.id]) for job in rows]
 
@@ -79,7 +78,7 @@ def page_media(service: JobService, tenant: str, job_id: uuid.UUID, unit_id: uui
     """(the unit's media key, its bytes): a page's PNG, or a video's clip that the page must draw."""
     service.get(tenant, job_id)  # NotFound for another tenant's job
     with service.sessions() as s:
-        unit = brepo.unit_in_job(s, job_id, unit_id)
+        unit = queries.unit_in_job(s, job_id, unit_id)
     if unit is None or not unit.media_key:
         raise NotFound(f"page {unit_id} not found in job {job_id}")
     return unit.media_key, service.store.get(unit.media_key)

@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select, update
 
-from jobs import leases
+from jobs import transitions
 from jobs.config import Settings
 from jobs.errors import CorruptMedia
 from jobs.models import Item
@@ -77,7 +77,7 @@ def test_the_last_chunk_of_a_source_failed_meanwhile_records_nothing(service: Jo
     assert service.add_units(src, _pages(1, 1))
     with service.sessions() as s, s.begin():  # control.expire's first step; the job is not closed yet
         failed = ITEM_WAITING | ITEM_IN_FLIGHT
-        leases.set_status(s, job_id, failed, ItemStatus.FAILED, error_code="expired", error_message="x")
+        transitions.set_status(s, job_id, failed, ItemStatus.FAILED, error_code="expired", error_message="x")
     assert service.finish_prep(src, _pages(2, 3), page_count=3) == []
     assert _units(service, src) == {1: "failed"}
 

@@ -22,24 +22,32 @@ from tests.soak.invariants import Checker, Violation
 from tests.soak.system import METRICS_TOKEN, TENANTS, System
 
 UI_ROW = re.compile(
-    r'<tr data-job="([^"]+)">.*?<td class="status">([^<]+)</td>\s*<td>(\d+)/(\d+)'
-    r'(?: <span class="error">(\d+) failed</span>)?',
-    re.DOTALL,
+    r'<tr data-job="([^"]+)">.*?<td class="status">([^<]+)</td>\s*<td>(\d+)/(\d+)(.*?)</td>', re.DOTALL
 )
-FACTS = """
-SELECT j.id::text, j.tenant, j.status,
-  count(*) FILTER (WHERE i.parent_id IS NULL),
-  count(*) FILTER (WHERE i.parent_id IS NULL AND i.status = 'succeeded'),
-  count(*) FILTER (WHERE i.parent_id IS NULL AND i.status IN ('failed', 'cancelled')),
-  count(*) FILTER (WHERE i.parent_id IS NOT NULL),
-  count(*) FILTER (WHERE i.parent_id IS NOT NULL AND i.status = 'succeeded'),
-  count(*) FILTER (WHERE i.parent_id IS NOT NULL AND i.status IN ('failed', 'cancelled'))
-FROM jobs j JOIN items i ON i.job_id = j.id GROUP BY j.id"""
+UI_OUTCOME = re.compile(r'<span class="(error|cancelled|expired)">(\d+) ')
+# Each item's outcome, spelled out from its stored status as jobs.status.outcome does (written again here
+# on purpose: the soak checks the product's counting, it does not reuse it).
+_KIND = {"sources": "i.parent_id IS NULL", "units": "i.parent_id IS NOT NULL"}
+_OUTCOME = {
+    "succeeded": "i.status = 'succeeded'",
+    "failed": "i.status = 'failed' AND i.error_code IS DISTINCT FROM 'expired'",
+    "cancelled": "i.status = 'cancelled'",
+    "expired": "i.status = 'failed' AND i.error_code = 'expired'",
+}
+FACTS = (
+    "SELECT j.id::text, j.tenant, j.status, "
+    + ", ".join(
+        f"count(*) FILTER (WHERE {kind})"
+        + "".join(f", count(*) FILTER (WHERE {kind} AND {o})" for o in _OUTCOME.values())
+        for kind in _KIND.values()
+    )
+    + " FROM jobs j JOIN items i ON i.job_id = j.id GROUP BY j.id"
+)
 
 
-def _counts(c: dict[str, int]) -> tuple[int, int, int]:
-    """(total, completed, failed and cancelled): however a view splits the last two."""
-    return c["total"], c["completed"], c["failed"] + c.get("cancelled", 0)
+def _counts(c: dict[str, int]) -> tuple[int, int, int, int, int]:
+    """(total, completed, failed, cancelled, expired): the outcome model every view shares."""
+    return c["total"], c["completed"], c["failed"], c["cancelled"], c["expired"]
 
 
 class Views:
@@ -73,7 +81,7 @@ class Views:
 
     def _api(self, job_id: str, row: tuple[Any, ...]) -> dict[str, Any]:
         job = self.http[row[1]].get(f"/v1/jobs/{job_id}").json()
-        want = (row[2], (row[3], row[4], row[5]), (row[6], row[7], row[8]))
+        want = (row[2], tuple(row[3:8]), tuple(row[8:13]))
         seen = (job["status"], _counts(job["request_counts"]), _counts(job["page_counts"]))
         if seen != want:
             self._fail("api_counts_differ_from_postgres", f"{job_id}: api {seen}, postgres {want}")
@@ -102,21 +110,30 @@ class Views:
             return ""
 
     def _ui(self, api: dict[str, dict[str, Any]], facts: dict[str, tuple[Any, ...]]) -> None:
-        seen: dict[str, tuple[str, int, int, int]] = {}
+        seen: dict[str, tuple[str, int, int, int, int, int]] = {}
         for tenant in TENANTS:
             offset = 0
             while True:
                 page = self.ui[tenant].get("/ui", params={"offset": offset, "limit": 500}).text
                 rows = UI_ROW.findall(page)
-                for job_id, status, done, total, failed in rows:
-                    seen[job_id] = (status, int(done), int(total), int(failed or 0))
+                for job_id, status, done, total, rest in rows:
+                    counts = {k: int(n) for k, n in UI_OUTCOME.findall(rest)}
+                    seen[job_id] = (status, int(done), int(total), counts.get("error", 0),
+                                    counts.get("cancelled", 0), counts.get("expired", 0))  # fmt: skip
                 if len(rows) < 500:
                     break
                 offset += 500
         for job_id, job in _ended(api).items():
             pc = job["page_counts"]
-            total, completed, failed = _counts(pc)
-            want = (job["status"], completed + failed, total, failed)
+            total, completed, failed, cancelled, expired = _counts(pc)
+            want = (
+                job["status"],
+                completed + failed + cancelled + expired,
+                total,
+                failed,
+                cancelled,
+                expired,
+            )
             if seen.get(job_id) != want:
                 self._fail("ui_differs_from_api", f"{job_id}: ui {seen.get(job_id)}, api {want}")
 
@@ -147,14 +164,13 @@ class Views:
         ):
             b = self.http["openai"].get(f"/v1/batches/{batch_id}").json()
             job = api.get(str(job_id)) if job_id else None
-            rc = job["request_counts"] if job else {"completed": 0, "failed": 0}
-            want = {
-                "total": total,
-                "completed": rc["completed"],
-                "failed": _counts({"total": 0, **rc})[2] + rejected,
-            }
+            rc = job["request_counts"] if job else {}
+            # OpenAI's request_counts have completed and failed only: a request that did not run
+            # (cancelled, expired) or was refused at creation counts as failed there.
+            not_ok = rc.get("failed", 0) + rc.get("cancelled", 0) + rc.get("expired", 0) + rejected
+            want = {"total": total, "completed": rc.get("completed", 0), "failed": not_ok}
             got = b["request_counts"]
-            if (got["total"], got["completed"], _counts(got)[2]) != (
+            if (got["total"], got["completed"], got["failed"]) != (
                 want["total"],
                 want["completed"],
                 want["failed"],
