@@ -5,14 +5,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import text
 
+from api.app import create_app
 from jobs.adapters.db import session_factory
 from jobs.config import Settings
-from jobs.service import JobService
+from jobs.service import JobService, build_service
 from tests.conftest import RUN_ID, migrated_database
 from tests.fakes import MemoryDispatcher, MemoryStore
 from tests.integration import with_section
+from workers.context import WorkerContext
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +33,20 @@ def simulated(settings: Settings, clock_db: str) -> Iterator[Settings]:
     yield moved
     with session_factory(moved)() as s, s.begin():
         s.execute(text("DELETE FROM vlmq_clock"))
+
+
+@pytest.fixture
+def ctx(settings: Settings) -> WorkerContext:
+    """A worker's context on the session's services (what a prep or GPU task is handed)."""
+    service = build_service(settings)
+    return WorkerContext(settings, service, service.store)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    """The real API in process, on the session's services."""
+    with TestClient(create_app(settings)) as c:
+        yield c
 
 
 def service_on(settings: Settings) -> JobService:

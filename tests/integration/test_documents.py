@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,10 +13,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy import select
 
-from api.app import create_app
 from jobs.config import Settings
 from jobs.models import Item
-from jobs.service import build_service
 from jobs.status import ItemStatus
 from tests.fakes import FakeEngine
 from tests.fixtures.make_fixtures import PASSWORD, encrypted_pdf, scanned_pdf, text_pdf
@@ -27,18 +24,6 @@ from workers.media.images import encode_png
 
 A = {"Authorization": "Bearer test-key"}
 BOXED = "<think>Found it.</think><answer><|begin_of_box|>[[100,250,500,750]]<|end_of_box|></answer>"
-
-
-@pytest.fixture
-def ctx(settings: Settings) -> WorkerContext:
-    service = build_service(settings)
-    return WorkerContext(settings, service, service.store)
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as c:
-        yield c
 
 
 def run_job(client: TestClient, ctx: WorkerContext, engine: FakeEngine, **post: Any) -> list[dict[str, Any]]:

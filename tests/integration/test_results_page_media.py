@@ -6,18 +6,13 @@ from __future__ import annotations
 
 import io
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy import select
 
-from api.app import create_app
-from jobs.config import Settings
 from jobs.models import Item
-from jobs.service import build_service
 from tests.fixtures.videos import GOOD
 from workers import prep
 from workers.context import WorkerContext
@@ -25,18 +20,6 @@ from workers.media import clip, sheet
 
 A = {"Authorization": "Bearer test-key"}
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-
-
-@pytest.fixture
-def ctx(settings: Settings) -> WorkerContext:
-    service = build_service(settings)
-    return WorkerContext(settings, service, service.store)
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as c:
-        yield c
 
 
 def prepared_video(client: TestClient, ctx: WorkerContext) -> tuple[str, str]:
