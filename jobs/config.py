@@ -270,6 +270,9 @@ class ReprocessSettings(BaseModel):
     # A refresh still pending or running this long after its last move is given back and re-sent by
     # the next scheduled run (its message or its worker was lost).
     lease_s: int = Field(default=6 * 3600, ge=60)
+    # A slot with no run this long after its time (beat's message lost: a retry held by a worker killed
+    # meanwhile waits for Redis' visibility timeout) is sent again by the sweeper; 0: never caught up.
+    catch_up_s: int = Field(default=6 * 3600, ge=0)
 
     @field_validator("schedule")
     @classmethod

@@ -24,13 +24,18 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
 
-from jobs import control, leases, transitions
+from jobs import clock, control, leases, transitions
 from jobs import repository as repo
 from jobs.errors import LeaseExpired
+from jobs.reprocessing import runs
+from jobs.reprocessing.reprocessor import schedule_slot, slot_key
 from jobs.service import JobService
 from jobs.status import JOB_ACTIVE, ItemStatus, JobStatus
 
 log = logging.getLogger(__name__)
+
+
+CATCH_UP_AFTER_S = 300  # beat's own message is given this long to start the slot's run
 
 
 @dataclass
@@ -42,6 +47,7 @@ class SweepReport:
     broker_reset: bool = False
     requeued: int = 0
     events_deleted: int = 0  # past queue.event_retention_days
+    nightly_resent: bool = False  # the schedule's slot had no run: its message was sent again
     finalized: list[uuid.UUID] = field(default_factory=list)
 
     @property
@@ -63,6 +69,25 @@ def _expire(service: JobService, job_id: uuid.UUID) -> bool:
     with service.sessions() as s, s.begin():
         expiring = control.expire(s, job_id)
     return expiring and service.close_job(job_id, JobStatus.EXPIRED)
+
+
+def _catch_up_nightly(service: JobService) -> bool:
+    """The scheduled reprocess of the current slot, sent again when the slot has no run yet (its message
+    was lost) and is younger than ``reprocess.catch_up_s``; a duplicate is harmless (one run a slot).
+    Postgres says which slot should have run, as it says which items should be moving."""
+    cfg = service.settings.reprocess
+    send = getattr(service.dispatcher, "reprocess_scheduled", None)
+    if not cfg.schedule or not cfg.catch_up_s or send is None:
+        return False
+    with service.sessions() as s:
+        now = clock.now(s)
+        slot = schedule_slot(cfg.schedule, now)
+        late = (now - slot).total_seconds()
+        if not CATCH_UP_AFTER_S < late < cfg.catch_up_s or runs.run_by_key(s, slot_key(slot)) is not None:
+            return False
+    log.warning("sweep: no reprocess run for the slot %s yet; sending it again", slot)
+    send()
+    return True
 
 
 def _forget_old_events(service: JobService) -> int:
@@ -89,6 +114,7 @@ def _sweep(service: JobService) -> SweepReport:
         touched |= set(leases.idle_active_jobs(s))
     report.finalized = [j for j in touched if _safely(JobService.finalize, service, j)]
     report.events_deleted = _forget_old_events(service)
+    report.nightly_resent = _catch_up_nightly(service)
     if report.changed or report.finalized:
         log.info("sweep: %s", report)
     return report

@@ -68,6 +68,9 @@ class MemoryDispatcher:
     def refresh(self, run_id: uuid.UUID, unit_ids: Sequence[uuid.UUID]) -> None:
         self.sent.append(("refresh", list(unit_ids), str(run_id)))
 
+    def reprocess_scheduled(self) -> None:
+        self.sent.append(("reprocess_scheduled", [], ""))
+
     def take(self, task: str) -> list[uuid.UUID]:
         ids = [i for t, batch, _ in self.sent if t == task for i in batch]
         self.sent = [m for m in self.sent if m[0] != task]

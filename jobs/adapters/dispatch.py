@@ -120,6 +120,10 @@ class CeleryDispatcher:
     def refresh(self, run_id: uuid.UUID, unit_ids: Sequence[uuid.UUID]) -> None:
         self._send(REFRESH_TASK, [str(run_id), [str(u) for u in unit_ids]], GPU_LOW_QUEUE)
 
+    def reprocess_scheduled(self) -> None:
+        """The scheduled reprocess task, as beat sends it (the sweeper sends it again for a lost slot)."""
+        self._send(REPROCESS_TASK, [], GPU_QUEUE)
+
     def prep_many(self, item_ids: Sequence[uuid.UUID], priority: str = "normal", chunk: int = 500) -> None:
         """One message per ``chunk`` items, which a prep worker fans out into one per item: a large job
         costs the producer a few Redis round trips instead of one per item."""

@@ -82,6 +82,11 @@ def schedule_slot(schedule: str, now: datetime) -> datetime:
     return prev
 
 
+def slot_key(slot: datetime) -> str:
+    """A scheduled run's dedupe key: every scheduler firing for ``slot`` computes the same."""
+    return f"schedule:{slot:%Y-%m-%dT%H:%MZ}"
+
+
 def cli_key(rules: Rules, now: datetime) -> str:
     """A command's default dedupe key: the same rules on the same day (UTC) are one run."""
     digest = hashlib.sha256(rules.model_dump_json().encode()).hexdigest()[:16]
@@ -181,7 +186,7 @@ class Reprocessor:
         self.resume(now - timedelta(seconds=cfg.lease_s))
         rules = Rules(failed=cfg.failed, outdated=cfg.outdated, limit=cfg.max_items)
         slot = schedule_slot(cfg.schedule, now.astimezone(UTC))
-        report, created = self.start(rules, f"schedule:{slot:%Y-%m-%dT%H:%MZ}", "schedule")
+        report, created = self.start(rules, slot_key(slot), "schedule")
         if not created:
             log.info("reprocess slot %s already has run %s; nothing sent", slot, report.id)
         return report
