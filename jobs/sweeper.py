@@ -86,7 +86,7 @@ def _catch_up_nightly(service: JobService) -> bool:
         if not CATCH_UP_AFTER_S < late < cfg.catch_up_s or runs.run_by_key(s, slot_key(slot)) is not None:
             return False
     log.warning("sweep: no reprocess run for the slot %s yet; sending it again", slot)
-    send()
+    send(slot)
     return True
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import IO
 
 from workers.inference.engine import GenerationOutput, GenerationRequest
@@ -68,8 +69,8 @@ class MemoryDispatcher:
     def refresh(self, run_id: uuid.UUID, unit_ids: Sequence[uuid.UUID]) -> None:
         self.sent.append(("refresh", list(unit_ids), str(run_id)))
 
-    def reprocess_scheduled(self) -> None:
-        self.sent.append(("reprocess_scheduled", [], ""))
+    def reprocess_scheduled(self, slot: datetime) -> None:
+        self.sent.append(("reprocess_scheduled", [], slot.isoformat()))
 
     def take(self, task: str) -> list[uuid.UUID]:
         ids = [i for t, batch, _ in self.sent if t == task for i in batch]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import datetime
 
 from celery import Task
 
@@ -97,10 +98,11 @@ def refresh_units(self: Task, run_id: str, unit_ids: list[str], held: dict[str, 
 
 
 @app.task(name=REPROCESS_TASK, bind=True, max_retries=None)
-def reprocess_scheduled(self: Task) -> None:
-    """Celery beat's reprocess entry. Safe to run twice for one slot: the second finds the run made.
-    Retried like the other tasks: a Postgres restart at 02:00 skipped that night's run (the soak)."""
+def reprocess_scheduled(self: Task, slot: str | None = None) -> None:
+    """Celery beat's reprocess entry (``slot``: the sweeper's catch-up of a lost one). Safe to run twice
+    for one slot: the second finds the run made. Retried like the other tasks: a Postgres restart at
+    02:00 skipped that night's run (the soak)."""
     try:
-        get_reprocessor().scheduled()
+        get_reprocessor().scheduled(slot=datetime.fromisoformat(slot) if slot else None)
     except RETRIED as e:
         raise self.retry(exc=e, countdown=_backoff(self.request.retries)) from e

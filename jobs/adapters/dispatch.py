@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from functools import lru_cache
 from typing import Protocol
 
@@ -120,9 +121,10 @@ class CeleryDispatcher:
     def refresh(self, run_id: uuid.UUID, unit_ids: Sequence[uuid.UUID]) -> None:
         self._send(REFRESH_TASK, [str(run_id), [str(u) for u in unit_ids]], GPU_LOW_QUEUE)
 
-    def reprocess_scheduled(self) -> None:
-        """The scheduled reprocess task, as beat sends it (the sweeper sends it again for a lost slot)."""
-        self._send(REPROCESS_TASK, [], GPU_QUEUE)
+    def reprocess_scheduled(self, slot: datetime) -> None:
+        """The scheduled reprocess task for ``slot``, sent again by the sweeper when beat's was lost: it
+        makes that slot's run however late it runs (beat's own takes the slot of when it runs)."""
+        self._send(REPROCESS_TASK, [], GPU_QUEUE, {"slot": slot.isoformat()})
 
     def prep_many(self, item_ids: Sequence[uuid.UUID], priority: str = "normal", chunk: int = 500) -> None:
         """One message per ``chunk`` items, which a prep worker fans out into one per item: a large job

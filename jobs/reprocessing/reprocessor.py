@@ -172,9 +172,10 @@ class Reprocessor:
         for batch in _batches(pages["refresh"], size):
             self.dispatcher.refresh(run_id, batch)
 
-    def scheduled(self, now: datetime | None = None) -> RunReport | None:
+    def scheduled(self, now: datetime | None = None, slot: datetime | None = None) -> RunReport | None:
         """What Celery beat's entry runs: settle open runs, resend lost refreshes, then start the run
-        for the schedule's current slot (a no-op when another scheduler already did)."""
+        for the schedule's current slot, or for ``slot`` (the sweeper's catch-up of a lost message,
+        which may run after the next slot has come); a no-op when another scheduler already did."""
         cfg = self.settings.reprocess
         if not cfg.schedule:
             return None
@@ -185,7 +186,7 @@ class Reprocessor:
             self.report(run_id)  # settles it
         self.resume(now - timedelta(seconds=cfg.lease_s))
         rules = Rules(failed=cfg.failed, outdated=cfg.outdated, limit=cfg.max_items)
-        slot = schedule_slot(cfg.schedule, now.astimezone(UTC))
+        slot = slot or schedule_slot(cfg.schedule, now.astimezone(UTC))
         report, created = self.start(rules, slot_key(slot), "schedule")
         if not created:
             log.info("reprocess slot %s already has run %s; nothing sent", slot, report.id)
