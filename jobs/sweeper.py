@@ -28,7 +28,7 @@ from jobs import clock, control, leases, transitions
 from jobs import repository as repo
 from jobs.errors import LeaseExpired
 from jobs.reprocessing import runs
-from jobs.reprocessing.reprocessor import schedule_slot, slot_key
+from jobs.reprocessing.reprocessor import recent_slots, slot_key
 from jobs.service import JobService
 from jobs.status import JOB_ACTIVE, ItemStatus, JobStatus
 
@@ -72,22 +72,26 @@ def _expire(service: JobService, job_id: uuid.UUID) -> bool:
 
 
 def _catch_up_nightly(service: JobService) -> bool:
-    """The scheduled reprocess of the current slot, sent again when the slot has no run yet (its message
-    was lost) and is younger than ``reprocess.catch_up_s``; a duplicate is harmless (one run a slot).
-    Postgres says which slot should have run, as it says which items should be moving."""
+    """The schedule's slots of the last ``reprocess.catch_up_s`` that have no run (their message was
+    lost: with a killed worker, a flushed Redis), each sent again with its slot, which the task makes
+    however late it runs; a duplicate is harmless (one run a slot). Postgres says which slots should
+    have run, as it says which items should be moving."""
     cfg = service.settings.reprocess
     send = getattr(service.dispatcher, "reprocess_scheduled", None)
     if not cfg.schedule or not cfg.catch_up_s or send is None:
         return False
     with service.sessions() as s:
         now = clock.now(s)
-        slot = schedule_slot(cfg.schedule, now)
-        late = (now - slot).total_seconds()
-        if not CATCH_UP_AFTER_S < late < cfg.catch_up_s or runs.run_by_key(s, slot_key(slot)) is not None:
-            return False
-    log.warning("sweep: no reprocess run for the slot %s yet; sending it again", slot)
-    send(slot)
-    return True
+        due = [
+            t
+            for t in recent_slots(cfg.schedule, now, cfg.catch_up_s)
+            if (now - t).total_seconds() > CATCH_UP_AFTER_S
+        ]
+        lost = [t for t in due if runs.run_by_key(s, slot_key(t)) is None]
+    for slot in lost:
+        log.warning("sweep: no reprocess run for the slot %s yet; sending it again", slot)
+        send(slot)
+    return bool(lost)
 
 
 def _forget_old_events(service: JobService) -> int:

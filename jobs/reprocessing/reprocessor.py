@@ -82,6 +82,17 @@ def schedule_slot(schedule: str, now: datetime) -> datetime:
     return prev
 
 
+def recent_slots(schedule: str, now: datetime, within_s: float, most: int = 7) -> list[datetime]:
+    """The schedule's fire times in the ``within_s`` seconds before ``now``, newest first (``most``)."""
+    it, found = croniter(schedule, now + CLOCK_SKEW), list[datetime]()
+    while len(found) < most:
+        slot: datetime = it.get_prev(datetime)
+        if (now - slot).total_seconds() >= within_s:
+            break
+        found.append(slot)
+    return found
+
+
 def slot_key(slot: datetime) -> str:
     """A scheduled run's dedupe key: every scheduler firing for ``slot`` computes the same."""
     return f"schedule:{slot:%Y-%m-%dT%H:%MZ}"

@@ -109,6 +109,8 @@ def stack_env(cfg: SoakConfig, metrics_token: str, keys: str) -> dict[str, str]:
         "VLMQ_MODEL__RESULT_WRITERS": "1",
         "VLMQ_MODEL__REVISION": "rev-0",
         "VLMQ_REPROCESS__MAX_ITEMS": str(cfg.reprocess_max_items),
-        "VLMQ_REPROCESS__CATCH_UP_S": str(6 * 3600),  # the default, which the chaos stack turns off
+        # A night's run caught up for 3 days: the simulated clock crosses a day in about 40 s, and a lost
+        # message (Redis flushed, the GPU worker killed) can take that long to notice.
+        "VLMQ_REPROCESS__CATCH_UP_S": str(3 * 86400),
         "VLMQ_LIMITS__MAX_ACTIVE_JOBS_PER_TENANT": "400",
     }
