@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 from sqlalchemy import create_engine
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -24,7 +24,9 @@ def database_url(settings: Settings) -> str:
     return settings.db.url
 
 
-@lru_cache(maxsize=4)
+# Unbounded: a process uses one database (the test suite a few); an engine evicted from a bounded cache
+# was garbage-collected with its pooled connections still open (psycopg's ResourceWarning).
+@cache
 def _factory(url: str, pool_size: int, echo: bool) -> sessionmaker[Session]:
     # pool_pre_ping: a restarted Postgres must not break a long-lived worker's next task.
     engine = create_engine(url, pool_size=pool_size, pool_pre_ping=True, echo=echo)
