@@ -75,6 +75,9 @@ class ModelSettings(BaseModel):
     compile_cache_dir: str | None = None  # persists vLLM/FlashInfer compile caches: fast warm starts
     # vLLM: requests decoded at once (256 measured fastest on the H200: BENCHMARKS.md)
     max_num_seqs: int = 256
+    # vLLM's scheduler: "priority" serves each request by its claim's turn (jobs.scheduling: a small
+    # job's pages pass a bulk job's already inside the engine); "fcfs" in arrival order.
+    scheduling_policy: Literal["priority", "fcfs"] = "priority"
     # Prompt tokens (prefill chunks plus decode steps) one engine step may take. None: vLLM's default for
     # offline batch work on this GPU, what LLM.generate gets (16,384 on 70 GB+ GPUs other than A100, else
     # 8,192); without it vLLM's engine API falls back to 2,048, about one 1288-px page per step.
@@ -282,6 +285,32 @@ class ReprocessSettings(BaseModel):
         return v
 
 
+class FairnessSettings(BaseModel):
+    """Who is served next (jobs.scheduling.fairness): normal before low; inside a class, the tenant with
+    the least work in flight for its weight, then that tenant's job with the least in flight."""
+
+    # Tenant -> weight (default 1): a tenant of weight 3 keeps three times the work in flight of one of
+    # weight 1 while both have work waiting. VLMQ_FAIRNESS__TENANT_WEIGHTS='{"acme": 3}'
+    tenant_weights: dict[str, float] = Field(default_factory=dict)
+    # Units (pages) one tenant may have in inference at once, over the whole fleet; 0: no cap.
+    max_units_in_flight_per_tenant: int = Field(default=0, ge=0)
+    # Sources one tenant may have in prep at once; 0: no cap.
+    max_sources_preparing_per_tenant: int = Field(default=0, ge=0)
+    # A task that found only capped tenants' work waiting looks again after this many seconds.
+    recheck_seconds: float = Field(default=2.0, gt=0)
+
+    @field_validator("tenant_weights")
+    @classmethod
+    def _positive(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {t: w for t, w in v.items() if w <= 0}
+        if bad:
+            raise ValueError(f"tenant weights must be positive: {bad}")
+        return v
+
+    def weight(self, tenant: str) -> float:
+        return self.tenant_weights.get(tenant, 1.0)
+
+
 class ClockSettings(BaseModel):
     # A soak moves the whole stack's clock forward (jobs.clock.advance); never set in production.
     simulated: bool = False
@@ -328,6 +357,7 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     clock: ClockSettings = Field(default_factory=ClockSettings)
+    fairness: FairnessSettings = Field(default_factory=FairnessSettings)
     reprocess: ReprocessSettings = Field(default_factory=ReprocessSettings)
 
     @property

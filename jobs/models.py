@@ -88,7 +88,8 @@ class Item(Base):
     __tablename__ = "items"
     __table_args__ = (
         UniqueConstraint("parent_id", "page"),
-        Index("ix_items_job_id_status", "job_id", "status"),
+        # A job's items by status, oldest first: counts, and the fair claim's next pages in order.
+        Index("ix_items_job_id_status_order", "job_id", "status", "created_at", "page"),
         Index(
             "uq_items_job_id_custom_id_source",
             "job_id",

@@ -181,6 +181,15 @@ class Counts(BaseModel):
         return self.completed + self.failed + self.cancelled + self.expired
 
 
+class ForecastOut(BaseModel):
+    """When the job should start and finish at its share of the fleet's recent pace
+    (jobs.scheduling.estimate): an estimate that moves as other jobs come and go."""
+
+    starts_at: datetime | None = Field(description="when it started, or when its first page should run")
+    finishes_at: datetime | None = Field(description="when its last page should end")
+    pages_per_second: float = Field(description="its share of the fleet's pace once its turn comes")
+
+
 class JobOut(BaseModel):
     id: uuid.UUID
     status: str
@@ -194,6 +203,7 @@ class JobOut(BaseModel):
     error: str | None = None
     priority: str = "normal"
     expires_at: datetime | None = None
+    forecast: ForecastOut | None = None  # None: finished, or no page ended lately to estimate from
 
 
 class Usage(BaseModel):

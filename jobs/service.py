@@ -11,6 +11,7 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 
 from psycopg.types.json import Jsonb
 from sqlalchemy.exc import IntegrityError
@@ -29,10 +30,11 @@ from jobs.errors import Conflict, Expired, InvalidInput, NotFound, TransportErro
 from jobs.models import Item, Job
 from jobs.prompts import presets
 from jobs.prompts.limits import check_prompt_text
+from jobs.scheduling import estimate, fairness
 from jobs.schemas import EventOut, JobCreate, JobOut, ResultLine
 from jobs.status import JOB_ACTIVE, ItemStatus, JobStatus, Outcome, outcome
 from jobs.views import lines
-from jobs.work import Held, PageMedia, PreparedUnit, PrepWork, UnitWork, prep_work, unit_work
+from jobs.work import Claim, Held, PageMedia, PreparedUnit, PrepWork, UnitWork, prep_work, unit_work
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +161,7 @@ class JobService:
             if job is None:
                 raise NotFound(f"job {job_id} not found")
             sources, units = repo.counts(s, job_id, True), repo.counts(s, job_id, False)
+            forecast = estimate.forecast(s, job, self.settings, units)
         return JobOut(
             id=job.id,
             status=job.status,
@@ -172,6 +175,7 @@ class JobService:
             error=job.error,
             priority=job.priority,
             expires_at=job.expires_at,
+            forecast=forecast,
         )
 
     def results(
@@ -242,16 +246,27 @@ class JobService:
     # -- worker side ---------------------------------------------------------------------------
 
     def begin_prep(self, item_id: uuid.UUID) -> PrepWork | None:
-        """Claim a queued source. None: someone else has it, or it is already done (duplicate message)."""
+        """Claim this queued source. None: someone else has it, or it is already done."""
         with self.sessions() as s, s.begin():
-            moved = transitions.move_items(s, [item_id], ItemStatus.PREPARING, self._lease())
-            if not moved:
-                return None
-            item = moved[0]
-            job = repo.get_job(s, item.job_id)
-            assert job is not None
-            transitions.move_job(s, job.id, JobStatus.RUNNING, {"started_at": sql_now()})
-            return prep_work(item, job, self.settings.limits.render_longest_side)
+            return self._begin_prep(s, item_id)
+
+    def begin_next_prep(self) -> Claim[PrepWork]:
+        """Claim the source whose turn it is (jobs.scheduling.fairness): what a prep message means."""
+        with self.sessions() as s, s.begin():
+            turn = fairness.claim(s, fairness.SOURCES, 1, self.settings.fairness)
+            work = [w for i in turn.ids if (w := self._begin_prep(s, i)) is not None]
+        metrics.waited("prep", turn.waits)
+        return Claim(work, turn.capped)
+
+    def _begin_prep(self, s: Session, item_id: uuid.UUID) -> PrepWork | None:
+        moved = transitions.move_items(s, [item_id], ItemStatus.PREPARING, self._lease())
+        if not moved:
+            return None
+        item = moved[0]
+        job = repo.get_job(s, item.job_id)
+        assert job is not None
+        transitions.move_job(s, job.id, JobStatus.RUNNING, {"started_at": sql_now()})
+        return prep_work(item, job, self.settings.limits.render_longest_side)
 
     def add_units(
         self, item_id: uuid.UUID, units: Sequence[PreparedUnit | tuple[int, str]], attempt: int = 0
@@ -313,6 +328,17 @@ class JobService:
             transitions.take_back(s, held or {}, self.settings.limits.max_transport_attempts)
             units = transitions.move_items(s, unit_ids, ItemStatus.RUNNING, self._lease())
             return self.unit_work(s, units)
+
+    def claim_next(self, n: int, held: Held | None = None) -> Claim[UnitWork]:
+        """Claim the ``n`` units whose turn it is (jobs.scheduling.fairness), each with its turn's engine
+        priority: what an inference message means. ``held``: as for claim_units."""
+        with self.sessions() as s, s.begin():
+            transitions.take_back(s, held or {}, self.settings.limits.max_transport_attempts)
+            turn = fairness.claim(s, fairness.UNITS, n, self.settings.fairness)
+            units = transitions.move_items(s, turn.ids, ItemStatus.RUNNING, self._lease())
+            work = [replace(w, rank=turn.ranks[w.id]) for w in self.unit_work(s, units)]
+        metrics.waited("gpu", turn.waits)
+        return Claim(sorted(work, key=lambda w: w.rank), turn.capped)
 
     def unit_work(self, s: Session, units: Sequence[Item]) -> list[UnitWork]:
         """What the engine needs for each claimed unit, with the result version it will write."""

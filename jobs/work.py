@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from jobs.config import Settings
 from jobs.fingerprint import output_settings
@@ -71,6 +71,19 @@ class UnitWork:
     version: int = 1  # the result version this work writes: one past the item's latest
     settings: Mapping[str, Any] = field(default_factory=dict)  # jobs.fingerprint.output_settings
     attempt: int = 0  # the attempts its claim set: which claim this work is (transitions.take_back)
+    rank: int = 0  # the engine priority its turn gave it (jobs.scheduling.fairness; lower: sooner)
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Claim(Generic[T]):
+    """What a claim in turn took, and whether a tenant cap held waiting work back (the task then looks
+    again after ``fairness.recheck_seconds``, since nothing else would send it word of that work)."""
+
+    taken: list[T]
+    capped: bool = False
 
 
 def prep_work(item: Item, job: Job, default_side: int) -> PrepWork:

@@ -42,9 +42,17 @@ class ClaimsHeld(DatabaseUnavailable):
 
 
 def infer(
-    ctx: WorkerContext, engine: Engine, unit_ids: Sequence[uuid.UUID], held: Held | None = None
-) -> None:
-    run(ctx, engine, JobLane(ctx.service), unit_ids, writers.for_settings(ctx.settings), held)
+    ctx: WorkerContext,
+    engine: Engine,
+    unit_ids: Sequence[uuid.UUID],
+    held: Held | None = None,
+    in_turn: bool = False,
+) -> JobLane:
+    """Infer ``unit_ids``; or, ``in_turn`` (what an inference message means), as many units as it names,
+    whichever are next in turn (jobs.scheduling.fairness). The lane says what was claimed."""
+    lane = JobLane(ctx.service, in_turn)
+    run(ctx, engine, lane, unit_ids, writers.for_settings(ctx.settings), held)
+    return lane
 
 
 def run(
@@ -125,8 +133,9 @@ class _Loaded:
     def request(self) -> GenerationRequest:
         u = self.unit
         return GenerationRequest(
-            str(u.id), self.prompt, self.images, u.max_new_tokens, u.temperature, video=self.video
-        )
+            str(u.id), self.prompt, self.images, u.max_new_tokens, u.temperature, video=self.video,
+            priority=u.rank,
+        )  # fmt: skip
 
 
 def _run(

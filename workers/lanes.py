@@ -41,11 +41,22 @@ class JobLane:
 
     leased = True
 
-    def __init__(self, service: JobService) -> None:
+    def __init__(self, service: JobService, in_turn: bool = False) -> None:
+        """``in_turn``: a claim takes as many units as it is given ids, whichever are next in turn
+        (jobs.scheduling.fairness), not those ids. ``taken`` and ``capped`` tell the task what it got."""
         self.service = service
+        self.in_turn = in_turn
+        self.taken = 0
+        self.capped = False
 
     def claim(self, unit_ids: Sequence[uuid.UUID], held: Held | None = None) -> list[UnitWork]:
-        return self.service.claim_units(unit_ids, held)
+        if not self.in_turn:
+            units = self.service.claim_units(unit_ids, held)
+        else:
+            claim = self.service.claim_next(max(1, len(unit_ids)), held)
+            units, self.capped = claim.taken, claim.capped
+        self.taken = len(units)
+        return units
 
     def complete(self, done: Sequence[tuple[UnitWork, dict[str, object]]]) -> None:
         self.service.complete_units(done)

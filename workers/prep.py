@@ -36,9 +36,10 @@ from jobs.adapters.db import as_vlmq_error
 from jobs.adapters.storage import manifest_key, media_key, sha256_hex, text_key
 from jobs.adapters.uris import read_source
 from jobs.errors import PermanentError, RetryableError
-from jobs.work import PreparedUnit, PrepWork
+from jobs.work import Claim, PreparedUnit, PrepWork
 from workers.chunks import Chunks, Stopped
 from workers.context import WorkerContext
+from workers.heartbeat import Heartbeat
 from workers.media import clip, manifest, sniff
 from workers.media.images import image_pages
 from workers.media.isolated import packed_clip, sample_packed
@@ -65,15 +66,26 @@ RENDERERS: dict[str, Renderer] = {
 }
 
 
-def prepare(ctx: WorkerContext, item_id: uuid.UUID) -> None:
-    """Idempotent: a duplicate message finds the item already claimed or done and does nothing.
+def prepare(ctx: WorkerContext, item_id: uuid.UUID | None = None) -> Claim[PrepWork]:
+    """Prepare the source whose turn it is (jobs.scheduling.fairness; what a prep message means), or
+    ``item_id`` itself. Idempotent: a claim that finds nothing waiting does nothing. The claimed source's
+    lease is renewed by a heartbeat while it is prepared.
 
-    Raises RetryableError only when the item was put back to be tried again.
+    Raises RetryableError only when the source was put back to be tried again.
     """
-    work = ctx.service.begin_prep(item_id)
-    if work is None:
-        log.info("item %s not queued (duplicate message or done); skipping", item_id)
-        return
+    if item_id is None:
+        claim = ctx.service.begin_next_prep()
+    else:
+        work = ctx.service.begin_prep(item_id)
+        claim = Claim([work] if work is not None else [])
+    for work in claim.taken:
+        with Heartbeat(ctx.service, [work.item_id], ctx.settings.queue.heartbeat_seconds):
+            _prepare_claimed(ctx, work)
+    return claim
+
+
+def _prepare_claimed(ctx: WorkerContext, work: PrepWork) -> None:
+    item_id = work.item_id
     limits = ctx.settings.limits
     chunks = Chunks(ctx.service, work, limits.batch_size, min(limits.first_chunk_pages, limits.batch_size))
     try:

@@ -23,7 +23,6 @@ from workers import infer, prep
 from workers.backoff import backoff
 from workers.celery_app import app
 from workers.context import Priority, get_context, get_reprocessor
-from workers.heartbeat import Heartbeat
 from workers.inference.factory import get_engine
 
 log = logging.getLogger(__name__)
@@ -52,24 +51,39 @@ def _held(held: dict[str, int] | None) -> dict[uuid.UUID, int]:
     return {uuid.UUID(u): n for u, n in (held or {}).items()}
 
 
+def _recheck(task: Task, words: int, args: list[object]) -> None:
+    """A claim that a tenant cap held back hands its unused word of work (``words`` claims) to a later
+    message: nothing else would tell a worker of the waiting work once the cap frees. It comes back
+    after ``fairness.recheck_seconds``, doubling while the cap holds (at most the retry backoff's)."""
+    if words <= 0:
+        return
+    settings = get_context().settings
+    grown = settings.fairness.recheck_seconds * 2 ** min(task.request.retries, 10)
+    delay = min(float(settings.queue.retry_backoff_max_seconds), grown)
+    raise task.retry(args=args, kwargs={}, countdown=delay)
+
+
 @app.task(name=PREP_TASK, bind=True, max_retries=None)
 def prep_source(self: Task, item_id: str, lane: Priority = "normal") -> None:
-    ctx = get_context(lane)
+    """A word that a source waits: the source whose turn it is is prepared (``item_id`` is a hint)."""
     try:
-        with Heartbeat(ctx.service, [uuid.UUID(item_id)], ctx.settings.queue.heartbeat_seconds):
-            prep.prepare(ctx, uuid.UUID(item_id))
+        claim = prep.prepare(get_context(lane))
     except RETRIED as e:
         # Attempts are capped in Postgres (items.attempts), not here: the row says when to stop.
         raise self.retry(exc=e, countdown=_backoff(self.request.retries)) from e
+    _recheck(self, int(claim.capped and not claim.taken), [item_id, lane])
 
 
 @app.task(name=INFER_TASK, bind=True, max_retries=None)
 def infer_units(self: Task, unit_ids: list[str], held: dict[str, int] | None = None) -> None:
-    """``held``: set by a retry only (see ``_retry``)."""
+    """A word that ``len(unit_ids)`` units wait: that many, whichever are next in turn, are inferred.
+    ``held``: set by a retry only (see ``_retry``)."""
     try:
-        infer.infer(get_context(), get_engine(), [uuid.UUID(u) for u in unit_ids], _held(held))
+        lane = infer.infer(get_context(), get_engine(), [uuid.UUID(u) for u in unit_ids], _held(held), True)
     except RETRIED as e:
         raise _retry(self, e) from e
+    left = len(unit_ids) - lane.taken if lane.capped else 0
+    _recheck(self, left, [unit_ids[:left]])
 
 
 @app.task(name=FAN_OUT_TASK)

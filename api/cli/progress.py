@@ -5,7 +5,7 @@ left, as rich progress bars fed by the job's status."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rich.console import Console
@@ -47,6 +47,26 @@ def pace(counts: dict[str, int], job: dict[str, Any], now: datetime | None = Non
     return Pace(rate, 0.0 if job["status"] in TERMINAL else left / rate)
 
 
+def forecast_text(job: dict[str, Any], now: datetime) -> str:
+    """The server's forecast in words: "starts in ~2 min, done in ~14 min" before the job started,
+    "done in ~14 min" after; empty when it has none (finished, or no recent pace to estimate from)."""
+    f = job.get("forecast") or {}
+    starts, finishes = _time(f.get("starts_at")), _time(f.get("finishes_at"))
+    done = f"done {_within(finishes - now)}" if finishes is not None else ""
+    if job.get("started_at") is None and starts is not None:
+        return ", ".join(x for x in (f"starts {_within(starts - now)}", done) if x)
+    return done
+
+
+def _within(left: timedelta) -> str:
+    """Time left in words: whole minutes (a forecast is no more exact), hours past 90 minutes, and
+    "soon" under a minute, a time already past included (a forecast is only as fresh as its poll)."""
+    minutes = round(left.total_seconds() / 60)
+    if minutes < 1:
+        return "soon"
+    return f"in ~{minutes} min" if minutes <= 90 else f"in ~{minutes / 60:.1f} h"
+
+
 def outcomes_text(counts: dict[str, int]) -> str:
     """The failed count, and the cancelled and expired ones when there are any: "2 failed, 1 cancelled"."""
     c = Counts.model_validate(counts)  # a server without cancelled/expired counts: zero
@@ -67,10 +87,17 @@ class JobProgress:
             TextColumn("ETA {task.fields[eta]}"),
             TimeElapsedColumn(),
             TextColumn("{task.fields[state]}"),
+            TextColumn("{task.fields[forecast]}"),
             console=console,
             transient=False,
         )
-        fields: dict[str, Any] = {"outcomes": "0 failed", "rate": "-/s", "eta": "-:--:--", "state": "queued"}
+        fields: dict[str, Any] = {
+            "outcomes": "0 failed",
+            "rate": "-/s",
+            "eta": "-:--:--",
+            "state": "queued",
+            "forecast": "",
+        }
         self.console, self.job_id = console, job_id
         self.docs: TaskID = self.progress.add_task("documents", total=None, **fields)
         self.pages: TaskID = self.progress.add_task("pages", total=None, **fields)
@@ -83,6 +110,7 @@ class JobProgress:
         self.progress.stop()
 
     def update(self, job: dict[str, Any]) -> None:
+        self.progress.update(self.pages, forecast=forecast_text(job, datetime.now(UTC)))
         for task, counts in ((self.docs, job["request_counts"]), (self.pages, job["page_counts"])):
             p = pace(counts, job)
             # Until prep has split the documents the page total is unknown: an open bar.

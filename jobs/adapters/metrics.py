@@ -6,9 +6,9 @@ workers.metrics). Rates (pages/s, tokens/s) come from PromQL ``rate()`` over the
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 PAGES = Counter("vlmq_pages", "Pages (units) that got a stored result")
 OUTPUT_TOKENS = Counter("vlmq_output_tokens", "Tokens generated for stored results (reasoning and answer)")
@@ -19,6 +19,19 @@ FAILURES = Counter(
 ENGINE_BUSY_SECONDS = Counter(
     "vlmq_engine_busy_seconds", "Wall time with at least one request in the engine; rate() = busy fraction"
 )
+
+QUEUE_WAIT = Histogram(
+    "vlmq_queue_wait_seconds",
+    "Time an item waited for its claim (stage prep: a source; gpu: a page), by tenant and job size class",
+    ["stage", "tenant", "size"],
+    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600),
+)
+
+
+def waited(stage: str, waits: Iterable[tuple[str, str, float]]) -> None:
+    """Queue waits of claimed items: (tenant, size class, seconds) each (jobs.scheduling.fairness.Wait)."""
+    for tenant, size, seconds in waits:
+        QUEUE_WAIT.labels(stage=stage, tenant=tenant, size=size).observe(seconds)
 
 
 def _int(value: object) -> int:

@@ -70,3 +70,51 @@ def test_two_requests_of_one_unit_waiting_are_both_dropped() -> None:
 def test_a_backlog_holds_at_least_one_request() -> None:
     with pytest.raises(ValueError, match="at least one request"):
         Backlog(0)
+
+
+def test_places_go_by_priority_then_arrival() -> None:
+    """A request of a small job (priority 0) waits for the next free place, not behind a bulk job's."""
+
+    async def main() -> None:
+        backlog, release, order = Backlog(1), asyncio.Event(), []
+
+        async def one(rid: str, priority: int) -> None:
+            async with backlog.place(rid, priority):
+                order.append(rid)
+                await release.wait()
+
+        tasks = [
+            asyncio.ensure_future(one(r, p)) for r, p in [("bulk1", 900), ("bulk2", 900), ("bulk3", 901)]
+        ]
+        await asyncio.sleep(0)
+        tasks.append(asyncio.ensure_future(one("small", 0)))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        release.set()
+        await asyncio.gather(*tasks)
+        assert order == ["bulk1", "small", "bulk2", "bulk3"]
+
+    asyncio.run(main())
+
+
+def test_a_waiter_cancelled_in_the_queue_loses_no_place() -> None:
+    async def main() -> None:
+        backlog, release = Backlog(1), asyncio.Event()
+
+        async def one(rid: str) -> str:
+            async with backlog.place(rid):
+                await release.wait()
+            return rid
+
+        first = asyncio.ensure_future(one("a"))
+        waiter = asyncio.ensure_future(one("b"))
+        await asyncio.sleep(0)
+        waiter.cancel()
+        release.set()
+        assert await first == "a"
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        assert await asyncio.wait_for(one("c"), 1) == "c"  # the place came back
+        assert (backlog.inside, backlog.waiting) == (0, 0)
+
+    asyncio.run(main())

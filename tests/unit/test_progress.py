@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from rich.console import Console
 
-from api.cli.progress import JobProgress, outcomes_text, pace
+from api.cli.progress import JobProgress, forecast_text, outcomes_text, pace
 from api.cli.render import to_markdown
 
 T0 = "2026-01-01T00:00:00Z"
@@ -59,6 +59,44 @@ def test_bars_count_cancelled_and_expired_as_done_but_not_as_failed() -> None:
         bars.update(job)
     line = next(x for x in console.export_text().splitlines() if "pages" in x)
     assert "6/6" in line and "1 failed, 2 cancelled, 1 expired" in line
+
+
+NOW = datetime(2026, 1, 1, 0, 10, tzinfo=UTC)
+
+
+def _forecasting(started_at: str | None, starts_at: str, finishes_at: str) -> dict[str, object]:
+    job = _job("running" if started_at else "queued", {"total": 0, "completed": 0, "failed": 0})
+    forecast = {"starts_at": starts_at, "finishes_at": finishes_at, "pages_per_second": 0.5}
+    return {**job, "started_at": started_at, "forecast": forecast}
+
+
+def test_forecast_before_the_start_says_when_it_starts_and_ends() -> None:
+    job = _forecasting(None, "2026-01-01T00:12:00Z", "2026-01-01T00:24:10Z")
+    assert forecast_text(job, NOW) == "starts in ~2 min, done in ~14 min"
+    soon = _forecasting(None, "2026-01-01T00:10:20Z", "2026-01-01T03:10:00Z")
+    assert forecast_text(soon, NOW) == "starts soon, done in ~3.0 h"
+
+
+def test_forecast_of_a_running_job_says_when_it_ends() -> None:
+    job = _forecasting(T0, T0, "2026-01-01T00:24:00Z")
+    assert forecast_text(job, NOW) == "done in ~14 min"
+    late = _forecasting(T0, T0, "2026-01-01T00:09:00Z")  # past already: the poll is behind
+    assert forecast_text(late, NOW) == "done soon"
+
+
+def test_no_forecast_shows_nothing() -> None:
+    assert forecast_text(_job("completed", {}), NOW) == ""  # an older server: no field
+    assert forecast_text({**_job("running", {}), "forecast": None}, NOW) == ""
+
+
+def test_bars_show_the_forecast_on_the_pages_line() -> None:
+    job = _forecasting(T0, T0, (datetime.now(UTC) + timedelta(minutes=14, seconds=10)).isoformat())
+    console = Console(record=True, width=200, force_terminal=False)
+    with JobProgress(console, "job-1") as bars:
+        bars.update(job)
+    lines = console.export_text().splitlines()
+    assert "done in ~14 min" in next(x for x in lines if "pages" in x)
+    assert "done in" not in next(x for x in lines if "documents" in x)
 
 
 def test_markdown_folds_reasoning_and_shows_errors() -> None:

@@ -7,14 +7,19 @@ engine, and gives it back when its output is in (thinking-budget resume included
 waits for a place it already holds). Waiting requests keep only what their task fetched (decoded page
 images), not the engine's pixel patches.
 
-Places are given in arrival order (asyncio's semaphore is FIFO), so the oldest batch goes first. A
-request of a cancelled job that is still waiting is dropped when its turn comes (``cancel``): vLLM's
-abort reaches only the requests inside the engine. Everything here runs on the engine's event loop.
+Places are given by priority, then arrival: a request's priority is its claim's turn
+(jobs.scheduling.fairness), so a small job's page claimed behind a bulk job's thousands waits here for
+the next free place, not for all of them. (vLLM's own queue orders them the same way with its
+"priority" scheduling policy, ``model.scheduling_policy``.) A request of a cancelled job that is still
+waiting is dropped when its turn comes (``cancel``): vLLM's abort reaches only the requests inside the
+engine. Everything here runs on the engine's event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -25,7 +30,9 @@ class Backlog:
         if limit < 1:
             raise ValueError(f"the engine must hold at least one request, not {limit}")
         self.limit = limit
-        self._places = asyncio.Semaphore(limit)
+        self._free = limit
+        self._queue: list[tuple[int, int, asyncio.Future[None]]] = []  # (priority, arrival, its turn)
+        self._arrival = itertools.count()
         self._waiting: Counter[str] = Counter()  # request id -> its requests waiting for a place
         self._cancelled: set[str] = set()
         self.inside = 0
@@ -35,12 +42,12 @@ class Backlog:
         return sum(self._waiting.values())
 
     @asynccontextmanager
-    async def place(self, request_id: str) -> AsyncIterator[bool]:
-        """Hold a place while the block runs; it gets False (and should do nothing) when the request
-        was cancelled while it waited."""
+    async def place(self, request_id: str, priority: int = 0) -> AsyncIterator[bool]:
+        """Hold a place while the block runs (lower ``priority`` first, then arrival); the block gets
+        False (and should do nothing) when the request was cancelled while it waited."""
         self._waiting[request_id] += 1
         try:
-            await self._places.acquire()
+            await self._acquire(priority)
         finally:
             self._waiting[request_id] -= 1
             if not self._waiting[request_id]:
@@ -53,7 +60,29 @@ class Backlog:
             yield go
         finally:
             self.inside -= 1
-            self._places.release()
+            self._release()
+
+    async def _acquire(self, priority: int) -> None:
+        if self._free and not self._queue:
+            self._free -= 1
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._queue, (priority, next(self._arrival), turn))
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():  # handed a place, then cancelled: pass it on
+                self._release()
+            raise
+
+    def _release(self) -> None:
+        """Hand the place to the first waiter still waiting (a cancelled one is skipped), or free it."""
+        while self._queue:
+            _, _, turn = heapq.heappop(self._queue)
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self._free += 1
 
     def cancel(self, request_ids: Iterable[str]) -> int:
         """Drop these requests if they are waiting (their job stopped); returns how many were."""

@@ -33,6 +33,7 @@ class GenerationRequest:
     max_new_tokens: int = 1024
     temperature: float = 0.0
     video: VideoClip | None = None  # sampled frames + timestamps; never with images (see __post_init__)
+    priority: int = 0  # its claim's turn (jobs.scheduling.fairness): lower is served sooner
 
     def __post_init__(self) -> None:
         # GLM-4.1V's limits, which the API already enforces on requests (jobs.prompts.limits).

@@ -94,6 +94,7 @@ def engine_args(settings: Settings) -> Any:
         **({"mm_processor_cache_gb": 0} if m.renderer_workers > 1 else {}),
         seed=0,
         disable_log_stats=m.log_stats_seconds <= 0,
+        scheduling_policy=m.scheduling_policy,  # "priority": requests served by their claim's turn
     )
 
 
@@ -119,6 +120,7 @@ class VllmEngine:
         self._vllm_ids: dict[str, set[str]] = {}  # request id -> its running vLLM request ids
         self._ids_lock = threading.Lock()
         self._backlog = Backlog(settings.engine_backlog)
+        self._scheduling = m.scheduling_policy
         self._processor = AutoProcessor.from_pretrained(m.path, local_files_only=True)
         self._tokenizer = self._processor.tokenizer
         self._loop = asyncio.new_event_loop()
@@ -185,7 +187,7 @@ class VllmEngine:
         return list(await asyncio.gather(*(self._one(r) for r in requests)))
 
     async def _one(self, req: GenerationRequest) -> GenerationOutput:
-        async with self._backlog.place(req.request_id) as go:
+        async with self._backlog.place(req.request_id, req.priority) as go:
             if go:
                 return await self._run(req)
         # Its job stopped while it waited for a place: nothing was generated (as for an aborted request).
@@ -214,7 +216,8 @@ class VllmEngine:
             final, vid = None, f"{req.request_id}-{uuid.uuid4().hex[:8]}"
             self._track(req.request_id, vid, True)
             try:
-                async for out in self._llm.generate(await self._render(text, mm), sp, request_id=vid):
+                rendered = await self._render(text, mm)
+                async for out in self._llm.generate(rendered, sp, request_id=vid, **self._priority(req)):
                     final = out
             finally:
                 self._track(req.request_id, vid, False)
@@ -238,6 +241,10 @@ class VllmEngine:
             finish_reason=res.finish_reason,
             flags=res.flags,
         )
+
+    def _priority(self, req: GenerationRequest) -> dict[str, int]:
+        """vLLM refuses a priority unless its scheduler orders by priority."""
+        return {"priority": req.priority} if self._scheduling == "priority" else {}
 
     def _track(self, request_id: str, vllm_id: str, running: bool) -> None:
         with self._ids_lock:
