@@ -35,6 +35,8 @@ def main() -> None:
     ap.add_argument("--slots", type=int, default=64, help="fixed/continuous: sequences at once")
     ap.add_argument("--threads", type=int, default=32, help="continuous: task threads feeding")
     ap.add_argument("--profile", type=Path, default=None, help="system: py-spy raw profile of the worker")
+    ap.add_argument("--fair-pages", type=int, default=0, help="system: then a bulk job with small jobs")
+    ap.add_argument("--small-every", type=float, default=5.0, help="system: seconds between small jobs")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
     t0 = time.time()
@@ -59,6 +61,8 @@ def main() -> None:
             tp=a.tp,
             gpu_workers=a.gpu_workers,
             profile=a.profile,
+            fair_pages=a.fair_pages,
+            small_every=a.small_every,
         )
     elif a.what == "engine":
         from bench.gpu.feed import run_engine

@@ -18,6 +18,7 @@ from api.cli import ENGINE_READY
 from api.cli.client import Client
 from api.cli.devstack import DevStack, free_port
 from api.cli.processes import celery_ready_line, gpu_worker_name, start_vlmq, wait_for_log, wait_healthy
+from bench.gpu import fair
 from bench.gpu.cpu import BusyCores
 from bench.gpu.engine_log import loop_series, read_log, stats_series, summary
 from bench.gpu.raw import STATS_SECONDS, doc_seeds
@@ -33,7 +34,8 @@ def _env(
     tp: int = 1,
 ) -> dict[str, str]:  # fmt: skip
     env = {
-        "VLMQ_API__KEYS": "bench-key:bench", "VLMQ_MODEL__ENGINE": engine, "VLMQ_MODEL__PATH": model,
+        "VLMQ_API__KEYS": f"bench-key:bench,{fair.SMALL_KEY}:small", "VLMQ_MODEL__ENGINE": engine,
+        "VLMQ_MODEL__PATH": model,
         "VLMQ_MODEL__MAX_NEW_TOKENS": str(max_tokens), "VLMQ_MODEL__BATCHES_IN_FLIGHT": str(in_flight),
         "VLMQ_MODEL__GPU_MEMORY_UTILIZATION": "0.85", "VLMQ_LIMITS__BATCH_SIZE": str(batch),
         "VLMQ_LIMITS__RENDER_LONGEST_SIDE": str(side), "VLMQ_MODEL__MAX_NUM_SEQS": "256",
@@ -48,6 +50,7 @@ def run_system(
     model: str, sizes: list[int], per_doc: int, max_tokens: int, side: int, quantization: str | None,
     in_flight: int = 0, batch: int = 8, prep_procs: int | None = None, profile: Path | None = None,
     prep_nice: list[int] | None = None, engine: str = "vllm", tp: int = 1, gpu_workers: int = 1,
+    fair_pages: int = 0, small_every: float = 5.0,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """One job per size in turn, through one set of services and workers (a worker that has been up a
     while, as in production), each on its own documents, the raw run's (``doc_seeds``).
@@ -56,7 +59,8 @@ def run_system(
     ``prep_nice``: each run's CPU niceness for the prep processes (default 0: as the GPU worker's).
     ``engine``: "fake" runs the same path on a CPU (CI checks the benchmark itself that way).
     ``tp``: GPUs per engine (tensor parallel); ``gpu_workers``: GPU workers (data parallel), worker i on
-    GPUs i*tp .. i*tp+tp-1."""
+    GPUs i*tp .. i*tp+tp-1. ``fair_pages``: then 1-page jobs of another tenant on the idle system, and
+    a bulk job of that many pages with such a job every ``small_every`` seconds (bench.gpu.fair)."""
     nices = prep_nice or [0] * len(sizes)
     prep_procs = prep_procs or os.cpu_count() or 1
     state = Path(tempfile.mkdtemp(prefix="vlmq-bench-"))
@@ -108,6 +112,8 @@ def run_system(
                     "busy_cores": cpu.series, "profile": spy.outputs if spy else None,
                 })  # fmt: skip
                 _say(f"{pages} pages: {res['wall_s']} s")
+            if fair_pages:
+                results.append(_fair(port, fair_pages, per_doc, small_every, max(sizes) + 10_000))
             return results
         except BaseException:
             _say("failed; the GPU worker's log ends with:\n" + gpu[0].log_tail(4000))
@@ -115,6 +121,19 @@ def run_system(
         finally:
             for p in reversed(list(procs.values())):
                 p.stop()
+
+
+def _fair(port: int, pages: int, per_doc: int, every: float, seed: int) -> dict[str, Any]:
+    base = f"http://127.0.0.1:{port}"
+    alone = fair.idle(base)
+    _say(f"idle 1-page jobs: {alone}; bulk of {pages} pages with a 1-page job every {every} s")
+    with fair.Arrivals(base, every) as arrivals:
+        res = _measure(port, documents(pages, per_doc, seed))
+    small = arrivals.times()
+    _say(f"small jobs: {fair.summary(small)}")
+    res.pop("t0_epoch")
+    return {**res, "what": "system_fair", "small_every_s": every, "idle": fair.summary(alone),
+            "idle_s": alone, "small": fair.summary(small), "small_s": small}  # fmt: skip
 
 
 def _gpus(i: int, tp: int) -> dict[str, str]:
