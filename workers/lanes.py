@@ -42,8 +42,11 @@ class JobLane:
     leased = True
 
     def __init__(self, service: JobService, in_turn: bool = False) -> None:
-        """``in_turn``: a claim takes as many units as it is given ids, whichever are next in turn
-        (jobs.scheduling.fairness), not those ids. ``taken`` and ``capped`` tell the task what it got."""
+        """``in_turn``: a claim takes a full batch (``limits.batch_size``, or as many as it is given ids
+        if more), whichever units are next in turn (jobs.scheduling.fairness), not those ids. A word of
+        one page (a source's first, a small job's) then fills its batch with the next pages in turn: an
+        engine that runs a batch per call (transformers, fake) would spend a whole round on one page.
+        ``taken`` and ``capped`` tell the task what it got."""
         self.service = service
         self.in_turn = in_turn
         self.taken = 0
@@ -53,7 +56,8 @@ class JobLane:
         if not self.in_turn:
             units = self.service.claim_units(unit_ids, held)
         else:
-            claim = self.service.claim_next(max(1, len(unit_ids)), held)
+            n = max(len(unit_ids), self.service.settings.limits.batch_size)
+            claim = self.service.claim_next(n, held)
             units, self.capped = claim.taken, claim.capped
         self.taken = len(units)
         return units

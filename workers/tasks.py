@@ -76,13 +76,13 @@ def prep_source(self: Task, item_id: str, lane: Priority = "normal") -> None:
 
 @app.task(name=INFER_TASK, bind=True, max_retries=None)
 def infer_units(self: Task, unit_ids: list[str], held: dict[str, int] | None = None) -> None:
-    """A word that ``len(unit_ids)`` units wait: that many, whichever are next in turn, are inferred.
+    """A word that ``len(unit_ids)`` units wait: a batch of whichever are next in turn is inferred.
     ``held``: set by a retry only (see ``_retry``)."""
     try:
         lane = infer.infer(get_context(), get_engine(), [uuid.UUID(u) for u in unit_ids], _held(held), True)
     except RETRIED as e:
         raise _retry(self, e) from e
-    left = len(unit_ids) - lane.taken if lane.capped else 0
+    left = max(0, len(unit_ids) - lane.taken) if lane.capped else 0
     _recheck(self, left, [unit_ids[:left]])
 
 
