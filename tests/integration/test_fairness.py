@@ -105,10 +105,7 @@ def test_the_turn_is_the_claim_not_the_message(service: JobService) -> None:
         named = list(s.scalars(select(Item.id).where(Item.job_id == bulk, Item.status == "ready").limit(8)))
     small = _job(service, "tenant-b", 1)
     ctx = WorkerContext(service.settings, service, service.store)
-    png = io.BytesIO()
-    Image.new("RGB", (28, 28), "white").save(png, "PNG")
-    for p in range(40):
-        service.store.put(f"media/{p}.png", png.getvalue(), "image/png")
+    _media(service, 40)
     seen: list[str] = []
     engine = FakeEngine(lambda r: seen.append(r.request_id) or "<think>t</think><answer>a</answer>")
     lane = infer.infer(ctx, engine, named, in_turn=True)
@@ -209,3 +206,40 @@ def _result() -> dict[str, object]:
     return {"reasoning": "r", "answer": "a", "raw_text": "t", "finish_reason": "stop", "truncated": False,
             "answer_missing": False, "prompt_tokens": 1, "completion_tokens": 1, "model_id": "m",
             "engine": "fake", "prompt_version": "v"}  # fmt: skip
+
+
+def test_a_capped_word_of_work_is_handed_on_not_dropped(
+    service: JobService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The task path under a tenant cap: a message whose claim the cap held back sends its unused word
+    on (a retry after fairness.recheck_seconds, doubling), so the waiting pages are not forgotten."""
+    from workers import context
+    from workers.tasks import infer_units
+
+    monkeypatch.setenv("VLMQ_FAIRNESS__MAX_UNITS_IN_FLIGHT_PER_TENANT", "4")
+    get_settings.cache_clear()
+    context.reset()
+    ctx = context.get_context()
+    engine = FakeEngine(lambda r: "<think>t</think><answer>a</answer>")
+    monkeypatch.setattr("workers.inference.factory._engine", engine)
+    sent: list[dict[str, object]] = []
+    monkeypatch.setattr(infer_units, "retry", lambda **kw: sent.append(kw) or RuntimeError("retry"))
+    _job(ctx.service, "tenant-a", 12)
+    _media(ctx.service, 12)
+    elsewhere = ctx.service.claim_next(4).taken  # another worker holds the tenant's 4
+    word = [str(uuid.uuid4()) for _ in range(8)]
+    with pytest.raises(RuntimeError, match="retry"):
+        infer_units(word)  # capped, nothing taken: the whole word goes on
+    assert engine.requests == [] and sent[-1]["args"] == [word] and sent[-1]["countdown"] == 2.0
+    ctx.service.complete_units([(w, _result()) for w in elsewhere])
+    with pytest.raises(RuntimeError, match="retry"):
+        infer_units(word)  # 4 taken up to the cap; the other 4 of the word go on
+    assert len(engine.requests) == 4 and sent[-1]["args"] == [word[:4]]
+    context.reset()
+
+
+def _media(service: JobService, pages: int) -> None:
+    png = io.BytesIO()
+    Image.new("RGB", (28, 28), "white").save(png, "PNG")
+    for p in range(pages):
+        service.store.put(f"media/{p}.png", png.getvalue(), "image/png")
