@@ -342,7 +342,7 @@ class JobService:
 
     def unit_work(self, s: Session, units: Sequence[Item]) -> list[UnitWork]:
         """What the engine needs for each claimed unit, with the result version it will write."""
-        jobs = {u.job_id: repo.get_job(s, u.job_id) for u in units}
+        jobs = {j: repo.get_job(s, j) for j in {u.job_id for u in units}}
         versions = repo.next_versions(s, [u.id for u in units])
         return [unit_work(u, jobs[u.job_id], versions[u.id], self.settings) for u in units]
 

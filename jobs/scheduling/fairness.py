@@ -105,15 +105,31 @@ def size_class(total_items: int) -> str:
 
 
 def shares(s: Session, kind: Kind, n: int) -> list[Share]:
-    """Every active job with work of ``kind`` waiting or in flight (waiting counted up to ``n``)."""
-    busy = select(func.count()).where(Item.job_id == Job.id, Item.status == str(kind.in_flight))
-    in_flight = busy.scalar_subquery()
+    """Every active job with work of ``kind`` waiting or in flight (waiting counted up to ``n``).
+
+    In flight: one pass over the in-flight items (a partial index holds only open items), grouped by
+    job; a count per job scanned them all once for each active job. Waiting: at most ``n`` entries of
+    the claim order's index (ix_items_job_id_status_order) per job, ordered as it is so that the planner
+    uses it: left unordered it scanned the whole items table for a job that had none."""
+    busy = (
+        select(Item.job_id, func.count().label("n"))
+        .where(Item.status == str(kind.in_flight))
+        .group_by(Item.job_id)
+        .subquery()
+    )
     some = (
-        select(Item.id).where(Item.job_id == Job.id, Item.status == str(kind.waiting)).limit(n).correlate(Job)
+        select(Item.id)
+        .where(Item.job_id == Job.id, Item.status == str(kind.waiting))
+        .order_by(Item.created_at, Item.page)
+        .limit(n)
+        .correlate(Job)
     )
     waiting = select(func.count()).select_from(some.subquery()).scalar_subquery()
-    q = select(Job.id, Job.tenant, Job.priority, Job.created_at, Job.total_items, in_flight, waiting).where(
-        Job.status.in_(names(JOB_ACTIVE))
+    in_flight = func.coalesce(busy.c.n, 0)
+    q = (
+        select(Job.id, Job.tenant, Job.priority, Job.created_at, Job.total_items, in_flight, waiting)
+        .outerjoin(busy, busy.c.job_id == Job.id)
+        .where(Job.status.in_(names(JOB_ACTIVE)))
     )
     return [Share(*row) for row in s.execute(q) if row[5] or row[6]]
 
