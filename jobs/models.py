@@ -101,6 +101,7 @@ class Item(Base):
         # in-flight items' leases ran out (only in-flight items hold one, so that index stays small).
         Index("ix_items_status_updated_at", "status", "updated_at"),
         Index("ix_items_lease_until", "lease_until", postgresql_where=text("lease_until IS NOT NULL")),
+        Index("ix_items_retry_at", "retry_at", postgresql_where=text("retry_at IS NOT NULL")),
     )
 
     id: Mapped[uuid.UUID] = _uuid_pk()
@@ -125,6 +126,8 @@ class Item(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     # Set while a worker holds the item (preparing/running) and renewed by its heartbeat; NULL otherwise.
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Given back after a transient failure: not claimed in turn before this (JobService.give_back).
+    retry_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()
 

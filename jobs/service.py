@@ -312,7 +312,8 @@ class JobService:
             items = [it for i in item_ids if (it := repo.get_item(s, i)) is not None]
         again = [it.id for it in items if it.attempts < limit]
         spent = [it.id for it in items if it.attempts >= limit]
-        last = {"error_code": error.code, "error_message": str(error)[:4000]}  # shown while it waits
+        last = {"error_code": error.code, "error_message": str(error)[:4000],  # shown while it waits
+                "retry_at": fairness.retry_at(self.settings.queue.retry_backoff_max_seconds)}  # fmt: skip
         with self.sessions() as s, s.begin():
             # The state machine picks the way back: running units -> ready, preparing sources -> queued.
             back = transitions.move_items(s, again, ItemStatus.READY, last) + transitions.move_items(

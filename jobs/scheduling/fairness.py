@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import func, select, text
+from sqlalchemy import ColumnElement, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from jobs.clock import sql_now
@@ -95,13 +95,33 @@ class Wait(NamedTuple):
 @dataclass(frozen=True)
 class Claimed:
     ids: list[uuid.UUID]
-    capped: bool  # work was waiting that a tenant cap held back
+    capped: bool  # work was waiting that a tenant cap (or a retry's backoff: retry_at) held back
     ranks: dict[uuid.UUID, int]  # engine priority of each claimed unit (lower: sooner)
     waits: list[Wait]
 
 
 def size_class(total_items: int) -> str:
     return next((name for limit, name in SIZES if total_items <= limit), "large")
+
+
+def retry_at(maximum: float) -> ColumnElement[datetime]:
+    """When an item given back after its ``attempts``-th try may be claimed again: 1, 2, 4 ... seconds
+    later, at most ``maximum`` (queue.retry_backoff_max_seconds). A claim in turn takes the oldest
+    waiting item first: without this, every worker's next claim took the same failed page again at
+    once, and a 6 s S3 outage spent all of its 12 transport attempts (tests/chaos/test_streaming.py)."""
+    seconds = func.least(maximum, func.power(2, func.greatest(Item.attempts - 1, 0)))
+    return sql_now() + func.make_interval(0, 0, 0, 0, 0, 0, seconds)
+
+
+def _due() -> ColumnElement[bool]:
+    return or_(Item.retry_at.is_(None), Item.retry_at <= sql_now())
+
+
+def _deferred(s: Session, kind: Kind) -> bool:
+    """Work of ``kind`` waits, not yet due again (given back after a failure): a claim that found
+    nothing else hands its word on, as one held back by a cap does, or that work would have none."""
+    q = select(Item.id).where(Item.retry_at > sql_now(), Item.status == str(kind.waiting)).limit(1)
+    return s.scalar(q) is not None
 
 
 def shares(s: Session, kind: Kind, n: int) -> list[Share]:
@@ -119,7 +139,7 @@ def shares(s: Session, kind: Kind, n: int) -> list[Share]:
     )
     some = (
         select(Item.id)
-        .where(Item.job_id == Job.id, Item.status == str(kind.waiting))
+        .where(Item.job_id == Job.id, Item.status == str(kind.waiting), _due())
         .order_by(Item.created_at, Item.page)
         .limit(n)
         .correlate(Job)
@@ -207,7 +227,8 @@ def claim(s: Session, kind: Kind, n: int, rules: FairnessSettings) -> Claimed:
             ids.append(item_id)
             ranks[item_id] = rank
             waits.append(Wait(j.tenant, size_class(j.total_items), max(0.0, waited)))
-    return Claimed(ids, capped, ranks, waits)
+    held_back = capped or (len(ids) < n and _deferred(s, kind))
+    return Claimed(ids, held_back, ranks, waits)
 
 
 def _lock(s: Session, kind: Kind, job_id: uuid.UUID, n: int) -> list[tuple[uuid.UUID, float]]:
@@ -216,7 +237,7 @@ def _lock(s: Session, kind: Kind, job_id: uuid.UUID, n: int) -> list[tuple[uuid.
     waited = func.extract("epoch", sql_now() - Item.updated_at)
     q = (
         select(Item.id, waited)
-        .where(Item.job_id == job_id, Item.status == str(kind.waiting))
+        .where(Item.job_id == job_id, Item.status == str(kind.waiting), _due())
         .order_by(Item.created_at, Item.page)
         .limit(n)
         .with_for_update(skip_locked=True)

@@ -243,3 +243,19 @@ def _media(service: JobService, pages: int) -> None:
     Image.new("RGB", (28, 28), "white").save(png, "PNG")
     for p in range(pages):
         service.store.put(f"media/{p}.png", png.getvalue(), "image/png")
+
+
+def test_a_page_given_back_waits_out_its_backoff_and_its_word_is_handed_on(service: JobService) -> None:
+    """After a transient failure the oldest page would be every claim's first pick: it is not claimed
+    again before its retry_at (1, 2, 4 ... s), and a claim that finds only such work says so (its word
+    is handed on, as under a cap), so nothing waits without a message."""
+    from jobs.errors import StorageUnavailable
+
+    job = _job(service, "tenant-a", 3)
+    first = service.claim_next(1).taken
+    assert service.give_back([first[0].id], StorageUnavailable("S3 down")) == [first[0].id]
+    again = service.claim_next(8)
+    assert first[0].id not in [w.id for w in again.taken] and len(again.taken) == 2 and again.capped
+    with service.sessions() as s, s.begin():  # its backoff passes
+        s.execute(update(Item).where(Item.job_id == job).values(retry_at=Item.retry_at - _minute()))
+    assert [w.id for w in service.claim_next(8).taken] == [first[0].id]
