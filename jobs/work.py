@@ -79,8 +79,9 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Claim(Generic[T]):
-    """What a claim in turn took, and whether a tenant cap held waiting work back (the task then looks
-    again after ``fairness.recheck_seconds``, since nothing else would send it word of that work)."""
+    """What a claim in turn took, and whether waiting work was held back: by a tenant cap, or not yet
+    due again after a failure (items.retry_at). The task then hands its word on, to look again after
+    ``fairness.recheck_seconds``, since nothing else would send word of that work."""
 
     taken: list[T]
     capped: bool = False

@@ -52,9 +52,10 @@ def _held(held: dict[str, int] | None) -> dict[uuid.UUID, int]:
 
 
 def _recheck(task: Task, words: int, args: list[object]) -> None:
-    """A claim that a tenant cap held back hands its unused word of work (``words`` claims) to a later
-    message: nothing else would tell a worker of the waiting work once the cap frees. It comes back
-    after ``fairness.recheck_seconds``, doubling while the cap holds (at most the retry backoff's)."""
+    """A claim that held waiting work back (a tenant cap, or pages not yet due after a failure) hands
+    its unused word of work (``words`` claims) to a later message: nothing else would tell a worker of
+    that work once it may be taken. It comes back after ``fairness.recheck_seconds``, doubling while it
+    is held back (at most the retry backoff's)."""
     if words <= 0:
         return
     settings = get_context().settings
