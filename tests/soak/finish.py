@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from collections import Counter
 from datetime import UTC, timedelta
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,33 @@ def all_ended(soak: Soak) -> bool:
         subprocess.run([sys.executable, "-m", "api.cli", "reprocess-runs", "--last", "200"],
                        env=soak.system.stack.env, capture_output=True, timeout=120)  # fmt: skip
     return soak.checker.scalar(OPEN_RUNS) == 0
+
+
+WHAT_IS_OPEN = {
+    "jobs": """SELECT j.status || ' (' || count(i.id) FILTER (WHERE i.status NOT IN
+                 ('succeeded', 'failed', 'cancelled')) || ' open items)', count(DISTINCT j.id)
+               FROM jobs j LEFT JOIN items i ON i.job_id = j.id
+               WHERE j.status NOT IN ('completed', 'failed', 'cancelled', 'expired')
+               GROUP BY j.id, j.status""",
+    "batches": "SELECT status, count(*) FROM batches WHERE status NOT IN "
+    "('completed', 'failed', 'cancelled', 'expired') GROUP BY 1",
+    "reprocess runs": "SELECT status, count(*) FROM reprocess_runs WHERE status <> 'completed' GROUP BY 1",
+}
+
+
+def unended(soak: Soak) -> str:
+    """What keeps a drain from ending: open jobs (with their open items), batches and reprocess runs."""
+    try:
+        parts = []
+        for name, sql in WHAT_IS_OPEN.items():
+            rows = soak.checker.rows(sql)
+            shown = Counter[str]()
+            for what, n in rows:
+                shown[str(what)] += int(str(n))
+            parts.append(f"{name}: " + (", ".join(f"{n} {w}" for w, n in shown.most_common(6)) or "none"))
+        return "; ".join(parts)
+    except Exception as e:  # a progress line: Postgres may be down
+        return f"unknown ({type(e).__name__})"
 
 
 def gather(soak: Soak, drained: bool) -> None:

@@ -30,6 +30,10 @@ START_HOUR = 20  # the run starts at 20:00 UTC, simulated: its first midnight 4 
 OPEN = "SELECT count(*) FROM items WHERE status IN ('queued', 'preparing', 'prepared', 'ready', 'running')"
 
 
+def _count(n: int | None) -> str:
+    return "?" if n is None else str(n)  # None: Postgres is down (a fault)
+
+
 class Soak:
     def __init__(self, system: System, cfg: SoakConfig) -> None:
         self.system, self.cfg = system, cfg
@@ -100,8 +104,8 @@ class Soak:
         if quarter > self.quarters:
             self.quarters = quarter
             log.info(
-                "day %.2f: %d jobs, %d open items, %d faults, %d violations so far",
-                self.elapsed / DAY, len(self.ledger.jobs), self.checker.scalar(OPEN) or -1,
+                "day %.2f: %d jobs, %s open items, %d faults, %d violations so far",
+                self.elapsed / DAY, len(self.ledger.jobs), _count(self.checker.scalar(OPEN)),
                 sum(self.faults.done.values()), len(self.report.violations),
             )  # fmt: skip
 
@@ -131,10 +135,14 @@ class Soak:
     def drain(self) -> bool:
         """Users stop submitting; the clock goes on in small steps until every job, batch and reprocess
         run has ended, or the drain timeout passes. True when everything ended."""
-        deadline = time.monotonic() + self.cfg.drain_timeout_s
+        started = time.monotonic()
+        deadline, shown = started + self.cfg.drain_timeout_s, started
         while time.monotonic() < deadline:
             if self.turns % 8 == 0 and finish.all_ended(self):
                 return True
+            if time.monotonic() - shown >= 30:  # what is still open, for whoever watches a long drain
+                shown = time.monotonic()
+                log.info("drain %.0f s: %s", shown - started, finish.unended(self))
             self.turn(submitting=False)
         return finish.all_ended(self)
 
