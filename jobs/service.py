@@ -330,12 +330,13 @@ class JobService:
             units = transitions.move_items(s, unit_ids, ItemStatus.RUNNING, self._lease())
             return self.unit_work(s, units)
 
-    def claim_next(self, n: int, held: Held | None = None) -> Claim[UnitWork]:
+    def claim_next(self, n: int, held: Held | None = None, below: int | None = None) -> Claim[UnitWork]:
         """Claim the ``n`` units whose turn it is (jobs.scheduling.fairness), each with its turn's engine
-        priority: what an inference message means. ``held``: as for claim_units."""
+        priority: what an inference message means. ``held``: as for claim_units; ``below``: only units
+        whose rank is below it (urgent work, workers.inference.gate)."""
         with self.sessions() as s, s.begin():
             transitions.take_back(s, held or {}, self.settings.limits.max_transport_attempts)
-            turn = fairness.claim(s, fairness.UNITS, n, self.settings.fairness)
+            turn = fairness.claim(s, fairness.UNITS, n, self.settings.fairness, below)
             units = transitions.move_items(s, turn.ids, ItemStatus.RUNNING, self._lease())
             work = [replace(w, rank=turn.ranks[w.id]) for w in self.unit_work(s, units)]
         metrics.waited("gpu", turn.waits)
@@ -378,11 +379,17 @@ class JobService:
         if job is None or repo.job_is_terminal(job):
             return False
         end = JobStatus.CANCELLED if job.status == JobStatus.CANCELLING else JobStatus.COMPLETED
-        return self.close_job(job_id, end)
+        return self.close_job(job_id, end, when_done=True)
 
-    def close_job(self, job_id: uuid.UUID, end: JobStatus) -> bool:
+    def close_job(self, job_id: uuid.UUID, end: JobStatus, when_done: bool = False) -> bool:
+        """Write the output files, then end the job. ``when_done``: only if, under the finalizer lock,
+        none of its items is open (a retry may have reopened some since they were counted)."""
         out_key, err_key = self.write_outputs(job_id)
         with self.sessions() as s, s.begin():
+            if when_done:
+                repo.lock_job_finalize(s, job_id)
+                if repo.open_items(s, job_id):
+                    return False
             values = {"completed_at": sql_now(), "output_key": out_key, "error_key": err_key}
             done = transitions.move_job(s, job_id, end, values)
         if done:

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, aliased
 from jobs.clock import sql_now
 from jobs.leases import lease_until
 from jobs.models import Batch, Item, Job, ReprocessEntry, ReprocessRun
-from jobs.repository import PAGE_FAILED, add_event
+from jobs.repository import PAGE_FAILED, add_event, lock_job_finalize
 from jobs.status import (
     ENTRY_OPEN,
     ENTRY_TRANSITIONS,
@@ -172,7 +172,14 @@ def reopen_failed(
     back to waiting, attempts and errors cleared: a page to ready (its prepared source back to prepared), a
     source that failed before it was prepared to queued, pages or not (a later page could not be
     rendered; its re-prep keeps the pages made). Their jobs are reopened (``_reopen_jobs``).
-    Returns (sources to prepare, pages to infer); ``detail`` goes on the events (who reopened)."""
+    Returns (sources to prepare, pages to infer); ``detail`` goes on the events (who reopened).
+
+    Each job's finalizer lock is taken first (in id order): a finalizer that counted no open item must
+    not complete the job after these items reopened (the soak: a retry 0.17 s before a finalizer's
+    close left a completed job with 30 ready pages)."""
+    failed = select(Item.job_id).where(which, Item.status == str(ItemStatus.FAILED)).distinct()
+    for job_id in sorted(s.scalars(failed)):
+        lock_job_finalize(s, job_id)
     units = _reopen(s, which, Item.parent_id.is_not(None), ItemStatus.READY)
     # Prepared sources have a page count (jobs.units.finish_prep); one without never got all its pages.
     unprepared = and_(Item.parent_id.is_(None), Item.page_count.is_(None))

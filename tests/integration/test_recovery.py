@@ -220,6 +220,34 @@ def test_retry_requeues_failed_items_only(service: JobService) -> None:
         service.retry("tenant-a", job_id)
 
 
+def test_a_retry_between_a_finalizers_count_and_its_close_is_not_lost(
+    service: JobService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by the soak: a finalizer counted no open item, then (while it wrote the output files) a
+    user's retry reopened a failed page, and the finalizer completed the job anyway, leaving the page
+    ready in a completed job forever. The close checks again under the finalizer lock, which the
+    reopen takes too: the job stays running for its reopened page."""
+    job_id = _submit(service)
+    (src,) = _items(service, job_id)
+    service.begin_prep(src.id)
+    (batch,) = service.finish_prep(src.id, [(1, "media/f/page-1.png"), (2, "media/f/page-2.png")])
+    u1, u2 = service.claim_units(batch)
+    service.complete_units([(u1, _result())])
+    service.fail_items([u2.id], CorruptMedia("unreadable page"))
+    write = service.write_outputs
+
+    def retried_meanwhile(job: uuid.UUID) -> tuple[str, str]:
+        keys = write(job)
+        service.retry("tenant-a", job_id)  # another process, between the count and the close
+        return keys
+
+    monkeypatch.setattr(service, "write_outputs", retried_meanwhile)
+    assert not service.finalize(job_id)
+    monkeypatch.setattr(service, "write_outputs", write)
+    assert service.get("tenant-a", job_id).status == "running"
+    assert [u.status for u in _items(service, job_id, units=True)] == ["succeeded", "ready"]
+
+
 def test_a_failed_page_is_retried_under_its_source(service: JobService) -> None:
     job_id = _submit(service)
     (src,) = _items(service, job_id)
