@@ -78,6 +78,15 @@ class ModelSettings(BaseModel):
     # vLLM's scheduler: "priority" serves each request by its claim's turn (jobs.scheduling: a small
     # job's pages pass a bulk job's already inside the engine); "fcfs" in arrival order.
     scheduling_policy: Literal["priority", "fcfs"] = "priority"
+    # vLLM worker (workers.inference.gate): claims made beyond the places the engine has free. A task
+    # claims its pages only when they will soon get a place, so a small job's pages are not claimed
+    # behind a thousand bulk pages that task threads hold. Larger: more pages fetched ahead.
+    claim_ahead: int = Field(default=16, ge=0)
+    # vLLM worker with "priority" scheduling: urgent work (a turn within the first max_num_seqs) that
+    # finds every slot running work at least max_num_seqs places behind it in the turn takes the slot of
+    # the running request with the least output so far; that request starts again later (its prompt is
+    # in the prefix cache). vLLM 0.26 preempts for priority only when KV blocks run short.
+    urgent_preemption: bool = True
     # Prompt tokens (prefill chunks plus decode steps) one engine step may take. None: vLLM's default for
     # offline batch work on this GPU, what LLM.generate gets (16,384 on 70 GB+ GPUs other than A100, else
     # 8,192); without it vLLM's engine API falls back to 2,048, about one 1288-px page per step.

@@ -49,10 +49,23 @@ def infer(
     in_turn: bool = False,
 ) -> JobLane:
     """Infer ``unit_ids``; or, ``in_turn`` (what an inference message means), as many units as it names,
-    whichever are next in turn (jobs.scheduling.fairness). The lane says what was claimed."""
-    lane = JobLane(ctx.service, in_turn)
-    run(ctx, engine, lane, unit_ids, writers.for_settings(ctx.settings), held)
-    return lane
+    whichever are next in turn (jobs.scheduling.fairness). The lane says what was claimed.
+
+    An engine with a claim gate (vLLM: workers.inference.gate) is claimed for in turn only when it will
+    soon have places; while it is full this thread may be the one that looks for urgent work only, and
+    looks again until it finds some or places free."""
+    writer = writers.for_settings(ctx.settings)
+    gate = getattr(engine, "gate", None) if in_turn and not held else None
+    if gate is None:
+        lane = JobLane(ctx.service, in_turn)
+        run(ctx, engine, lane, unit_ids, writer, held)
+        return lane
+    while True:
+        with gate.enter(max(len(unit_ids), ctx.settings.limits.batch_size)) as ticket:
+            lane = JobLane(ctx.service, in_turn, ticket.n, ticket.below)
+            run(ctx, engine, lane, unit_ids, writer, held)
+        if ticket.below is None or lane.taken:
+            return lane
 
 
 def run(

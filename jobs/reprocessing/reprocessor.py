@@ -35,6 +35,7 @@ from jobs.models import Item, ReprocessRun
 from jobs.prompts import presets
 from jobs.reprocessing import runs
 from jobs.reprocessing.selection import Rules, Target, candidates
+from jobs.scheduling import fairness
 from jobs.service import JobService
 from jobs.status import JobStatus
 from jobs.work import Held, UnitWork
@@ -261,7 +262,9 @@ class RefreshLane:
             transitions.take_back_entries(s, self.run_id, held or {}, self.rp.settings.limits.max_attempts)
             items = transitions.claim_entries(s, self.run_id, unit_ids)
             tried = runs.attempts(s, self.run_id, [i.id for i in items])
-            return [replace(u, attempt=tried[u.id]) for u in self.rp.jobs.unit_work(s, items)]
+            # Low class in the engine too: a night's refresh never runs ahead of normal work's turn.
+            work = self.rp.jobs.unit_work(s, items)
+            return [replace(u, attempt=tried[u.id], rank=fairness.LOW_RANK) for u in work]
 
     def complete(self, done: Sequence[tuple[UnitWork, dict[str, object]]]) -> None:
         with self.sessions() as s, s.begin():

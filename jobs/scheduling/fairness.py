@@ -44,6 +44,8 @@ from jobs.status import JOB_ACTIVE, ItemStatus, names
 CLASSES = {"normal": 0, "low": 1}
 # Engine priority (vLLM: lower runs first) = class * RANK_CLASS + the turn's in-flight counts.
 RANK_CLASS = 1_000_000
+# A reprocessing run's refresh entries are claimed by id, outside the turn: the low class's first rank.
+LOW_RANK = CLASSES["low"] * RANK_CLASS
 # Job size classes of the queue-wait histogram, by the items a job was submitted with.
 SIZES = ((10, "small"), (1000, "medium"))
 
@@ -208,11 +210,14 @@ def _refresh(
         heapq.heapify(heap)
 
 
-def claim(s: Session, kind: Kind, n: int, rules: FairnessSettings) -> Claimed:
+def claim(s: Session, kind: Kind, n: int, rules: FairnessSettings, below: int | None = None) -> Claimed:
     """Lock the next ``n`` waiting items of ``kind`` in turn (FOR UPDATE, in the caller's transaction,
-    which then moves them); see the module's docstring."""
+    which then moves them); see the module's docstring. ``below``: only items whose rank is below it
+    (a GPU worker whose engine is full looks for urgent work only: workers.inference.gate)."""
     s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": kind.lock})
     turn, capped = plan(shares(s, kind, n), n, rules, kind.cap(rules))
+    if below is not None:
+        turn, capped = [(j, rank) for j, rank in turn if rank < below], False
     per_job: dict[uuid.UUID, list[int]] = defaultdict(list)
     by_id = {}
     for j, rank in turn:

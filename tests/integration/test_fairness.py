@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from PIL import Image
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 
 from jobs.config import Settings, get_settings
 from jobs.models import Item, Job
@@ -259,3 +259,39 @@ def test_a_page_given_back_waits_out_its_backoff_and_its_word_is_handed_on(servi
     with service.sessions() as s, s.begin():  # its backoff passes
         s.execute(update(Item).where(Item.job_id == job).values(retry_at=Item.retry_at - _minute()))
     assert [w.id for w in service.claim_next(8).taken] == [first[0].id]
+
+
+class _GatedEngine(FakeEngine):
+    """The fake engine behind a claim gate (workers.inference.gate), as the vLLM engine has one: its
+    ``places`` free places are what the gate measures."""
+
+    def __init__(self, places: int) -> None:
+        from workers.inference.gate import ClaimGate
+
+        super().__init__(lambda r: "<think>t</think><answer>a</answer>")
+        self.places = places
+        self.gate = ClaimGate(lambda: self.places, ahead=0, urgent_below=256, poll_s=0.05)
+
+
+def test_a_full_engine_is_claimed_for_only_with_urgent_work(service: JobService) -> None:
+    """The task path with a claim gate: while the engine has no place, the worker claims neither the
+    bulk job's pages nor anything else ranked behind an engine's worth of work, only the small job of a
+    tenant with nothing in flight (urgent); with places, it claims in turn again. Without the gate the
+    full engine would be handed the bulk job's pages (the first claim below takes 8)."""
+    ctx = WorkerContext(service.settings, service, service.store)
+    bulk = _job(service, "tenant-a", 400)
+    _media(service, 400)
+    engine = _GatedEngine(places=64)
+    lane = infer.infer(ctx, engine, [uuid.uuid4()], in_turn=True)
+    assert lane.taken == 8  # room: a batch in turn, the bulk job's
+    service.claim_next(300)  # the bulk job fills the engine: its ranks are now far behind
+    engine.places = 0
+    small = _job(service, "tenant-b", 1)
+    seen: list[str] = []
+    engine.answer = lambda r: seen.append(r.request_id) or "<think>t</think><answer>a</answer>"
+    lane = infer.infer(ctx, engine, [uuid.uuid4()], in_turn=True)
+    assert lane.taken == 1 and _jobs_of(service, [uuid.UUID(r) for r in seen]) == [small]
+    assert engine.gate.reserved == 0  # handed over: nothing left reserved
+    with service.sessions() as s:
+        waiting = s.scalar(select(func.count()).where(Item.job_id == bulk, Item.status == "ready"))
+    assert waiting == 400 - 8 - 300  # no bulk page was claimed for the full engine

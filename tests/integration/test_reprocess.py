@@ -239,6 +239,24 @@ def test_two_beat_tasks_in_two_processes_make_one_run(
     assert len(_sent_ids(fx.drain(settings, GPU_LOW_QUEUE))) == 2
 
 
+def test_refresh_work_is_low_class_in_the_engine(
+    rp: Reprocessor, service: JobService, settings: Settings
+) -> None:
+    """Refresh entries are claimed by id, outside the turn (jobs.scheduling.fairness): their engine
+    priority is the low class's, behind every normal claim's, not 0 (the front of vLLM's queue)."""
+    from jobs.scheduling import fairness
+
+    fx.pages_job(service, [("model-old", "a"), ("model-old", "b")])
+    _clear_queues(settings)
+    report, created = rp.start(Rules(), "cli:rank", "cli")
+    assert created and report.id is not None
+    ids = [uuid.UUID(i) for task, args, _ in fx.drain(settings, GPU_LOW_QUEUE) if task == REFRESH_TASK
+           for i in args[1]]  # fmt: skip
+    work = rp.lane(report.id).claim(ids)
+    assert len(work) == 2 and {w.rank for w in work} == {fairness.LOW_RANK}
+    assert fairness.LOW_RANK >= fairness.RANK_CLASS  # behind any normal turn
+
+
 @pytest.mark.slow
 def test_reprocessing_adds_versions_and_keeps_history(
     rp: Reprocessor, service: JobService, settings: Settings, taught_model_dir: Path

@@ -118,3 +118,30 @@ def test_a_waiter_cancelled_in_the_queue_loses_no_place() -> None:
         assert (backlog.inside, backlog.waiting) == (0, 0)
 
     asyncio.run(main())
+
+
+def test_urgent_requests_overdraw_a_full_backlog_within_bounds_and_places_freed_are_told() -> None:
+    """Urgent work (priority below ``urgent_below``) claimed while the engine is full goes in beyond the
+    limit, at most ``overdraft`` at once; bulk work waits. Each place given back is told (the gate)."""
+
+    async def main() -> None:
+        freed: list[int] = []
+        backlog = Backlog(2, urgent_below=10, overdraft=1, on_release=lambda: freed.append(1))
+        release, inside = asyncio.Event(), []
+
+        async def one(rid: str, priority: int) -> None:
+            async with backlog.place(rid, priority):
+                inside.append(rid)
+                await release.wait()
+
+        tasks = [asyncio.ensure_future(one(r, p)) for r, p in [("b1", 900), ("b2", 900), ("b3", 900)]]
+        tasks += [asyncio.ensure_future(one(r, p)) for r, p in [("u1", 3), ("u2", 4)]]
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert inside == ["b1", "b2", "u1"] and backlog.free == 2 - 3 - 2  # u2 waits: the overdraft is spent
+        release.set()
+        await asyncio.gather(*tasks)
+        assert inside == ["b1", "b2", "u1", "u2", "b3"] and len(freed) == 5
+        assert (backlog.free, backlog.inside, backlog.waiting) == (2, 0, 0)  # the overdraft is paid back
+
+    asyncio.run(main())

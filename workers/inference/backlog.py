@@ -21,16 +21,27 @@ import asyncio
 import heapq
 import itertools
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 
 
 class Backlog:
-    def __init__(self, limit: int) -> None:
+    def __init__(
+        self,
+        limit: int,
+        urgent_below: int = 0,
+        overdraft: int = 0,
+        on_release: Callable[[], None] | None = None,
+    ) -> None:
+        """``urgent_below``/``overdraft``: a request whose priority is below ``urgent_below`` finding no
+        free place takes one of ``overdraft`` places beyond the limit (workers.inference.gate: urgent
+        work claimed while the engine is full). ``on_release``: called when a place is given back."""
         if limit < 1:
             raise ValueError(f"the engine must hold at least one request, not {limit}")
         self.limit = limit
         self._free = limit
+        self.urgent_below, self.overdraft, self._over = urgent_below, overdraft, 0
+        self._on_release = on_release
         self._queue: list[tuple[int, int, asyncio.Future[None]]] = []  # (priority, arrival, its turn)
         self._arrival = itertools.count()
         self._waiting: Counter[str] = Counter()  # request id -> its requests waiting for a place
@@ -40,6 +51,11 @@ class Backlog:
     @property
     def waiting(self) -> int:
         return sum(self._waiting.values())
+
+    @property
+    def free(self) -> int:
+        """Places not held nor waited for (below 0 while urgent requests overdraw)."""
+        return self.limit - self.inside - self.waiting
 
     @asynccontextmanager
     async def place(self, request_id: str, priority: int = 0) -> AsyncIterator[bool]:
@@ -66,6 +82,9 @@ class Backlog:
         if self._free and not self._queue:
             self._free -= 1
             return
+        if priority < self.urgent_below and self._over < self.overdraft:
+            self._over += 1
+            return
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._queue, (priority, next(self._arrival), turn))
         try:
@@ -76,7 +95,13 @@ class Backlog:
             raise
 
     def _release(self) -> None:
-        """Hand the place to the first waiter still waiting (a cancelled one is skipped), or free it."""
+        """Hand the place to the first waiter still waiting (a cancelled one is skipped), or free it.
+        An overdrawn place is simply given back."""
+        if self._on_release is not None:
+            self._on_release()
+        if self._over:
+            self._over -= 1
+            return
         while self._queue:
             _, _, turn = heapq.heappop(self._queue)
             if not turn.done():

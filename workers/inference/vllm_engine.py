@@ -28,6 +28,7 @@ from workers.inference import tensor_parallel
 from workers.inference.backlog import Backlog
 from workers.inference.budget import PassResult, generate_with_budget
 from workers.inference.engine import FinishReason, GenerationOutput, GenerationRequest, strip_stop
+from workers.inference.gate import ClaimGate
 from workers.inference.prompts import build_messages
 from workers.inference.video_inputs import vllm_video_input
 
@@ -66,6 +67,29 @@ def request_timing(out: Any, clock: float | None = None) -> dict[str, Any] | Non
         "queued_at": at(m.queued_ts), "first_token_at": at(m.first_token_ts), "done_at": at(m.last_token_ts),
         "prompt_tokens": len(out.prompt_token_ids or []), "output_tokens": m.num_generation_tokens,
     }  # fmt: skip
+
+
+def pick_victim(processor: Any, priorities: dict[str, int], priority: int, slots: int) -> str | None:
+    """The request to preempt for an urgent one of ``priority`` (VllmEngine._make_room), or None: the
+    engine holds no more requests than its ``slots`` (one is or will be free), or none that has started
+    is ``slots`` behind in the turn. Of those, the worst turn, then the least output so far. Reads vLLM's
+    front-end state (``processor``: AsyncLLM.output_processor; internal, checked against 0.26): a
+    request that gave its first token is running."""
+    states = processor.request_states
+    if len(states) <= slots:
+        return None
+    best: tuple[int, int, str] | None = None
+    for vid, p in list(priorities.items()):
+        if p < priority + slots:
+            continue
+        for internal in processor.external_req_ids.get(vid, ()):
+            st = states.get(internal)
+            if st is None or st.is_prefilling:
+                continue
+            key = (-p, st.detokenizer.num_output_tokens() if st.detokenizer else 0, vid)
+            if best is None or key < best:
+                best = key
+    return None if best is None else best[2]
 
 
 TIMING = "engine timing"  # the per-request log line's prefix (bench/gpu reads it back)
@@ -119,8 +143,17 @@ class VllmEngine:
         self._stats_task: Any = None
         self._vllm_ids: dict[str, set[str]] = {}  # request id -> its running vLLM request ids
         self._ids_lock = threading.Lock()
-        self._backlog = Backlog(settings.engine_backlog)
         self._scheduling = m.scheduling_policy
+        # Urgent work (workers.inference.gate): a turn within the engine's first max_num_seqs.
+        self._slots, urgent = m.max_num_seqs, m.max_num_seqs
+        self._preempting = m.urgent_preemption and m.scheduling_policy == "priority"
+        self._incoming = 0  # requests handed over by task threads, not yet counted by the backlog
+        self._incoming_lock = threading.Lock()
+        self.gate = ClaimGate(self._free, m.claim_ahead, urgent)
+        self._backlog = Backlog(settings.engine_backlog, urgent, m.max_num_seqs // 8, self.gate.freed)
+        self._priorities: dict[str, int] = {}  # vLLM request id -> its priority
+        self._preempted: set[str] = set()  # vLLM request ids aborted to make room: run again
+        self.preemptions = 0
         self._processor = AutoProcessor.from_pretrained(m.path, local_files_only=True)
         self._tokenizer = self._processor.tokenizer
         self._loop = asyncio.new_event_loop()
@@ -180,13 +213,23 @@ class VllmEngine:
         text: str = self._processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return text
 
+    def _free(self) -> int:
+        """Places the engine has for more claims (the gate's measure): the backlog's free places less
+        the requests on their way to it."""
+        return self._backlog.free - self._incoming
+
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
+        with self._incoming_lock:
+            self._incoming += len(requests)
+        self.gate.handed()  # the backlog counts them from here (incoming, then waiting or inside)
         return list(self._call(self._batch(requests)))
 
     async def _batch(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
         return list(await asyncio.gather(*(self._one(r) for r in requests)))
 
     async def _one(self, req: GenerationRequest) -> GenerationOutput:
+        with self._incoming_lock:  # the backlog counts it from its next step (no await between)
+            self._incoming -= 1
         async with self._backlog.place(req.request_id, req.priority) as go:
             if go:
                 return await self._run(req)
@@ -213,14 +256,22 @@ class VllmEngine:
                 ignore_eos=self.ignore_eos,
                 output_kind=RequestOutputKind.FINAL_ONLY,
             )
-            final, vid = None, f"{req.request_id}-{uuid.uuid4().hex[:8]}"
-            self._track(req.request_id, vid, True)
-            try:
-                rendered = await self._render(text, mm)
-                async for out in self._llm.generate(rendered, sp, request_id=vid, **self._priority(req)):
-                    final = out
-            finally:
-                self._track(req.request_id, vid, False)
+            rendered = await self._render(text, mm)
+            while True:  # again from the start while it is preempted (see _make_room)
+                final, vid = None, f"{req.request_id}-{uuid.uuid4().hex[:8]}"
+                self._track(req.request_id, vid, True, req.priority)
+                room = self._make_room(vid, req.priority) if self._urgent(req.priority) else None
+                try:
+                    async for out in self._llm.generate(rendered, sp, request_id=vid, **self._priority(req)):
+                        final = out
+                finally:
+                    if room is not None:
+                        room.cancel()
+                    self._track(req.request_id, vid, False)
+                if vid not in self._preempted:
+                    break
+                self._preempted.discard(vid)
+                rendered = await self._render(text, mm)  # vLLM's processed input is used up
             if final is None:  # aborted (its job was cancelled) before any output: nothing to keep
                 return PassResult("", 0, "stop")
             if self._stats_seconds > 0 and (timing := request_timing(final)) is not None:
@@ -246,12 +297,41 @@ class VllmEngine:
         """vLLM refuses a priority unless its scheduler orders by priority."""
         return {"priority": req.priority} if self._scheduling == "priority" else {}
 
-    def _track(self, request_id: str, vllm_id: str, running: bool) -> None:
+    def _track(self, request_id: str, vllm_id: str, running: bool, priority: int = 0) -> None:
         with self._ids_lock:
             ids = self._vllm_ids.setdefault(request_id, set())
             (ids.add if running else ids.discard)(vllm_id)
+            if running:
+                self._priorities[vllm_id] = priority
+            else:
+                self._priorities.pop(vllm_id, None)
             if not ids:
                 del self._vllm_ids[request_id]
+
+    def _urgent(self, priority: int) -> bool:
+        return self._preempting and priority < self._backlog.urgent_below
+
+    def _make_room(self, vid: str, priority: int) -> asyncio.Task[None]:
+        """Urgent request ``vid`` is being added to vLLM: once it is in (its next steps), if the engine
+        holds more requests than it runs, abort the running request at least ``max_num_seqs`` behind it
+        in the turn with the least output so far; it runs again from the start (``_run``), its prompt
+        in the prefix cache. What vLLM 0.26's priority scheduler does only when KV blocks run short
+        (vllm-project/vllm#40004)."""
+
+        async def make_room() -> None:
+            for _ in range(200):  # the request reaches the front end within a few loop turns
+                if vid in self._llm.output_processor.external_req_ids:
+                    break
+                await asyncio.sleep(0.005)
+            victim = pick_victim(self._llm.output_processor, self._priorities, priority, self._slots)
+            if victim is not None:
+                self._preempted.add(victim)
+                self.preemptions += 1
+                log.info("preempted %s (priority %d) for urgent %s (priority %d)",
+                         victim, self._priorities.get(victim, -1), vid, priority)  # fmt: skip
+                await self._llm.abort(victim)
+
+        return asyncio.get_running_loop().create_task(make_room())
 
     def abort(self, request_ids: Sequence[str]) -> None:
         """Stop these requests now (their job was cancelled); called from the worker's heartbeat
@@ -263,6 +343,7 @@ class VllmEngine:
         with self._ids_lock:
             ids = [v for r in request_ids for v in self._vllm_ids.get(r, ())]
         if ids:
+            self._preempted.difference_update(ids)  # stopped, not to run again
             await self._llm.abort(ids)
         log.info("aborted %d engine requests, dropped %d waiting for a place", len(ids), waiting)
 
