@@ -152,3 +152,30 @@ def test_the_backlog_bounds_the_engine_and_drops_a_cancelled_waiting_request(eng
     first, second, dropped = result["out"]
     assert first.completion_tokens == second.completion_tokens == 1500  # type: ignore[attr-defined]
     assert (dropped.text, dropped.completion_tokens) == ("", 0)  # type: ignore[attr-defined]
+
+
+def test_urgent_work_preempts_the_running_request_furthest_behind(engine) -> None:  # type: ignore[no-untyped-def]
+    """Urgent work (a small job's page) finding the engine's slots taken (here: 2 slots, 3 requests
+    decoding) takes the slot of the running request furthest behind in the turn; that request runs
+    again from the start and still gives its whole output. Checks the vLLM front-end state the choice
+    reads (AsyncLLM.output_processor) against this vLLM."""
+    pages = taught_pages()
+    engine.ignore_eos = True
+    slots, engine._slots = engine._slots, 2
+    result: dict[str, list[object]] = {}
+    try:
+        bulk = [
+            GenerationRequest(f"b{i}", DEFAULT.prompt, [pages[i % 3]], 1200, priority=5000 + i)
+            for i in range(3)
+        ]
+        worker = threading.Thread(target=lambda: result.update(out=engine.generate(bulk)))
+        worker.start()
+        time.sleep(0.5)  # all three decoding
+        before = engine.preemptions
+        (urgent,) = engine.generate([GenerationRequest("u", DEFAULT.prompt, [pages[0]], 40, priority=0)])
+        preempted = engine.preemptions - before
+        worker.join(180)
+    finally:
+        engine._slots, engine.ignore_eos = slots, False
+    assert preempted == 1 and urgent.completion_tokens == 40
+    assert [o.completion_tokens for o in result["out"]] == [1200] * 3  # type: ignore[attr-defined]
