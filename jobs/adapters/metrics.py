@@ -19,6 +19,9 @@ FAILURES = Counter(
 ENGINE_BUSY_SECONDS = Counter(
     "vlmq_engine_busy_seconds", "Wall time with at least one request in the engine; rate() = busy fraction"
 )
+PREEMPTIONS = Counter(
+    "vlmq_engine_preemptions", "Running engine requests aborted and sent again to make room for urgent work"
+)
 
 QUEUE_WAIT = Histogram(
     "vlmq_queue_wait_seconds",

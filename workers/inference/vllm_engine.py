@@ -23,6 +23,7 @@ from typing import Any
 
 from PIL import Image
 
+from jobs.adapters import metrics
 from jobs.config import Settings
 from workers.inference import tensor_parallel
 from workers.inference.backlog import Backlog
@@ -327,6 +328,7 @@ class VllmEngine:
             if victim is not None:
                 self._preempted.add(victim)
                 self.preemptions += 1
+                metrics.PREEMPTIONS.inc()
                 log.info("preempted %s (priority %d) for urgent %s (priority %d)",
                          victim, self._priorities.get(victim, -1), vid, priority)  # fmt: skip
                 await self._llm.abort(victim)
