@@ -47,10 +47,11 @@ class Backlog:
         self._waiting: Counter[str] = Counter()  # request id -> its requests waiting for a place
         self._cancelled: set[str] = set()
         self.inside = 0
+        self._n_waiting = 0  # sum of _waiting (read by the claim gate from other threads)
 
     @property
     def waiting(self) -> int:
-        return sum(self._waiting.values())
+        return self._n_waiting
 
     @property
     def free(self) -> int:
@@ -62,10 +63,12 @@ class Backlog:
         """Hold a place while the block runs (lower ``priority`` first, then arrival); the block gets
         False (and should do nothing) when the request was cancelled while it waited."""
         self._waiting[request_id] += 1
+        self._n_waiting += 1
         try:
             await self._acquire(priority)
         finally:
             self._waiting[request_id] -= 1
+            self._n_waiting -= 1
             if not self._waiting[request_id]:
                 del self._waiting[request_id]
         go = request_id not in self._cancelled

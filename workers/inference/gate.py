@@ -76,8 +76,8 @@ class ClaimGate:
             ticket = Ticket(None, n) if self.room() >= n else Ticket(self.urgent_below, n)
             if self._scout == me and ticket.below is None:
                 self._scout = None
-                self._cond.notify_all()  # another waiting thread becomes the scout
             self._reserved[me] = n
+            self._cond.notify()  # the next waiter: room for it too, or it becomes the scout
         try:
             yield ticket
         finally:
@@ -91,9 +91,10 @@ class ClaimGate:
             if self._scout == me:
                 self._scout = None
             if self._reserved.pop(me, None) is not None:
-                self._cond.notify_all()
+                self._cond.notify()
 
     def freed(self) -> None:
-        """A place in the engine was given back (called by the engine)."""
+        """A place in the engine was given back (called by the engine). One waiter is woken a place,
+        and each that passes wakes the next: not the whole herd of task threads at every place."""
         with self._cond:
-            self._cond.notify_all()
+            self._cond.notify()
