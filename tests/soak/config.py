@@ -89,8 +89,9 @@ def ci() -> SoakConfig:
 
 
 def full() -> SoakConfig:
-    """`make soak`: 7 simulated days, 50,000 items, 24 faults."""
-    return SoakConfig(days=7, items=50_000, faults=24)
+    """`make soak`: 7 simulated days, at least 50,000 items, 24 faults. The users draw their page counts
+    at random, so they submit about ``items``; at 50,000 the run of 2026-12-05 made 49,306."""
+    return SoakConfig(days=7, items=52_000, faults=24)
 
 
 def stack_env(cfg: SoakConfig, metrics_token: str, keys: str) -> dict[str, str]:
