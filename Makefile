@@ -29,7 +29,7 @@ test: setup lint typecheck
 chaos: setup
 	VLMQ_CHAOS_ALL=1 $(BIN)/python -m pytest tests/chaos -m chaos -s $(PYTEST_ARGS)
 
-# The soak (RELIABILITY.md, "Soak"): a whole system of its own for 7 simulated days, 50,000 items and 24
+# The soak (RELIABILITY.md, "Soak"): a whole system of its own for 7 simulated days, 50,000+ items and 24
 # faults; prints the report and writes it to soak-report.json. soak-ci: the CI size (2-3 minutes).
 soak: setup
 	$(BIN)/python -m tests.soak --size full --report soak-report.json $(SOAK_ARGS)
