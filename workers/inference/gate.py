@@ -14,7 +14,7 @@ While the engine is full, one thread at a time (the scout) looks every ``poll_s`
 units whose rank is below ``urgent_below`` (a turn within the engine's first ``max_num_seqs``, what a
 small job of a tenant with little in flight gets). The engine takes urgent requests beyond its limit
 (workers.inference.backlog) and may give them a running slot (workers.inference.vllm_engine). The other
-threads wait for places; a place freed wakes them.
+threads wait for places: a freed place wakes one, and each that passes wakes the next.
 """
 
 from __future__ import annotations
