@@ -62,7 +62,7 @@ def infer(
         return lane
     while True:
         with gate.enter(max(len(unit_ids), ctx.settings.limits.batch_size)) as ticket:
-            lane = JobLane(ctx.service, in_turn, ticket.n, ticket.below)
+            lane = JobLane(ctx.service, in_turn, ticket.below)
             run(ctx, engine, lane, unit_ids, writer, held)
         if ticket.below is None or lane.taken:
             return lane

@@ -41,17 +41,15 @@ class JobLane:
 
     leased = True
 
-    def __init__(
-        self, service: JobService, in_turn: bool = False, n: int | None = None, below: int | None = None
-    ) -> None:
-        """``in_turn``: a claim takes ``n`` units, by default a full batch (``limits.batch_size``, or as
-        many as it is given ids if more), whichever units are next in turn (jobs.scheduling.fairness),
-        not those ids; ``below``: only those ranked below it (urgent work, workers.inference.gate). A
+    def __init__(self, service: JobService, in_turn: bool = False, below: int | None = None) -> None:
+        """``in_turn``: a claim takes a full batch (``limits.batch_size``, or as many as it is given ids
+        if more), whichever units are next in turn (jobs.scheduling.fairness), not those ids;
+        ``below``: only those ranked below it (urgent work, workers.inference.gate). A
         word of one page (a source's first, a small job's) then fills its batch with the next pages in
         turn: an engine that runs a batch per call (transformers, fake) would spend a whole round on one
         page. ``taken`` and ``capped`` tell the task what it got."""
         self.service = service
-        self.in_turn, self.n, self.below = in_turn, n, below
+        self.in_turn, self.below = in_turn, below
         self.taken = 0
         self.capped = False
 
@@ -59,7 +57,7 @@ class JobLane:
         if not self.in_turn:
             units = self.service.claim_units(unit_ids, held)
         else:
-            n = self.n or max(len(unit_ids), self.service.settings.limits.batch_size)
+            n = max(len(unit_ids), self.service.settings.limits.batch_size)
             claim = self.service.claim_next(n, held, self.below)
             units, self.capped = claim.taken, claim.capped
         self.taken = len(units)

@@ -33,7 +33,6 @@ class Ticket:
     """What a thread may claim: ``below`` None, a batch in turn; else only units ranked below it."""
 
     below: int | None
-    n: int
 
 
 class ClaimGate:
@@ -73,7 +72,7 @@ class ClaimGate:
                     self._cond.wait(left)
                 else:
                     self._cond.wait(self.poll_s)  # woken by a freed place; the timeout: a lost wake-up
-            ticket = Ticket(None, n) if self.room() >= n else Ticket(self.urgent_below, n)
+            ticket = Ticket(None if self.room() >= n else self.urgent_below)
             if self._scout == me and ticket.below is None:
                 self._scout = None
             self._reserved[me] = n

@@ -145,13 +145,13 @@ class VllmEngine:
         self._vllm_ids: dict[str, set[str]] = {}  # request id -> its running vLLM request ids
         self._ids_lock = threading.Lock()
         self._scheduling = m.scheduling_policy
-        # Urgent work (workers.inference.gate): a turn within the engine's first max_num_seqs.
-        self._slots, urgent = m.max_num_seqs, m.max_num_seqs
+        # Urgent work (workers.inference.gate): a turn within the engine's first max_num_seqs (its slots).
+        self._slots = m.max_num_seqs
         self._preempting = m.urgent_preemption and m.scheduling_policy == "priority"
         self._incoming = 0  # requests handed over by task threads, not yet counted by the backlog
         self._incoming_lock = threading.Lock()
-        self.gate = ClaimGate(self._free, m.claim_ahead, urgent)
-        self._backlog = Backlog(settings.engine_backlog, urgent, m.max_num_seqs // 8, self.gate.freed)
+        self.gate = ClaimGate(self._free, m.claim_ahead, self._slots)
+        self._backlog = Backlog(settings.engine_backlog, self._slots, self._slots // 8, self.gate.freed)
         self._priorities: dict[str, int] = {}  # vLLM request id -> its priority
         self._preempted: set[str] = set()  # vLLM request ids aborted to make room: run again
         self.preemptions = 0
@@ -310,7 +310,8 @@ class VllmEngine:
                 del self._vllm_ids[request_id]
 
     def _urgent(self, priority: int) -> bool:
-        return self._preempting and priority < self._backlog.urgent_below
+        """Urgent, and the engine holds more requests than it has slots: room may have to be made."""
+        return self._preempting and priority < self._slots and self._backlog.inside > self._slots
 
     def _make_room(self, vid: str, priority: int) -> asyncio.Task[None]:
         """Urgent request ``vid`` is being added to vLLM: once it is in (its next steps), if the engine
