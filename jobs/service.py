@@ -382,14 +382,14 @@ class JobService:
         return self.close_job(job_id, end, when_done=True)
 
     def close_job(self, job_id: uuid.UUID, end: JobStatus, when_done: bool = False) -> bool:
-        """Write the output files, then end the job. ``when_done``: only if, under the finalizer lock,
-        none of its items is open (a retry may have reopened some since they were counted)."""
-        out_key, err_key = self.write_outputs(job_id)
+        """Write the output files, then end the job, in one transaction under the job's finalizer lock
+        (write_outputs says why). ``when_done``: only if none of its items is open under that lock (a
+        retry may have reopened some since finalize counted them)."""
         with self.sessions() as s, s.begin():
-            if when_done:
-                repo.lock_job_finalize(s, job_id)
-                if repo.open_items(s, job_id):
-                    return False
+            repo.lock_job_finalize(s, job_id)
+            if when_done and repo.open_items(s, job_id):
+                return False
+            out_key, err_key = self.write_outputs(s, job_id)
             values = {"completed_at": sql_now(), "output_key": out_key, "error_key": err_key}
             done = transitions.move_job(s, job_id, end, values)
         if done:
@@ -409,12 +409,21 @@ class JobService:
                 transitions.move_items(s, item_ids, ItemStatus.CANCELLED)
         return True
 
-    def write_outputs(self, job_id: uuid.UUID) -> tuple[str, str]:
+    def write_outputs(self, s: Session, job_id: uuid.UUID) -> tuple[str, str]:
         """output.jsonl (the succeeded lines) and errors.jsonl (the others: failed, cancelled, expired,
-        each with its error); deterministic keys, so rewrites are safe."""
+        each with its error); deterministic keys, so rewrites are safe.
+
+        Only under the job's finalizer lock, taken here in ``s`` (again, when the caller holds it) and
+        kept until ``s`` commits, and read in ``s`` after it: writers go one at a time, each with every
+        result committed before it. A result stored without the lock (a nightly refresh of a reopened
+        job) is followed by a settle that takes it, so whoever writes last has read it. Without this, a
+        close that read the results, then a refresh stored and settled (seeing the job still running),
+        then the close ended the job: files one version behind forever (found by the CI soak)."""
+        repo.lock_job_finalize(s, job_id)
         ok: list[str] = []
         bad: list[str] = []
-        for line in self.results(None, job_id):
+        for src, unit, res in repo.result_rows(s, job_id):
+            line = lines.result_line(src, unit, res, self.store.bucket)
             (ok if line.status == Outcome.SUCCEEDED else bad).append(line.model_dump_json())
         out_key, err_key = job_output_key(job_id, "output.jsonl"), job_output_key(job_id, "errors.jsonl")
         self.store.put(out_key, lines.jsonl(ok), "application/x-ndjson")

@@ -299,11 +299,12 @@ class RefreshLane:
         """A completed job whose refreshes in this run are all done gets its output files rewritten once
         (a reopened job's finalizer does it itself); then the run may be complete."""
         for job_id in {u.job_id for u in units}:
-            with self.sessions() as s:
+            with self.sessions() as s, s.begin():
+                repo.lock_job_finalize(s, job_id)  # after a close that read before this run's results
                 job = repo.get_job(s, job_id)
-                left = runs.open_refreshes(s, self.run_id, job_id)
-            if job is not None and job.status == str(JobStatus.COMPLETED) and left == 0:
-                self.rp.jobs.write_outputs(job_id)
+                done = job is not None and job.status == str(JobStatus.COMPLETED)
+                if done and runs.open_refreshes(s, self.run_id, job_id) == 0:
+                    self.rp.jobs.write_outputs(s, job_id)
         self.rp.report(self.run_id)
 
 

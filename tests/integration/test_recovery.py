@@ -18,6 +18,7 @@ from jobs.errors import Conflict, CorruptMedia, NotFound
 from jobs.models import Item, Job
 from jobs.schemas import JobCreate
 from jobs.service import JobService, build_service
+from jobs.status import JobStatus
 from jobs.sweeper import sweep
 from tests.integration import age_job, db_now
 from workers.context import WorkerContext
@@ -225,7 +226,7 @@ def test_a_retry_between_a_finalizers_count_and_its_close_is_not_lost(
 ) -> None:
     """Found by the soak: a finalizer counted no open item, then (while it wrote the output files) a
     user's retry reopened a failed page, and the finalizer completed the job anyway, leaving the page
-    ready in a completed job forever. The close checks again under the finalizer lock, which the
+    ready in a completed job forever. The close counts again under the finalizer lock, which the
     reopen takes too: the job stays running for its reopened page."""
     job_id = _submit(service)
     (src,) = _items(service, job_id)
@@ -234,16 +235,14 @@ def test_a_retry_between_a_finalizers_count_and_its_close_is_not_lost(
     u1, u2 = service.claim_units(batch)
     service.complete_units([(u1, _result())])
     service.fail_items([u2.id], CorruptMedia("unreadable page"))
-    write = service.write_outputs
+    close = service.close_job
 
-    def retried_meanwhile(job: uuid.UUID) -> tuple[str, str]:
-        keys = write(job)
+    def retried_meanwhile(job: uuid.UUID, end: JobStatus, when_done: bool = False) -> bool:
         service.retry("tenant-a", job_id)  # another process, between the count and the close
-        return keys
+        return close(job, end, when_done)
 
-    monkeypatch.setattr(service, "write_outputs", retried_meanwhile)
+    monkeypatch.setattr(service, "close_job", retried_meanwhile)
     assert not service.finalize(job_id)
-    monkeypatch.setattr(service, "write_outputs", write)
     assert service.get("tenant-a", job_id).status == "running"
     assert [u.status for u in _items(service, job_id, units=True)] == ["succeeded", "ready"]
 

@@ -257,6 +257,56 @@ def test_refresh_work_is_low_class_in_the_engine(
     assert fairness.LOW_RANK >= fairness.RANK_CLASS  # behind any normal turn
 
 
+def test_a_refresh_stored_while_its_reopened_job_closes_reaches_the_output_files(
+    rp: Reprocessor, service: JobService, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by the CI soak: a night's run retried a job's failed page (the job reopened) and refreshed
+    its other page. The finalizer read the results for output.jsonl; then the refresh stored its new
+    version and settled, saw the job still running and left the files to the finalizer; the finalizer
+    ended the job with files one version behind, for good. Files are written under the job's finalizer
+    lock (JobService.write_outputs), so that settle waits for the close and rewrites them."""
+    job_id, (stale, failed) = fx.pages_job(service, [("model-old", "stale"), None])
+    _clear_queues(settings)
+    report, created = rp.start(Rules(), "cli:race", "cli")
+    assert created and report.selected == 2 and report.id is not None
+    assert fx.job_row(service, job_id).status == "running"  # reopened for its failed page
+    lane = rp.lane(report.id)
+    (refresh,) = lane.claim([stale])
+    (retried,) = service.claim_units([failed])
+    service.complete_units([(retried, fx.result(answer="retried", model_id="model-new"))])
+
+    def refreshed() -> None:  # a GPU worker's refresh batch, in another thread
+        lane.complete([(refresh, fx.result(answer="fresh", model_id="model-new"))])
+        lane.settle([refresh])
+
+    other = threading.Thread(target=refreshed)
+    put = service.store.put
+
+    def refresh_meanwhile(key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
+        if key.endswith("output.jsonl") and other.ident is None:  # the close read its results
+            other.start()
+            _until_done_or_waiting_on_a_lock(service, other)
+        return put(key, data, content_type)
+
+    monkeypatch.setattr(service.store, "put", refresh_meanwhile)
+    assert service.finalize(job_id)
+    other.join(30)
+    assert not other.is_alive()
+    output = [json.loads(x) for x in service.store.get(f"jobs/{job_id}/output.jsonl").decode().splitlines()]
+    assert [(x["page"], x["version"], x["answer"]) for x in output] == [(1, 2, "fresh"), (2, 1, "retried")]
+
+
+def _until_done_or_waiting_on_a_lock(service: JobService, thread: threading.Thread) -> None:
+    waits = text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+    with service.sessions() as s:
+        for _ in range(200):
+            waiting = s.scalar(waits)
+            if not thread.is_alive() or waiting:
+                return
+            thread.join(0.05)
+    raise AssertionError("the refresh neither finished nor waited for the finalizer lock")
+
+
 @pytest.mark.slow
 def test_reprocessing_adds_versions_and_keeps_history(
     rp: Reprocessor, service: JobService, settings: Settings, taught_model_dir: Path
