@@ -15,7 +15,15 @@ from jobs import transitions
 from jobs.config import Settings
 from jobs.errors import Conflict, Expired, NotFound, TenantLimitExceeded
 from jobs.models import Item, Job
-from jobs.status import ITEM_IN_FLIGHT, ITEM_WAITING, JOB_TERMINAL, ItemStatus, JobStatus, names
+from jobs.status import (
+    ITEM_IN_FLIGHT,
+    ITEM_WAITING,
+    JOB_TERMINAL,
+    ItemStatus,
+    JobStatus,
+    job_sources_for,
+    names,
+)
 
 
 def check_tenant(s: Session, settings: Settings, tenant: str, new_items: int) -> None:
@@ -38,11 +46,19 @@ def check_tenant(s: Session, settings: Settings, tenant: str, new_items: int) ->
 
 def cancel(s: Session, tenant: str | None, job_id: uuid.UUID) -> None:
     """The job to cancelling and its waiting items cancelled; the caller finalizes (nothing in flight:
-    cancelled now; else the last worker, or the sweeper, ends it)."""
-    if repo.get_job(s, job_id, tenant) is None:
+    cancelled now; else the last worker, or the sweeper, ends it).
+
+    The items first, then the job's row: the order every transaction takes them in (jobs.transitions).
+    A prep claim locks its source, then moves the job from queued to running; a cancel that took the job
+    row first and then waited on that source deadlocked with it, and Postgres aborted the cancel (CI: a
+    cancel right after a 10,000-item submit answered 503). No item can start waiting in between: a job
+    that is not active has no waiting items, and one that is cannot end while these are uncommitted."""
+    job = repo.get_job(s, job_id, tenant)
+    if job is None:
         raise NotFound(f"job {job_id} not found")
-    if transitions.move_job(s, job_id, JobStatus.CANCELLING):
+    if job.status in job_sources_for(JobStatus.CANCELLING):
         transitions.set_status(s, job_id, ITEM_WAITING, ItemStatus.CANCELLED)
+        transitions.move_job(s, job_id, JobStatus.CANCELLING)
 
 
 def settle_cancelling(s: Session, job_id: uuid.UUID) -> None:

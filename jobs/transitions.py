@@ -7,6 +7,11 @@ both win; Postgres refuses any other move (migration 0009) and records every mov
 reopenings (a user's retry, reprocessing) are here too, as the one way out of ``failed``. Reprocessing
 runs and their entries move here too (``ENTRY_TRANSITIONS``). Reading rows and writing results is
 elsewhere (jobs.repository, jobs.reprocessing.runs).
+
+Lock order, in every transaction that takes both: a job's finalizer lock (``lock_job_finalize``), then
+its items' rows, then the job's row. A claim cannot do otherwise (it picks items across jobs, then moves
+their job from queued to running), so a cancel, a retry and an expiry take theirs in the same order;
+the other way round two of them wait on each other until Postgres aborts one (see jobs.control.cancel).
 """
 
 from __future__ import annotations

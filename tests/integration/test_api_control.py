@@ -3,6 +3,7 @@ while they stream in: tests/security/test_body_limits.py."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -13,10 +14,12 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from api.app import create_app
+from jobs import transitions
 from jobs.config import Settings
 from jobs.errors import CorruptMedia
 from jobs.models import Item
 from jobs.service import JobService, build_service
+from jobs.status import ItemStatus, JobStatus
 from jobs.sweeper import sweep
 from tests.integration import age_job, db_now, with_limits
 
@@ -60,6 +63,57 @@ def _failed_job(client: TestClient, service: JobService, settings: Settings) -> 
 def _source(service: JobService, job_id: uuid.UUID) -> Item:
     with service.sessions() as s:
         return s.scalars(sql.select(Item).where(Item.job_id == job_id)).one()
+
+
+def test_a_cancel_while_a_prep_claims_the_first_source_does_not_deadlock(
+    client: TestClient, settings: Settings
+) -> None:
+    """A prep claim locks its source, then moves the job from queued to running (JobService._begin_prep,
+    step by step here). A cancel arriving between the two steps waits for the source; it must not hold
+    the job's row meanwhile, or each waits on the other until Postgres aborts one (CI: a cancel right
+    after a 10,000-item submit answered 503). Both finish: the claimed source runs on, to be stopped by
+    its worker; the other is cancelled."""
+    service = build_service(settings)
+    job_id = uuid.UUID(client.post("/v1/jobs", json=_body(settings, 2), headers=A).json()["id"])
+    claimed, other = (i.id for i in _sources(service, job_id))
+    errors: list[BaseException] = []
+
+    def cancel() -> None:
+        try:
+            service.cancel("tenant-a", job_id)
+        except BaseException as e:
+            errors.append(e)
+
+    canceller = threading.Thread(target=cancel)
+    with service.sessions() as s, s.begin():
+        assert transitions.move_items(s, [claimed], ItemStatus.PREPARING)
+        canceller.start()
+        _until_waiting_on_a_row(service, canceller)
+        assert transitions.move_job(s, job_id, JobStatus.RUNNING)
+    canceller.join(30)
+    assert not canceller.is_alive() and errors == []
+    assert service.get("tenant-a", job_id).status == JobStatus.CANCELLING
+    assert {i.id: i.status for i in _sources(service, job_id)} == {
+        claimed: ItemStatus.PREPARING,
+        other: ItemStatus.CANCELLED,
+    }
+
+
+def _sources(service: JobService, job_id: uuid.UUID) -> list[Item]:
+    with service.sessions() as s:
+        return list(s.scalars(sql.select(Item).where(Item.job_id == job_id).order_by(Item.created_at)))
+
+
+def _until_waiting_on_a_row(service: JobService, thread: threading.Thread) -> None:
+    waits = sql.text(
+        "SELECT count(*) FROM pg_locks WHERE locktype IN ('transactionid', 'tuple') AND NOT granted"
+    )
+    with service.sessions() as s:
+        for _ in range(200):
+            if s.scalar(waits) or not thread.is_alive():
+                return
+            thread.join(0.05)
+    raise AssertionError("the cancel neither finished nor waited for the claimed source")
 
 
 def test_a_retried_old_job_gets_a_fresh_expiry_window(client: TestClient, settings: Settings) -> None:
