@@ -192,6 +192,18 @@ class LimitSettings(BaseModel):
     video_longest_side: int = Field(default=1288, ge=28, le=4096)  # per frame, whatever the budget
 
 
+class ListingSettings(BaseModel):
+    """Jobs submitted as a source (an S3 prefix with a glob, or a manifest): listed a page at a time by
+    the prep workers, paced so that a corpus of millions never floods Postgres or the queues."""
+
+    page_size: int = Field(default=1000, ge=1, le=1000)  # objects or manifest lines per page (S3: <=1000)
+    max_items: int = Field(default=1_000_000, ge=1)  # a listing stops here (its job says so)
+    # Listing pauses while the job has this many items waiting or in flight, and goes on as they finish:
+    # the job's open items stay bounded however large the source. 0: no pause.
+    max_open_items: int = Field(default=20_000, ge=0)
+    pause_seconds: float = Field(default=10.0, gt=0)  # how long a paused listing waits before looking again
+
+
 class QueueSettings(BaseModel):
     """Delivery and recovery (see RELIABILITY.md). Postgres leases make a lost worker's items move
     again after ``lease_seconds``; the sweeper (Celery beat) re-enqueues what should be moving."""
@@ -368,6 +380,7 @@ class Settings(BaseSettings):
     clock: ClockSettings = Field(default_factory=ClockSettings)
     fairness: FairnessSettings = Field(default_factory=FairnessSettings)
     reprocess: ReprocessSettings = Field(default_factory=ReprocessSettings)
+    listing: ListingSettings = Field(default_factory=ListingSettings)
 
     @property
     def model_id(self) -> str:

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import func, select
+from sqlalchemy import case, exists, func, select
 from sqlalchemy.orm import Session
 
 from jobs import repository as repo
 from jobs import transitions
 from jobs.config import Settings
 from jobs.errors import Conflict, Expired, NotFound, TenantLimitExceeded
-from jobs.models import Item, Job
+from jobs.models import Item, Job, Listing
 from jobs.status import (
     ITEM_IN_FLIGHT,
     ITEM_WAITING,
@@ -108,9 +108,11 @@ def lock_tenant(s: Session, tenant: str) -> None:
 
 
 def tenant_load(s: Session, tenant: str) -> tuple[int, int]:
-    """(unfinished jobs, items in them) of ``tenant``."""
-    q = select(func.count(), func.coalesce(func.sum(Job.total_items), 0)).where(
-        Job.tenant == tenant, Job.status.not_in(names(JOB_TERMINAL))
-    )
+    """(unfinished jobs, items in them) of ``tenant``. The items of a job submitted as a source are not
+    counted: its listing paces itself (``listing.max_open_items``), and a corpus of millions must not
+    keep its tenant from submitting anything else."""
+    listed = exists().where(Listing.job_id == Job.id)
+    items = func.coalesce(func.sum(case((listed, 0), else_=Job.total_items)), 0)
+    q = select(func.count(), items).where(Job.tenant == tenant, Job.status.not_in(names(JOB_TERMINAL)))
     jobs, items = s.execute(q).one()
     return int(jobs), int(items)

@@ -4,7 +4,8 @@ VlmqError                     error
 ├── PermanentError            permanent_error: bad input or a state retrying cannot fix; never retried
 │   ├── InvalidInput          invalid_input
 │   │   ├── PromptMediaLimit      prompt_media_limit: more media in one prompt than GLM-4.1V takes
-│   │   └── ForbiddenUri          forbidden_uri: scheme, object or address not allowed (jobs.adapters.uris)
+│   │   ├── ForbiddenUri          forbidden_uri: scheme, object or address not allowed (jobs.adapters.uris)
+│   │   └── InvalidManifestLine   invalid_manifest_line: a manifest line naming no item (jobs.listings)
 │   ├── MediaError            media_error
 │   │   ├── CorruptMedia          corrupt_media
 │   │   │   └── CorruptVideo          corrupt_video: unreadable, truncated, not a video, crashed the decoder
@@ -152,6 +153,12 @@ class SourceTooLarge(MediaError):
 
 class ForbiddenUri(InvalidInput):
     code = "forbidden_uri"
+
+
+class InvalidManifestLine(InvalidInput):
+    """A line of a job's manifest (jobs.listings) that names no item: not JSON, no uri, an unknown field."""
+
+    code = "invalid_manifest_line"
 
 
 class ImageTooLarge(SourceTooLarge):

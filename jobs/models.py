@@ -102,6 +102,8 @@ class Item(Base):
         Index("ix_items_status_updated_at", "status", "updated_at"),
         Index("ix_items_lease_until", "lease_until", postgresql_where=text("lease_until IS NOT NULL")),
         Index("ix_items_retry_at", "retry_at", postgresql_where=text("retry_at IS NOT NULL")),
+        # A resubmitted source finds what was done before by its URI (jobs.listings.done_before).
+        Index("ix_items_uri_source", "uri", postgresql_where=text("parent_id IS NULL")),
     )
 
     id: Mapped[uuid.UUID] = _uuid_pk()
@@ -119,6 +121,8 @@ class Item(Base):
     # A unit: what prep found ({"flags": [...], "pages": [...]} for a unit of several pages).
     options: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=text("'{}'"))
     text_key: Mapped[str | None] = mapped_column(Text)  # a unit's PDF text layer in S3, if it has one
+    # A listed source's S3 ETag: with its URI, what makes a resubmitted prefix skip it (jobs.listings).
+    etag: Mapped[str | None] = mapped_column(String(255))
     status: Mapped[str] = mapped_column(String(16), nullable=False)
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     page_count: Mapped[int | None] = mapped_column(Integer)
@@ -202,6 +206,30 @@ Index(
     Item.status,
     postgresql_where=Item.status.in_(OPEN_ITEM_STATES),
 )
+
+
+class Listing(Base):
+    """The listing of a job submitted as a source instead of a list of items (jobs.listings): an S3
+    prefix with a glob (``kind`` prefix) or a manifest object of URIs (``kind`` manifest). ``cursor``
+    is where the next page starts (the last key listed; a manifest's byte offset and CSV header);
+    ``pages`` counts the pages stored and is the compare-and-set version of the cursor, so a page
+    listed twice (a redelivered message) is stored once."""
+
+    __tablename__ = "listings"
+
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    uri: Mapped[str] = mapped_column(Text, nullable=False)
+    incremental: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, server_default=text("'listing'"))
+    cursor: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=text("'{}'"))
+    pages: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    discovered: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    skipped: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
+    done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class File(Base):

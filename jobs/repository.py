@@ -33,11 +33,12 @@ from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql import Subquery
 
 from jobs.clock import sql_now
-from jobs.models import Event, Item, Job, Result
+from jobs.models import Event, Item, Job, Listing, Result
 from jobs.schemas import Counts
 from jobs.status import (
     EXPIRED_CODE,
     ITEM_TERMINAL,
+    JOB_ACTIVE,
     JOB_TERMINAL,
     ItemStatus,
     JobStatus,
@@ -197,10 +198,16 @@ def lock_job_finalize(s: Session, job_id: uuid.UUID) -> None:
 
 def open_items(s: Session, job_id: uuid.UUID) -> int:
     """The job's items not terminal: sources and units alike, since a source that failed while it
-    was being prepared (a later page could not be rendered) may still have earlier pages running."""
+    was being prepared (a later page could not be rendered) may still have earlier pages running.
+    An active job's listing still going (jobs.listings) counts as one: more items are on their way."""
     terminal = [str(x) for x in ITEM_TERMINAL]
     q = select(func.count()).where(Item.job_id == job_id, Item.status.not_in(terminal))
-    return int(s.scalar(q) or 0)
+    listing = exists().where(
+        Listing.job_id == job_id,
+        Listing.status == "listing",
+        exists().where(Job.id == job_id, Job.status.in_([str(x) for x in JOB_ACTIVE])),
+    )
+    return int(s.scalar(q) or 0) + int(bool(s.scalar(select(listing))))
 
 
 def counts(s: Session, job_id: uuid.UUID, sources: bool) -> Counts:

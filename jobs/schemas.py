@@ -103,10 +103,47 @@ class ItemIn(BaseModel):
         return v
 
 
+class SourceIn(BaseModel):
+    """A job's items named by where they are instead of listed: an S3 prefix with a glob, or a manifest
+    object (JSONL lines ``{"uri", "custom_id"?, "prompt"?, "options"?}``, or CSV with a header naming
+    ``uri`` and optionally ``custom_id``, ``prompt``). Listed a page at a time while the job runs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prefix: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="s3://bucket/prefix/**/*.pdf: * within a path segment, ** across segments",
+    )
+    manifest: str | None = Field(
+        default=None, max_length=2048, description="s3://bucket/key.jsonl or .csv: one item a line"
+    )
+    incremental: bool = Field(
+        default=True,
+        description="skip objects this tenant already has a succeeded result for, with the same prompt, "
+        "options and model (a prefix's object also with the same ETag)",
+    )
+
+    @model_validator(mode="after")
+    def _one_of(self) -> SourceIn:
+        if (self.prefix is None) == (self.manifest is None):
+            raise ValueError("a source is a prefix or a manifest: give exactly one")
+        return self
+
+    @property
+    def kind(self) -> Literal["prefix", "manifest"]:
+        return "prefix" if self.prefix is not None else "manifest"
+
+    @property
+    def uri(self) -> str:
+        return self.prefix if self.prefix is not None else str(self.manifest)
+
+
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    items: list[ItemIn] = Field(min_length=1)
+    items: list[ItemIn] = Field(default_factory=list, description="the items; or give a source instead")
+    source: SourceIn | None = Field(default=None, description="list the items from S3 as the job runs")
     prompt: str | None = Field(default=None, max_length=20_000)
     options: JobOptions = Field(default_factory=JobOptions)
     # "low" work waits in its own queues (gpu-low, prep-low) behind every "normal" job.
@@ -122,10 +159,18 @@ class JobCreate(BaseModel):
         return items
 
     @model_validator(mode="after")
+    def _items_or_source(self) -> JobCreate:
+        if bool(self.items) == (self.source is not None):
+            raise ValueError("a job has items or a source (an S3 prefix or a manifest): give exactly one")
+        return self
+
+    @model_validator(mode="after")
     def _prompt_for_task(self) -> JobCreate:
         """qa and grounding put the user's prompt into their template: every item must have one."""
         preset = presets.get(self.options.task)
         if preset.needs_prompt and not (self.prompt or "").strip():
+            if self.source is not None and self.source.prefix is not None:
+                raise ValueError(f"task {preset.name!r} needs a prompt: a prefix's objects take the job's")
             missing = [it.custom_id for it in self.items if not (it.prompt or "").strip()]
             if missing:
                 raise ValueError(
@@ -190,6 +235,19 @@ class ForecastOut(BaseModel):
     pages_per_second: float = Field(description="its share of the fleet's pace once its turn comes")
 
 
+class ListingOut(BaseModel):
+    """Where the listing of a job submitted as a source stands: ``discovered`` objects (or manifest
+    lines) so far, ``skipped`` of them as done before (incremental), the rest the job's items."""
+
+    kind: Literal["prefix", "manifest"]
+    uri: str
+    status: str = Field(description="listing, done, stopped (job cancelled or expired), failed (see error)")
+    discovered: int
+    skipped: int
+    pages: int
+    error: str | None = None
+
+
 class JobOut(BaseModel):
     id: uuid.UUID
     status: str
@@ -204,6 +262,7 @@ class JobOut(BaseModel):
     priority: str = "normal"
     expires_at: datetime | None = None
     forecast: ForecastOut | None = None  # None: finished, or no page ended lately to estimate from
+    listing: ListingOut | None = None  # a job submitted as a source: its listing's progress
 
 
 class Usage(BaseModel):

@@ -17,7 +17,7 @@ from psycopg.types.json import Jsonb
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from jobs import control, leases, transitions
+from jobs import control, leases, listings, transitions
 from jobs import repository as repo
 from jobs import units as units_
 from jobs.adapters import metrics, uris
@@ -33,7 +33,7 @@ from jobs.prompts.limits import check_prompt_text
 from jobs.scheduling import estimate, fairness
 from jobs.schemas import EventOut, JobCreate, JobOut, ResultLine
 from jobs.status import JOB_ACTIVE, ItemStatus, JobStatus, Outcome, outcome
-from jobs.views import lines
+from jobs.views import datasets, lines
 from jobs.work import Claim, Held, PageMedia, PreparedUnit, PrepWork, UnitWork, prep_work, unit_work
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,8 @@ class JobService:
             if prior is None:
                 raise
             return prior, False
+        if req.source is not None:
+            self.dispatcher.list_source(job.id)
         self.enqueue(job.priority, sources=item_ids)
         return job, True
 
@@ -95,6 +97,8 @@ class JobService:
             raise InvalidInput(f"a job holds at most {limit} items; this one has {len(req.items)}")
         check_prompt_text(req.prompt, "job prompt")
         policy = uris.UriPolicy.from_settings(self.settings)
+        if req.source is not None:
+            listings.check(getattr(self.store, "client", None), policy, tenant, req.source)
         for it in req.items:
             check_prompt_text(it.prompt, f"item {it.custom_id!r}")
             policy.check(it.uri, tenant, it.custom_id)
@@ -135,6 +139,8 @@ class JobService:
             )
             s.add(job)
             s.flush()
+            if req.source is not None:
+                listings.start(s, job.id, req.source)
             ids = [uuid.uuid4() for _ in req.items]
             sources = [
                 (
@@ -162,6 +168,7 @@ class JobService:
                 raise NotFound(f"job {job_id} not found")
             sources, units = repo.counts(s, job_id, True), repo.counts(s, job_id, False)
             forecast = estimate.forecast(s, job, self.settings, units)
+            listing = listings.progress(s, job_id)
         return JobOut(
             id=job.id,
             status=job.status,
@@ -176,6 +183,7 @@ class JobService:
             priority=job.priority,
             expires_at=job.expires_at,
             forecast=forecast,
+            listing=listing,
         )
 
     def results(
@@ -292,6 +300,18 @@ class JobService:
         size = self.settings.limits.batch_size
         return [ready[i : i + size] for i in range(0, len(ready), size)]
 
+    def list_next(self, job_id: uuid.UUID) -> None:
+        """One page of a job submitted as a source (jobs.listings): its sources to prep, the next page
+        asked for; once the listing is over, the job is finalized (it may have nothing open left)."""
+        step = listings.Lister(self.sessions, getattr(self.store, "client", None), self.settings).next_page(
+            job_id
+        )
+        self.enqueue(step.priority, sources=step.sources)
+        if step.again_in is not None:
+            self.dispatcher.list_source(job_id, step.again_in)
+        else:
+            self.finalize(job_id)
+
     def fail_items(self, item_ids: Sequence[uuid.UUID], error: VlmqError) -> None:
         with self.sessions() as s, s.begin():
             moved = transitions.move_items(
@@ -378,10 +398,16 @@ class JobService:
             job = repo.get_job(s, job_id)
         if job is None or repo.job_is_terminal(job):
             return False
-        end = JobStatus.CANCELLED if job.status == JobStatus.CANCELLING else JobStatus.COMPLETED
-        return self.close_job(job_id, end, when_done=True)
+        if job.status == JobStatus.CANCELLING:
+            return self.close_job(job_id, JobStatus.CANCELLED, when_done=True)
+        with self.sessions() as s:
+            error = listings.failed_empty(s, job_id)  # its source could not be listed: nothing ran
+        end = JobStatus.FAILED if error else JobStatus.COMPLETED
+        return self.close_job(job_id, end, when_done=True, error=error)
 
-    def close_job(self, job_id: uuid.UUID, end: JobStatus, when_done: bool = False) -> bool:
+    def close_job(
+        self, job_id: uuid.UUID, end: JobStatus, when_done: bool = False, error: str | None = None
+    ) -> bool:
         """Write the output files, then end the job, in one transaction under the job's finalizer lock
         (write_outputs says why). ``when_done``: only if none of its items is open under that lock (a
         retry may have reopened some since finalize counted them)."""
@@ -391,6 +417,8 @@ class JobService:
                 return False
             out_key, err_key = self.write_outputs(s, job_id)
             values = {"completed_at": sql_now(), "output_key": out_key, "error_key": err_key}
+            if error:
+                values["error"] = error
             done = transitions.move_job(s, job_id, end, values)
         if done:
             log.info("job %s %s", job_id, end)
@@ -411,7 +439,8 @@ class JobService:
 
     def write_outputs(self, s: Session, job_id: uuid.UUID) -> tuple[str, str]:
         """output.jsonl (the succeeded lines) and errors.jsonl (the others: failed, cancelled, expired,
-        each with its error); deterministic keys, so rewrites are safe.
+        each with its error), and every line as a dataset of Parquet and JSONL.gz shards with a
+        manifest (jobs.views.datasets); deterministic keys, so rewrites are safe.
 
         Only under the job's finalizer lock, taken here in ``s`` (again, when the caller holds it) and
         kept until ``s`` commits, and read in ``s`` after it: writers go one at a time, each with every
@@ -422,9 +451,12 @@ class JobService:
         repo.lock_job_finalize(s, job_id)
         ok: list[str] = []
         bad: list[str] = []
+        dataset = datasets.DatasetWriter(self.store, datasets.dataset_prefix(job_id))
         for src, unit, res in repo.result_rows(s, job_id):
             line = lines.result_line(src, unit, res, self.store.bucket)
             (ok if line.status == Outcome.SUCCEEDED else bad).append(line.model_dump_json())
+            dataset.add(line, src.uri)
+        dataset.finish()
         out_key, err_key = job_output_key(job_id, "output.jsonl"), job_output_key(job_id, "errors.jsonl")
         self.store.put(out_key, lines.jsonl(ok), "application/x-ndjson")
         self.store.put(err_key, lines.jsonl(bad), "application/x-ndjson")

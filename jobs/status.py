@@ -138,7 +138,17 @@ ENTRY_TRANSITIONS: dict[str, frozenset[str]] = {
     "failed": frozenset(),
 }
 
-ENTRY_OPEN = ("pending", "running")  # an item in an open entry is in a run now (one run at a time)
+ENTRY_OPEN = ("pending", "running")
+
+# A job submitted as a source (an S3 prefix with a glob, a manifest object: jobs.listings) is listed a
+# page at a time: ``listing`` until the source is exhausted (``done``), its job stopped (``stopped``:
+# cancelled, expired) or the source could not be read for good (``failed``: its error says why).
+LISTING_TRANSITIONS: dict[str, frozenset[str]] = {
+    "listing": frozenset({"done", "stopped", "failed"}),
+    "done": frozenset(),
+    "stopped": frozenset(),
+    "failed": frozenset(),
+}  # an item in an open entry is in a run now (one run at a time)
 
 EXPIRED_CODE = "expired"  # the error code of an item its job's expiry stopped (jobs.errors.Expired)
 

@@ -7,7 +7,9 @@ Postgres' idea of what should be moving true again, whatever Redis or a worker l
    with the error ``lease_expired``, or fail with it once their attempts are spent;
 4. waiting items are enqueued again: all of them right after Redis lost its data (a FLUSHALL, a restart
    without persistence), else those not touched for ``queue.requeue_after_seconds``;
-5. active jobs with nothing waiting or in flight are finalized (a worker died between its last result
+5. listings of jobs submitted as a source (jobs.listings) not touched for ``queue.requeue_after_seconds``
+   are sent again (their message was lost); those of jobs that ended are stopped;
+6. active jobs with nothing waiting or in flight are finalized (a worker died between its last result
    and the finalize).
 
 Every step is a compare-and-set, and a duplicate message is a no-op, so a sweep racing workers (or
@@ -24,7 +26,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
 
-from jobs import clock, control, leases, transitions
+from jobs import clock, control, leases, listings, transitions
 from jobs import repository as repo
 from jobs.errors import LeaseExpired
 from jobs.reprocessing import runs
@@ -49,10 +51,12 @@ class SweepReport:
     events_deleted: int = 0  # past queue.event_retention_days
     nightly_resent: bool = False  # the schedule's slot had no run: its message was sent again
     finalized: list[uuid.UUID] = field(default_factory=list)
+    listings_resent: int = 0
 
     @property
     def changed(self) -> bool:
-        return bool(self.expired_jobs or self.leases_recovered or self.leases_failed or self.requeued)
+        moved = self.expired_jobs or self.leases_recovered or self.leases_failed or self.requeued
+        return bool(moved or self.listings_resent)
 
 
 def sweep(service: JobService) -> SweepReport:
@@ -114,6 +118,7 @@ def _sweep(service: JobService) -> SweepReport:
             control.settle_cancelling(s, job_id)
         service.finalize(job_id)
     _requeue(service, report)
+    report.listings_resent = _resend_listings(service)
     with service.sessions() as s:
         touched |= set(leases.idle_active_jobs(s))
     report.finalized = [j for j in touched if _safely(JobService.finalize, service, j)]
@@ -171,6 +176,17 @@ def _requeue(service: JobService, report: SweepReport) -> None:
     _send(service, rows)
     if rows:
         log.warning("sweep: %d waiting items enqueued again%s", len(rows), " (broker reset)" if reset else "")
+
+
+def _resend_listings(service: JobService) -> int:
+    with service.sessions() as s, s.begin():
+        transitions.stop_listings_of_ended_jobs(s)
+        lost = listings.stale(s, service.settings.queue.requeue_after_seconds)
+    for job_id in lost:
+        service.dispatcher.list_source(job_id)
+    if lost:
+        log.warning("sweep: %d listings sent again", len(lost))
+    return len(lost)
 
 
 def _send(service: JobService, rows: list[tuple[uuid.UUID, str, str]]) -> None:

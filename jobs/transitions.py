@@ -8,10 +8,12 @@ reopenings (a user's retry, reprocessing) are here too, as the one way out of ``
 runs and their entries move here too (``ENTRY_TRANSITIONS``). Reading rows and writing results is
 elsewhere (jobs.repository, jobs.reprocessing.runs).
 
-Lock order, in every transaction that takes both: a job's finalizer lock (``lock_job_finalize``), then
-its items' rows, then the job's row. A claim cannot do otherwise (it picks items across jobs, then moves
-their job from queued to running), so a cancel, a retry and an expiry take theirs in the same order;
-the other way round two of them wait on each other until Postgres aborts one (see jobs.control.cancel).
+Lock order, in every transaction that takes more than one: a job's finalizer lock (``lock_job_finalize``),
+then its listing (jobs.listings), then its items' rows, then the job's row. A claim cannot do otherwise
+(it picks items across jobs, then moves their job from queued to running), so a cancel, a retry, an
+expiry and a listing page take theirs in the same order; the other way round two of them wait on each
+other until Postgres aborts one (see jobs.control.cancel). Listings and reprocessing runs and entries
+change status here too.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from sqlalchemy.orm import Session, aliased
 
 from jobs.clock import sql_now
 from jobs.leases import lease_until
-from jobs.models import Batch, Item, Job, ReprocessEntry, ReprocessRun
+from jobs.models import Batch, Item, Job, Listing, ReprocessEntry, ReprocessRun
 from jobs.repository import PAGE_FAILED, add_event, lock_job_finalize
 from jobs.status import (
     ENTRY_OPEN,
@@ -35,6 +37,7 @@ from jobs.status import (
     EXPIRED_CODE,
     ITEM_TERMINAL,
     JOB_ACTIVE,
+    LISTING_TRANSITIONS,
     ItemStatus,
     JobStatus,
     item_sources_for,
@@ -341,3 +344,59 @@ def stale_refreshes(s: Session, cutoff: datetime) -> list[tuple[uuid.UUID, uuid.
         .execution_options(synchronize_session=False)
     )
     return [(r, i) for r, i in s.execute(stmt)]
+
+
+def advance_listing(
+    s: Session,
+    job_id: uuid.UUID,
+    seen: int,
+    cursor: dict[str, Any],
+    status: str,
+    error: str | None,
+    values: dict[str, Any],
+) -> bool:
+    """Compare-and-set: the listing moves past the page it stood at (``seen`` pages stored) to
+    ``cursor``, and to ``status`` (``listing`` while pages remain). False: another delivery stored this
+    page first, or the listing ended meanwhile; store nothing."""
+    ended = {"done_at": sql_now()} if status != "listing" else {}
+    stmt = (
+        update(Listing)
+        .where(Listing.job_id == job_id, Listing.pages == seen, Listing.status == "listing")
+        .values(
+            cursor=cursor,
+            pages=Listing.pages + 1,
+            status=status,
+            error=error,
+            updated_at=sql_now(),
+            **ended,
+            **values,
+        )
+        .returning(Listing.job_id)
+    )
+    return s.scalar(stmt) is not None
+
+
+def end_listing(s: Session, job_id: uuid.UUID, seen: int | None, status: str, error: str | None) -> bool:
+    """The listing ends ``status`` (done, stopped, failed) without storing a page; ``seen``: only if it
+    still stands where its caller read it. False: it had ended, or moved on."""
+    stmt = update(Listing).where(Listing.job_id == job_id, Listing.status.in_(_listing_sources(status)))
+    if seen is not None:
+        stmt = stmt.where(Listing.pages == seen)
+    stmt = stmt.values(status=status, error=error, updated_at=sql_now(), done_at=sql_now())
+    return s.scalar(stmt.returning(Listing.job_id)) is not None
+
+
+def _listing_sources(target: str) -> list[str]:
+    return [a for a, targets in LISTING_TRANSITIONS.items() if target in targets]
+
+
+def stop_listings_of_ended_jobs(s: Session) -> int:
+    """Listings still going whose job ended without their noticing (their message lost): stopped."""
+    ended = select(Job.id).where(Job.status.not_in([str(x) for x in JOB_ACTIVE]))
+    stmt = (
+        update(Listing)
+        .where(Listing.status == "listing", Listing.job_id.in_(ended))
+        .values(status="stopped", error="the job ended", updated_at=sql_now(), done_at=sql_now())
+        .returning(Listing.job_id)
+    )
+    return len(list(s.scalars(stmt)))

@@ -66,6 +66,9 @@ class MemoryDispatcher:
     def infer(self, unit_ids: Sequence[uuid.UUID], priority: str = "normal") -> None:
         self.sent.append(("infer", list(unit_ids), priority))
 
+    def list_source(self, job_id: uuid.UUID, delay: float = 0.0) -> None:
+        self.sent.append(("list", [job_id], str(delay)))
+
     def refresh(self, run_id: uuid.UUID, unit_ids: Sequence[uuid.UUID]) -> None:
         self.sent.append(("refresh", list(unit_ids), str(run_id)))
 

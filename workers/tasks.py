@@ -13,6 +13,7 @@ from jobs.adapters.db import DB_UNAVAILABLE
 from jobs.adapters.dispatch import (
     FAN_OUT_TASK,
     INFER_TASK,
+    LIST_TASK,
     PREP_TASK,
     REFRESH_TASK,
     REPROCESS_TASK,
@@ -93,6 +94,15 @@ def fan_out_prep(item_ids: list[str], priority: str) -> None:
     dispatcher = get_context().service.dispatcher
     for item_id in item_ids:
         dispatcher.prep(uuid.UUID(item_id), priority)
+
+
+@app.task(name=LIST_TASK, bind=True, max_retries=None)
+def list_source(self: Task, job_id: str) -> None:
+    """The next page of a job submitted as a source (jobs.listings); sends itself for the one after."""
+    try:
+        get_context().service.list_next(uuid.UUID(job_id))
+    except RETRIED as e:
+        raise self.retry(exc=e, countdown=_backoff(self.request.retries)) from e
 
 
 @app.task(name=SWEEP_TASK)

@@ -7,7 +7,7 @@ import logging
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -220,8 +220,18 @@ Task = Literal["caption", "ocr", "qa", "grounding"]
 @app.command()
 def submit(
     files: Annotated[
-        list[Path], typer.Argument(exists=True, dir_okay=False, help="PDFs, images, office files or videos")
-    ],
+        list[Path] | None,
+        typer.Argument(exists=True, dir_okay=False, help="PDFs, images, office files or videos"),
+    ] = None,
+    prefix: Annotated[
+        str | None, typer.Option(help="Instead of files: s3://bucket/prefix/**/*.pdf, listed as the job runs")
+    ] = None,
+    manifest: Annotated[
+        str | None, typer.Option(help="Instead of files: s3://bucket/list.jsonl or .csv, one item a line")
+    ] = None,
+    incremental: Annotated[
+        bool, typer.Option(help="--prefix/--manifest: skip what this tenant already has a result for")
+    ] = True,
     prompt: Annotated[str | None, typer.Option(help="Prompt; for qa/grounding the question")] = None,
     task: Annotated[Task | None, typer.Option(help="Preset (default caption)")] = None,
     pages: Annotated[str | None, typer.Option(help='Page ranges, e.g. "1-3,7"')] = None,
@@ -248,12 +258,33 @@ def submit(
         "max_new_tokens": max_new_tokens, "temperature": temperature,
     }  # fmt: skip
     opts = {k: v for k, v in given.items() if v is not None}
+    source = _source(files or [], prefix, manifest, incremental)
     with Client.from_settings(get_settings()) as client:
-        job = client.submit_files(list(files), prompt=prompt, options=opts, idempotency_key=idempotency_key)
+        if source is None:
+            job = client.submit_files(
+                files or [], prompt=prompt, options=opts, idempotency_key=idempotency_key
+            )
+        else:
+            body = {"source": source, "options": opts, **({"prompt": prompt} if prompt else {})}
+            job = client.submit(body, idempotency_key=idempotency_key)
         console.print(f"job [bold]{job['id']}[/] {job['status']} ({job['request_counts']['total']} items)")
         if wait:
             job = follow(client, job["id"], console)
             _exit_for(job)
+
+
+def _source(
+    files: list[Path], prefix: str | None, manifest: str | None, incremental: bool
+) -> dict[str, Any] | None:
+    """The job's source (--prefix or --manifest), or None for files; exactly one of the three."""
+    given = [x for x in (bool(files), prefix is not None, manifest is not None) if x]
+    if len(given) != 1:
+        raise typer.BadParameter("give files, or --prefix, or --manifest (exactly one)")
+    if prefix is not None:
+        return {"prefix": prefix, "incremental": incremental}
+    if manifest is not None:
+        return {"manifest": manifest, "incremental": incremental}
+    return None
 
 
 @app.command()

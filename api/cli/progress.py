@@ -74,6 +74,16 @@ def outcomes_text(counts: dict[str, int]) -> str:
     return ", ".join([f"{c.failed} failed", *others])
 
 
+def listing_text(job: dict[str, Any]) -> str:
+    """A job submitted as a source: how far its listing is ("listing: 12,000 found, 300 skipped")."""
+    li = job.get("listing")
+    if not li:
+        return ""
+    skipped = f", {li['skipped']:,} skipped" if li["skipped"] else ""
+    error = f" ({li['error']})" if li.get("error") else ""
+    return f"{li['status']}: {li['discovered']:,} found{skipped}{error}"
+
+
 class JobProgress:
     """Two bars: the submitted documents (request_counts) and their pages (page_counts)."""
 
@@ -111,17 +121,21 @@ class JobProgress:
 
     def update(self, job: dict[str, Any]) -> None:
         self.progress.update(self.pages, forecast=forecast_text(job, datetime.now(UTC)))
+        listing = job.get("listing") or {}
+        growing = listing.get("status") == "listing"  # the documents' total is not known yet either
         for task, counts in ((self.docs, job["request_counts"]), (self.pages, job["page_counts"])):
             p = pace(counts, job)
             # Until prep has split the documents the page total is unknown: an open bar.
             self.progress.update(
                 task,
-                total=counts["total"] or None,
+                total=(counts["total"] or None) if not growing else None,
                 completed=Counts.model_validate(counts).finished,
                 outcomes=outcomes_text(counts),
                 rate=p.rate_text(),
                 eta=p.eta_text(),
-                state=job["status"],
+                state=job["status"]
+                if task == self.pages
+                else " ".join(x for x in (job["status"], listing_text(job)) if x),
             )
 
 

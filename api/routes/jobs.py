@@ -23,6 +23,7 @@ from jobs.errors import InvalidInput, SourceTooLarge
 from jobs.schemas import JobCreate, JobOut
 from jobs.service import JobService
 from jobs.status import Outcome
+from jobs.views import datasets
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -110,6 +111,29 @@ async def get_results(
             yield (line.model_dump_json() + "\n").encode()
 
     return StreamingResponse(body(), media_type="application/x-ndjson")
+
+
+@router.get("/{job_id}/dataset")
+async def get_dataset(job_id: uuid.UUID, service: ServiceDep, tenant: TenantDep) -> Response:
+    """The manifest of the job's results as a dataset (written when the job ends): its columns and its
+    shards, each as Parquet and as JSONL.gz, named relative to the manifest: fetch them from
+    ``/v1/jobs/{id}/dataset/{name}``. docs/datasets.md shows pandas, duckdb and ``datasets`` reading it."""
+    return await _dataset_file(service, tenant, job_id, "manifest.json")
+
+
+@router.get("/{job_id}/dataset/{name}")
+async def get_dataset_file(job_id: uuid.UUID, name: str, service: ServiceDep, tenant: TenantDep) -> Response:
+    """One shard of the job's dataset (``part-00000.parquet``, ``part-00000.jsonl.gz``, ...)."""
+    return await _dataset_file(service, tenant, job_id, name)
+
+
+async def _dataset_file(service: JobService, tenant: str, job_id: uuid.UUID, name: str) -> Response:
+    def read() -> tuple[bytes, str]:
+        service.get(tenant, job_id)  # existence and tenancy
+        return datasets.read(service.store, job_id, name)
+
+    data, kind = await run_in_threadpool(read)
+    return Response(data, media_type=kind)
 
 
 @router.get("/{job_id}/events")

@@ -34,6 +34,7 @@ SWEEP_TASK = "vlmq.sweep"
 FAN_OUT_TASK = "vlmq.fan_out_prep"
 REFRESH_TASK = "vlmq.refresh_units"  # recompute succeeded pages for a reprocessing run
 REPROCESS_TASK = "vlmq.reprocess_scheduled"  # what Celery beat sends on the reprocess schedule
+LIST_TASK = "vlmq.list_source"  # the next page of a job submitted as a source (jobs.listings)
 PREP_QUEUE = "prep"
 GPU_QUEUE = "gpu"
 LOW_SUFFIX = "-low"
@@ -70,6 +71,8 @@ class Dispatcher(Protocol):
     def prep(self, item_id: uuid.UUID, priority: str = "normal") -> None: ...
 
     def infer(self, unit_ids: Sequence[uuid.UUID], priority: str = "normal") -> None: ...
+
+    def list_source(self, job_id: uuid.UUID, delay: float = 0.0) -> None: ...
 
 
 def broker_url(settings: Settings) -> str:
@@ -117,6 +120,14 @@ class CeleryDispatcher:
 
     def infer(self, unit_ids: Sequence[uuid.UUID], priority: str = "normal") -> None:
         self._send(INFER_TASK, [[str(u) for u in unit_ids]], self._queue(GPU_QUEUE, priority))
+
+    def list_source(self, job_id: uuid.UUID, delay: float = 0.0) -> None:
+        """On the maintenance queue, which every prep worker reads first: a listing page is one S3 call
+        and one insert, and must not wait behind the prep of the pages it found (pacing is the
+        listing's own: jobs.listings)."""
+        self._app.send_task(
+            LIST_TASK, args=[str(job_id)], queue=queue(MAINTENANCE_QUEUE), countdown=delay or None
+        )
 
     def refresh(self, run_id: uuid.UUID, unit_ids: Sequence[uuid.UUID]) -> None:
         self._send(REFRESH_TASK, [str(run_id), [str(u) for u in unit_ids]], GPU_LOW_QUEUE)

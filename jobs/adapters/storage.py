@@ -133,6 +133,11 @@ class S3BlobStore:
         self._ready = False
         self._lock = threading.Lock()
 
+    @property
+    def client(self) -> Any:
+        """The boto3 client, for what this store does not wrap: listing a tenant's prefix (jobs.listings)."""
+        return self._client
+
     def _ensure_bucket(self) -> None:
         with self._lock:
             if self._ready or not self._create:

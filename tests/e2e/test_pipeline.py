@@ -127,4 +127,7 @@ def _check_objects(env: dict[str, str], job_id: str) -> None:
     assert len([k for k in media if k.endswith(f"/{PAGE_SIDE}px/page-00003.png")]) >= 1
     assert len(s3_keys(env, f"results/{job_id}/")) == 3
     outputs = s3_keys(env, f"jobs/{job_id}/")
-    assert outputs == [f"jobs/{job_id}/errors.jsonl", f"jobs/{job_id}/output.jsonl"]
+    dataset = [
+        f"jobs/{job_id}/dataset/{n}" for n in ("manifest.json", "part-00000.jsonl.gz", "part-00000.parquet")
+    ]
+    assert outputs == [*dataset, f"jobs/{job_id}/errors.jsonl", f"jobs/{job_id}/output.jsonl"]

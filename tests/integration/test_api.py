@@ -93,7 +93,7 @@ def test_tenant_sees_only_its_own_jobs(client: TestClient, pdf_uri: str) -> None
     [
         ([{"custom_id": "a", "uri": "file:///etc/passwd"}], "forbidden_uri"),
         ([{"custom_id": "a", "uri": "s3://elsewhere/x.pdf"}], "not granted to tenant"),
-        ([], "at least 1"),
+        ([], "a job has items or a source"),
         ([{"custom_id": "a", "uri": "s3://b/x.pdf"}, {"custom_id": "a", "uri": "s3://b/y.pdf"}], "unique"),
         ([{"custom_id": "nul\x00", "uri": "s3://b/x.pdf"}], "NUL"),
     ],

@@ -237,9 +237,11 @@ def test_a_retry_between_a_finalizers_count_and_its_close_is_not_lost(
     service.fail_items([u2.id], CorruptMedia("unreadable page"))
     close = service.close_job
 
-    def retried_meanwhile(job: uuid.UUID, end: JobStatus, when_done: bool = False) -> bool:
+    def retried_meanwhile(
+        job: uuid.UUID, end: JobStatus, when_done: bool = False, error: str | None = None
+    ) -> bool:
         service.retry("tenant-a", job_id)  # another process, between the count and the close
-        return close(job, end, when_done)
+        return close(job, end, when_done, error)
 
     monkeypatch.setattr(service, "close_job", retried_meanwhile)
     assert not service.finalize(job_id)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from rich.console import Console
 
-from api.cli.progress import JobProgress, forecast_text, outcomes_text, pace
+from api.cli.progress import JobProgress, forecast_text, listing_text, outcomes_text, pace
 from api.cli.render import to_markdown
 
 T0 = "2026-01-01T00:00:00Z"
@@ -114,3 +114,18 @@ def test_markdown_folds_reasoning_and_shows_errors() -> None:
     assert md.startswith("# Job J\n\n## a.pdf\n\n### Page 1\n\nHi\n\n<details><summary>Reasoning</summary>")
     assert "### Page 2\n\n> **Error `engine_error`**: x" in md
     assert "## b.png\n\n### Document\n\n_pending_" in md
+
+
+def test_a_listing_job_shows_its_documents_open_ended_with_what_was_found() -> None:
+    listing = {"kind": "prefix", "uri": "s3://c/**", "status": "listing", "discovered": 12000, "skipped": 300}
+    job = {**_job("running", {"total": 20, "completed": 5, "failed": 0}), "listing": {**listing, "pages": 12}}
+    job["request_counts"] = {"total": 11700, "completed": 5, "failed": 0}
+    console = Console(record=True, width=200, force_terminal=False)
+    with JobProgress(console, "job-1") as bars:
+        bars.update(job)
+    docs = next(x for x in console.export_text().splitlines() if "documents" in x)
+    assert "listing: 12,000 found, 300 skipped" in docs and "/11700" not in docs  # the total still grows
+    assert (
+        listing_text({**job, "listing": {**listing, "status": "done", "skipped": 0}}) == "done: 12,000 found"
+    )
+    assert listing_text(_job("running", {})) == ""

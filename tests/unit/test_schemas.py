@@ -67,3 +67,20 @@ def test_prompt_version_names_the_text() -> None:
     assert prompt_version(None) == DEFAULT.version
     assert prompt_version("Read it.") == prompt_version("Read it.") != prompt_version("Read it!")
     assert prompt_version("Read it.").startswith("custom-")
+
+
+def test_a_job_has_items_or_a_source_and_a_source_one_kind() -> None:
+    item = {"custom_id": "a", "uri": "s3://b/a.pdf"}
+    assert JobCreate.model_validate({"source": {"prefix": "s3://b/**/*.pdf"}}).source.kind == "prefix"  # type: ignore[union-attr]
+    assert JobCreate.model_validate({"source": {"manifest": "s3://b/l.csv", "incremental": False}}).source
+    for bad, words in (
+        ({}, "give exactly one"),
+        ({"items": [item], "source": {"prefix": "s3://b/"}}, "give exactly one"),
+        ({"source": {}}, "a prefix or a manifest"),
+        ({"source": {"prefix": "s3://b/", "manifest": "s3://b/l.csv"}}, "a prefix or a manifest"),
+        ({"source": {"prefix": "s3://b/"}, "options": {"task": "qa"}}, "needs a prompt"),
+    ):
+        with pytest.raises(ValidationError, match=words):
+            JobCreate.model_validate(bad)
+    qa = {"source": {"manifest": "s3://b/l.jsonl"}, "options": {"task": "qa"}}
+    assert JobCreate.model_validate(qa)  # a manifest's lines may carry the questions
