@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -275,8 +275,24 @@ def _lines(job_id: uuid.UUID) -> Subquery:
     ).subquery()
 
 
+def stream_result_rows(s: Session, job_id: uuid.UUID, chunk: int = 2000) -> Iterator[Row]:
+    """``result_rows``, read from a server-side cursor ``chunk`` rows at a time, each chunk's objects let
+    go of once yielded (in a transaction: the cursor lives in it). What writes a job's output files: a
+    job of a million pages in bounded memory, where the list held every row and its result at once."""
+    result = s.execute(_rows_query(_lines(job_id), False), execution_options={"yield_per": chunk})
+    for part in result.partitions():
+        yield from ((a, b, r) for a, b, r in part)
+        for obj in {id(o): o for row in part for o in row if o is not None}.values():
+            if obj in s:
+                s.expunge(obj)
+
+
 def _rows(s: Session, lines: Subquery, history: bool, limit: int | None = None, offset: int = 0) -> list[Row]:
     """The lines' items and results, in order (a page of them: ``limit``, ``offset``)."""
+    return [(a, b, r) for a, b, r in s.execute(_rows_query(lines, history, limit, offset))]
+
+
+def _rows_query(lines: Subquery, history: bool, limit: int | None = None, offset: int = 0) -> Any:
     src, unit = aliased(Item), aliased(Item)
     on_result = Result.item_id == unit.id if history else and_(Result.item_id == unit.id, Result.is_current)
     q = (
@@ -291,7 +307,7 @@ def _rows(s: Session, lines: Subquery, history: bool, limit: int | None = None, 
         .limit(limit)
         .offset(offset)
     )
-    return [(a, b, r) for a, b, r in s.execute(q)]
+    return q
 
 
 def units_with_media(s: Session, job_id: uuid.UUID, limit: int) -> list[Item]:

@@ -23,7 +23,7 @@ from jobs import units as units_
 from jobs.adapters import metrics, uris
 from jobs.adapters.db import session_factory
 from jobs.adapters.dispatch import CeleryDispatcher, Dispatcher
-from jobs.adapters.storage import BlobStore, S3BlobStore, job_output_key
+from jobs.adapters.storage import BlobStore, S3BlobStore
 from jobs.clock import sql_now
 from jobs.config import Settings
 from jobs.errors import Conflict, Expired, InvalidInput, NotFound, TransportError, VlmqError
@@ -33,7 +33,7 @@ from jobs.prompts.limits import check_prompt_text
 from jobs.scheduling import estimate, fairness
 from jobs.schemas import EventOut, JobCreate, JobOut, ResultLine
 from jobs.status import JOB_ACTIVE, ItemStatus, JobStatus, Outcome, outcome
-from jobs.views import datasets, lines
+from jobs.views import lines, outputs
 from jobs.work import Claim, Held, PageMedia, PreparedUnit, PrepWork, UnitWork, prep_work, unit_work
 
 log = logging.getLogger(__name__)
@@ -438,9 +438,7 @@ class JobService:
         return True
 
     def write_outputs(self, s: Session, job_id: uuid.UUID) -> tuple[str, str]:
-        """output.jsonl (the succeeded lines) and errors.jsonl (the others: failed, cancelled, expired,
-        each with its error), and every line as a dataset of Parquet and JSONL.gz shards with a
-        manifest (jobs.views.datasets); deterministic keys, so rewrites are safe.
+        """The job's output files: output.jsonl, errors.jsonl and the dataset (jobs.views.outputs).
 
         Only under the job's finalizer lock, taken here in ``s`` (again, when the caller holds it) and
         kept until ``s`` commits, and read in ``s`` after it: writers go one at a time, each with every
@@ -449,18 +447,7 @@ class JobService:
         close that read the results, then a refresh stored and settled (seeing the job still running),
         then the close ended the job: files one version behind forever (found by the CI soak)."""
         repo.lock_job_finalize(s, job_id)
-        ok: list[str] = []
-        bad: list[str] = []
-        dataset = datasets.DatasetWriter(self.store, datasets.dataset_prefix(job_id))
-        for src, unit, res in repo.result_rows(s, job_id):
-            line = lines.result_line(src, unit, res, self.store.bucket)
-            (ok if line.status == Outcome.SUCCEEDED else bad).append(line.model_dump_json())
-            dataset.add(line, src.uri)
-        dataset.finish()
-        out_key, err_key = job_output_key(job_id, "output.jsonl"), job_output_key(job_id, "errors.jsonl")
-        self.store.put(out_key, lines.jsonl(ok), "application/x-ndjson")
-        self.store.put(err_key, lines.jsonl(bad), "application/x-ndjson")
-        return out_key, err_key
+        return outputs.write(s, self.store, job_id)
 
 
 def build_service(settings: Settings) -> JobService:

@@ -15,10 +15,6 @@ from jobs.status import Outcome, outcome
 CANCELLED = ErrorInfo(code="cancelled", message="the job was cancelled before this item finished")
 
 
-def jsonl(lines: list[str]) -> bytes:
-    return ("\n".join(lines) + ("\n" if lines else "")).encode()
-
-
 def item_error(item: Item) -> ErrorInfo | None:
     """The error a line (or the results page) shows for ``item``: its stored one, or CANCELLED. A
     stale code kept from a transient failure before the cancel is not the reason it has no answer."""

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import IO
 
 import pytest
 from fastapi.testclient import TestClient
@@ -280,15 +281,15 @@ def test_a_refresh_stored_while_its_reopened_job_closes_reaches_the_output_files
         lane.settle([refresh])
 
     other = threading.Thread(target=refreshed)
-    put = service.store.put
+    put_file = service.store.put_file
 
-    def refresh_meanwhile(key: str, data: bytes, content_type: str = "application/octet-stream") -> str:
+    def refresh_meanwhile(key: str, f: IO[bytes], content_type: str = "application/octet-stream") -> str:
         if key.endswith("output.jsonl") and other.ident is None:  # the close read its results
             other.start()
             _until_done_or_waiting_on_a_lock(service, other)
-        return put(key, data, content_type)
+        return put_file(key, f, content_type)
 
-    monkeypatch.setattr(service.store, "put", refresh_meanwhile)
+    monkeypatch.setattr(service.store, "put_file", refresh_meanwhile)
     assert service.finalize(job_id)
     other.join(30)
     assert not other.is_alive()
