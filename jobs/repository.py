@@ -275,11 +275,13 @@ def _lines(job_id: uuid.UUID) -> Subquery:
     ).subquery()
 
 
-def stream_result_rows(s: Session, job_id: uuid.UUID, chunk: int = 2000) -> Iterator[Row]:
+def stream_result_rows(
+    s: Session, job_id: uuid.UUID, history: bool = False, chunk: int = 2000
+) -> Iterator[Row]:
     """``result_rows``, read from a server-side cursor ``chunk`` rows at a time, each chunk's objects let
-    go of once yielded (in a transaction: the cursor lives in it). What writes a job's output files: a
-    job of a million pages in bounded memory, where the list held every row and its result at once."""
-    result = s.execute(_rows_query(_lines(job_id), False), execution_options={"yield_per": chunk})
+    go of once yielded (in a transaction: the cursor lives in it). What writes a job's output files and
+    streams its results: a job of a million pages in bounded memory, where a list holds every row."""
+    result = s.execute(_rows_query(_lines(job_id), history), execution_options={"yield_per": chunk})
     for part in result.partitions():
         yield from ((a, b, r) for a, b, r in part)
         for obj in {id(o): o for row in part for o in row if o is not None}.values():

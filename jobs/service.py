@@ -190,14 +190,18 @@ class JobService:
         self, tenant: str | None, job_id: uuid.UUID, status: str | None = None, history: bool = False
     ) -> Iterator[ResultLine]:
         """Current results, or those whose outcome is ``status`` (jobs.status.Outcome: "failed" and
-        "expired" are what a retry would redo); with ``history``, every version of every page."""
-        self.get(tenant, job_id)  # existence and tenancy
-        with self.sessions() as s:
-            rows = repo.result_rows(s, job_id, history)
-        for src, unit, res in rows:
-            line = lines.result_line(src, unit, res, self.store.bucket)
-            if status is None or line.status == status:
-                yield line
+        "expired" are what a retry would redo); with ``history``, every version of every page.
+        Existence and tenancy are checked now (404); the lines are read as the caller iterates, from a
+        server-side cursor, so a job of a million lines streams in bounded memory."""
+        self.get(tenant, job_id)
+        return self._results(job_id, status, history)
+
+    def _results(self, job_id: uuid.UUID, status: str | None, history: bool) -> Iterator[ResultLine]:
+        with self.sessions() as s, s.begin():
+            for src, unit, res in repo.stream_result_rows(s, job_id, history=history):
+                line = lines.result_line(src, unit, res, self.store.bucket)
+                if status is None or line.status == status:
+                    yield line
 
     def events(
         self, tenant: str | None, job_id: uuid.UUID, after: int = 0, limit: int = 1000

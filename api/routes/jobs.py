@@ -104,9 +104,9 @@ async def get_results(
     """JSONL: one line per page result, and one per item or page without one, with its error: failed,
     cancelled, expired (``?status=failed`` and ``?status=expired``: what a retry would re-queue).
     ``history=true``: one line per result version (``version``, ``current``), oldest first per page."""
-    lines = await run_in_threadpool(lambda: list(service.results(tenant, job_id, status, history)))
+    lines = await run_in_threadpool(service.results, tenant, job_id, status, history)  # 404 now
 
-    def body() -> Iterator[bytes]:
+    def body() -> Iterator[bytes]:  # read while it is sent (Starlette runs it in its thread pool)
         for line in lines:
             yield (line.model_dump_json() + "\n").encode()
 

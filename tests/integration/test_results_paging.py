@@ -57,3 +57,6 @@ def test_every_page_of_lines_is_the_same_slice_of_the_whole(settings: Settings) 
                 assert total == len(whole)
                 assert _key(rows) == _key(whole[offset : offset + limit]), (limit, offset)
     assert set(ids) == {"a.pdf", "b.pdf", "c.pdf", "d.pdf"}
+    for chunk in (1, 3, 2000):  # the streamed rows (output files, the results stream): the same, in order
+        with service.sessions() as s, s.begin():
+            assert _key(list(repo.stream_result_rows(s, job_id, chunk=chunk))) == _key(whole), chunk
