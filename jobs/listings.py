@@ -40,10 +40,10 @@ from jobs.adapters import manifests, uris
 from jobs.clock import sql_now
 from jobs.config import Settings
 from jobs.errors import InvalidInput, InvalidManifestLine, VlmqError
-from jobs.models import Item, Job, Listing
+from jobs.models import OPEN_ITEM_STATES, Item, Job, Listing
 from jobs.prompts import presets
 from jobs.schemas import CUSTOM_ID_MAX, ItemOptions, ListingOut, SourceIn, check_custom_id
-from jobs.status import ITEM_TERMINAL, JOB_ACTIVE, ItemStatus, JobStatus, names
+from jobs.status import JOB_ACTIVE, ItemStatus, JobStatus, names
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ class Lister:
         cap = self.settings.listing.max_open_items
         if not cap:
             return False
-        open_ = select(Item.id).where(Item.job_id == job_id, Item.status.not_in(names(ITEM_TERMINAL)))
+        open_ = select(Item.id).where(Item.job_id == job_id, Item.status.in_(OPEN_ITEM_STATES))
         return int(s.scalar(select(func.count()).select_from(open_.limit(cap).subquery())) or 0) >= cap
 
     def _pause(self, s: Session, job_id: uuid.UUID, priority: str) -> Step:

@@ -206,6 +206,9 @@ Index(
     Item.status,
     postgresql_where=Item.status.in_(OPEN_ITEM_STATES),
 )
+# Whether a job has an open item at all (jobs.repository.any_open, at every finalize) and how many (a
+# listing's pause): a probe of this index, where a count over the job's items read all of them.
+Index("ix_items_open_job", Item.job_id, postgresql_where=Item.status.in_(OPEN_ITEM_STATES))
 
 
 class Listing(Base):

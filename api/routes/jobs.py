@@ -129,7 +129,7 @@ async def get_dataset_file(job_id: uuid.UUID, name: str, service: ServiceDep, te
 
 async def _dataset_file(service: JobService, tenant: str, job_id: uuid.UUID, name: str) -> Response:
     def read() -> tuple[bytes, str]:
-        service.get(tenant, job_id)  # existence and tenancy
+        service.check_owner(tenant, job_id)
         return datasets.read(service.store, job_id, name)
 
     data, kind = await run_in_threadpool(read)

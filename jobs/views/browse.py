@@ -76,7 +76,7 @@ def pages(
 
 def page_media(service: JobService, tenant: str, job_id: uuid.UUID, unit_id: uuid.UUID) -> tuple[str, bytes]:
     """(the unit's media key, its bytes): a page's PNG, or a video's clip that the page must draw."""
-    service.get(tenant, job_id)  # NotFound for another tenant's job
+    service.check_owner(tenant, job_id)  # NotFound for another tenant's job
     with service.sessions() as s:
         unit = queries.unit_in_job(s, job_id, unit_id)
     if unit is None or not unit.media_key:

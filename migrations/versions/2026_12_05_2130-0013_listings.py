@@ -1,6 +1,7 @@
 """listings: jobs submitted as a source (an S3 prefix with a glob, or a manifest object) instead of a
 list, listed a page at a time (jobs.listings); items.etag and a partial index on a source's URI, by
-which a resubmitted prefix skips what is done (issue 25)
+which a resubmitted prefix skips what is done (issue 25); a partial index of each job's open items, so
+that asking whether a job has any left does not read all of a million-item job's rows
 
 Revision ID: 0013
 Revises: 0012
@@ -17,6 +18,8 @@ revision: str = "0013"
 down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+
+OPEN = "status IN ('queued', 'preparing', 'prepared', 'ready', 'running')"  # models.OPEN_ITEM_STATES
 
 
 def upgrade() -> None:
@@ -47,9 +50,11 @@ def upgrade() -> None:
     )
     op.add_column("items", sa.Column("etag", sa.String(255), nullable=True))
     op.create_index("ix_items_uri_source", "items", ["uri"], postgresql_where=sa.text("parent_id IS NULL"))
+    op.create_index("ix_items_open_job", "items", ["job_id"], postgresql_where=sa.text(OPEN))
 
 
 def downgrade() -> None:
+    op.drop_index("ix_items_open_job", table_name="items", postgresql_where=sa.text(OPEN))
     op.drop_index("ix_items_uri_source", table_name="items", postgresql_where=sa.text("parent_id IS NULL"))
     op.drop_column("items", "etag")
     op.drop_table("listings")

@@ -1,3 +1,6 @@
+from pathlib import Path
+
+from jobs.models import OPEN_ITEM_STATES
 from jobs.schemas import Counts
 from jobs.status import (
     EXPIRED_CODE,
@@ -53,3 +56,13 @@ def test_counts_name_each_outcome_once() -> None:
     counts = Counts.tally({**by_outcome, Outcome.EXPIRED: 5})
     assert counts.model_dump() == {"total": 15, "completed": 3, "failed": 1, "cancelled": 2, "expired": 5}
     assert counts.finished == 11  # the pending ones are the rest
+
+
+def test_the_open_states_are_every_state_but_the_terminal_ones() -> None:
+    """models.OPEN_ITEM_STATES (two partial indexes, jobs.repository.any_open) spelled out, as the
+    migration that indexes them must: all three agree with jobs/status.py."""
+    assert set(OPEN_ITEM_STATES) == {s.value for s in ItemStatus} - {s.value for s in ITEM_TERMINAL}
+    migration = next(
+        (Path(__file__).parents[2] / "migrations/versions").glob("*-0013_listings.py")
+    ).read_text()
+    assert all(f"'{s}'" in migration.split("OPEN = ", 1)[1].split("\n", 1)[0] for s in OPEN_ITEM_STATES)
