@@ -99,6 +99,38 @@ def test_a_cancel_while_a_prep_claims_the_first_source_does_not_deadlock(
     }
 
 
+def test_prep_recording_a_source_waits_for_the_source_before_it_holds_the_job(
+    client: TestClient, settings: Settings
+) -> None:
+    """The other half of the lock order (jobs.transitions): a cancel holds a source it looked at while
+    the source was being claimed, then waits for the job's row. Prep recording that source's pages
+    (jobs.units) must wait for the source without holding the job's row meanwhile, or the two deadlock
+    (bench.listing, cancelling a 100,000-item job: a 503). Here the source is held by the test; while
+    prep waits for it, the job's row must be free."""
+    service = build_service(settings)
+    job_id = uuid.UUID(client.post("/v1/jobs", json=_body(settings, 1), headers=A).json()["id"])
+    (source,) = (i.id for i in _sources(service, job_id))
+    assert service.begin_prep(source) is not None
+    errors: list[BaseException] = []
+
+    def finish() -> None:
+        try:
+            service.finish_prep(source, [(1, "media/x/page-00001.png")])
+        except BaseException as e:
+            errors.append(e)
+
+    prep = threading.Thread(target=finish)
+    with service.sessions() as holder, holder.begin():
+        holder.execute(sql.select(Item).where(Item.id == source).with_for_update())
+        prep.start()
+        _until_waiting_on_a_row(service, prep)
+        with service.sessions() as probe, probe.begin():  # FOR SHARE by prep would refuse this at once
+            probe.execute(sql.text("SELECT 1 FROM jobs WHERE id = :j FOR UPDATE NOWAIT"), {"j": job_id})
+    prep.join(30)
+    assert not prep.is_alive() and errors == []
+    assert {i.id: i.status for i in _sources(service, job_id) if i.parent_id is None} == {source: "prepared"}
+
+
 def _sources(service: JobService, job_id: uuid.UUID) -> list[Item]:
     with service.sessions() as s:
         return list(s.scalars(sql.select(Item).where(Item.job_id == job_id).order_by(Item.created_at)))
