@@ -301,3 +301,34 @@ def test_a_qa_manifest_fails_the_lines_without_a_question_alone(service: JobServ
     assert (b.status, b.error_code) == (ItemStatus.FAILED, listings.BAD_LINE) and "needs a prompt" in (
         b.error_message or ""
     )
+
+
+def test_a_resubmission_with_nothing_new_completes_at_once_with_no_items(
+    service: JobService, root: str
+) -> None:
+    bucket = service.settings.s3.bucket
+    _put(service, [f"{root}/{i}.pdf" for i in range(3)])
+    first = _submit(service, {"prefix": f"s3://{bucket}/{root}/"})
+    _list_all(service, first)
+    _succeed(service, first)
+    again = _submit(service, {"prefix": f"s3://{bucket}/{root}/"})
+    _list_all(service, again)
+    job = service.get("tenant-a", again)
+    assert (job.status, job.request_counts.total) == (JobStatus.COMPLETED, 0)
+    assert job.listing is not None and (job.listing.discovered, job.listing.skipped) == (3, 3)
+    empty = _submit(service, {"prefix": f"s3://{bucket}/{root}/nothing-here/*.pdf"})
+    _list_all(service, empty)
+    assert service.get("tenant-a", empty).status == JobStatus.COMPLETED  # a glob that matches nothing
+
+
+def test_a_source_gone_before_its_first_page_fails_the_job_with_the_reason(
+    service: JobService, root: str
+) -> None:
+    bucket = service.settings.s3.bucket
+    _put(service, [f"{root}/list.jsonl"], json.dumps({"uri": f"s3://{bucket}/{root}/a.pdf"}).encode())
+    job_id = _submit(service, {"manifest": f"s3://{bucket}/{root}/list.jsonl"})
+    service.store.delete(f"{root}/list.jsonl")  # after the submission's check
+    _list_all(service, job_id)
+    job = service.get("tenant-a", job_id)
+    assert job.status == JobStatus.FAILED and job.listing is not None and job.listing.status == "failed"
+    assert job.error and "list.jsonl" in job.error and "does not exist" in job.error
