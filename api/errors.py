@@ -71,7 +71,17 @@ async def _http(request: Request, err: Exception) -> JSONResponse:
 async def _database(_: Request, err: Exception) -> JSONResponse:
     """Postgres unreachable (restarting, cut off): 503 in the error shape, as for S3. The soak found
     these as bare 500s ("Internal Server Error", no error body) while Postgres restarted. The driver's
-    message (host, port) stays in the log."""
+    message (host, port) stays in the log. A transaction Postgres rolled back for a concurrent one (a
+    deadlock it broke) is a 503 too, but says so: the database was there (a cancel that lost a
+    deadlock was told "cannot be reached", CI)."""
+    if str(getattr(getattr(err, "orig", None), "sqlstate", None) or "").startswith(
+        "40"
+    ):  # transaction rollback
+        log.warning("request rolled back by Postgres: %s", str(err)[:300])
+        msg = "the request conflicted with a concurrent change and was rolled back; send it again"
+        return JSONResponse(
+            error_body(e.DatabaseConflict.code, msg), status_code=503, headers={"Retry-After": "1"}
+        )
     log.warning("database unavailable: %s: %s", type(err).__name__, str(err)[:300])
     body = error_body(e.DatabaseUnavailable.code, "the database cannot be reached; try again shortly")
     return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})

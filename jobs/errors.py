@@ -36,7 +36,8 @@ VlmqError                     error
 └── RetryableError            retryable_error: transient (S3, network, database); tasks retry with backoff
     ├── TransportError        transport_error: infrastructure unreachable; up to max_transport_attempts
     │   ├── StorageUnavailable    storage_unavailable
-    │   └── DatabaseUnavailable   database_unavailable
+    │   ├── DatabaseUnavailable   database_unavailable
+    │   └── DatabaseConflict      database_conflict: rolled back for a concurrent transaction (a deadlock)
     ├── EngineError           engine_error
     └── WriterLost            writer_lost: a result writer process died (killed, out of memory) mid-batch
 """
@@ -217,6 +218,13 @@ class StorageUnavailable(TransportError):
 
 class DatabaseUnavailable(TransportError):
     code = "database_unavailable"
+
+
+class DatabaseConflict(TransportError):
+    """Postgres rolled the request back for a concurrent one (a deadlock it broke, a serialization
+    failure): nothing was changed, and the same request again is expected to pass."""
+
+    code = "database_conflict"
 
 
 class EngineError(RetryableError):
