@@ -114,6 +114,9 @@ class Faults:
         return self.system.stack.s3.up
 
 
+SWEEPS_BEFORE_RETURN_S = 4.0  # two of the soak's sweep intervals (config.stack_env: 2 s)
+
+
 class Outage:
     """The GPU worker killed at ``cfg.outage_day`` and started again ``cfg.outage_s`` later (simulated):
     longer than a job's window, so the jobs submitted before it expire, as they should."""
@@ -129,6 +132,11 @@ class Outage:
             self.system.stack.kill9_group("worker-gpu")
             self.state = "on"
         elif self.state == "on" and elapsed >= self.end:
+            # A real outage of hours holds thousands of sweeps; this one passes in a few turns of 2
+            # simulated hours, between which a sweep (every 2 s of wall time) may not fall. Without a
+            # sweep with the clock past the windows that closed during it, whether a job expired was a
+            # race with the GPU's return (a CI run saw none expire). Two sweep intervals, then the GPU.
+            time.sleep(SWEEPS_BEFORE_RETURN_S)
             self.system.start_gpu()
             self.state = "over"
         return self.state == "on"
