@@ -51,14 +51,19 @@ def cancel(s: Session, tenant: str | None, job_id: uuid.UUID) -> None:
     The items first, then the job's row: the order every transaction takes them in (jobs.transitions).
     A prep claim locks its source, then moves the job from queued to running; a cancel that took the job
     row first and then waited on that source deadlocked with it, and Postgres aborted the cancel (CI: a
-    cancel right after a 10,000-item submit answered 503). No item can start waiting in between: a job
-    that is not active has no waiting items, and one that is cannot end while these are uncommitted."""
+    cancel right after a 10,000-item submit answered 503). The waiting items are cancelled twice: before
+    the job's row, and again once it is held (see below)."""
     job = repo.get_job(s, job_id, tenant)
     if job is None:
         raise NotFound(f"job {job_id} not found")
     if job.status in job_sources_for(JobStatus.CANCELLING):
         transitions.set_status(s, job_id, ITEM_WAITING, ItemStatus.CANCELLED)
-        transitions.move_job(s, job_id, JobStatus.CANCELLING)
+        if transitions.move_job(s, job_id, JobStatus.CANCELLING):
+            # Again, now that the job's row is held: prep records a chunk of pages under a share lock on
+            # it (jobs.units), so a chunk committed while the first pass ran, unseen by it, was ready
+            # pages of a cancelling job that nothing would claim or cancel until a sweep (the e2e
+            # system runs no beat: a batch stayed cancelling). Any later chunk sees the job stopped.
+            transitions.set_status(s, job_id, ITEM_WAITING, ItemStatus.CANCELLED)
 
 
 def settle_cancelling(s: Session, job_id: uuid.UUID) -> None:

@@ -15,6 +15,7 @@ from pydantic import SecretStr
 
 from api.app import create_app
 from jobs import transitions
+from jobs import units as units_
 from jobs.config import Settings
 from jobs.errors import CorruptMedia
 from jobs.models import Item
@@ -129,6 +130,43 @@ def test_prep_recording_a_source_waits_for_the_source_before_it_holds_the_job(
     prep.join(30)
     assert not prep.is_alive() and errors == []
     assert {i.id: i.status for i in _sources(service, job_id) if i.parent_id is None} == {source: "prepared"}
+
+
+def test_pages_recorded_while_a_cancel_runs_are_cancelled_with_the_rest(
+    client: TestClient, settings: Settings
+) -> None:
+    """Prep records a chunk of pages under a share lock on the job's row (jobs.units). A cancel's first
+    pass over the waiting items cannot see a chunk not yet committed; once the cancel holds the job's
+    row, every chunk recorded before has committed, and its second pass cancels those pages too. With
+    one pass they stayed ready in a cancelling job, claimed by no one (CI: an OpenAI batch stayed
+    cancelling, the e2e system having no sweeper)."""
+    service = build_service(settings)
+    job_id = uuid.UUID(client.post("/v1/jobs", json=_body(settings, 1), headers=A).json()["id"])
+    (source,) = (i.id for i in _sources(service, job_id))
+    assert service.begin_prep(source) is not None
+    errors: list[BaseException] = []
+
+    def cancel() -> None:
+        try:
+            service.cancel("tenant-a", job_id)
+        except BaseException as e:
+            errors.append(e)
+
+    canceller = threading.Thread(target=cancel)
+    with service.sessions() as s, s.begin():  # prep's chunk, recorded while the cancel runs
+        assert units_.add_units(s, source, [(1, "media/x/page-00001.png")])
+        canceller.start()
+        _until_waiting_on_a_row(service, canceller)  # its first pass is done; it waits for the job row
+    canceller.join(30)
+    assert not canceller.is_alive() and errors == []
+    with service.sessions() as s:
+        pages = list(
+            s.scalars(sql.select(Item.status).where(Item.job_id == job_id, Item.parent_id.is_not(None)))
+        )
+    assert pages == [ItemStatus.CANCELLED]
+    assert (
+        service.get("tenant-a", job_id).status == JobStatus.CANCELLING
+    )  # the source is still in prep's hands
 
 
 def _sources(service: JobService, job_id: uuid.UUID) -> list[Item]:
