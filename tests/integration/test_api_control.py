@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 
 import pytest
@@ -77,15 +77,7 @@ def test_a_cancel_while_a_prep_claims_the_first_source_does_not_deadlock(
     service = build_service(settings)
     job_id = uuid.UUID(client.post("/v1/jobs", json=_body(settings, 2), headers=A).json()["id"])
     claimed, other = (i.id for i in _sources(service, job_id))
-    errors: list[BaseException] = []
-
-    def cancel() -> None:
-        try:
-            service.cancel("tenant-a", job_id)
-        except BaseException as e:
-            errors.append(e)
-
-    canceller = threading.Thread(target=cancel)
+    canceller, errors = _thread(lambda: service.cancel("tenant-a", job_id))
     with service.sessions() as s, s.begin():
         assert transitions.move_items(s, [claimed], ItemStatus.PREPARING)
         canceller.start()
@@ -112,15 +104,7 @@ def test_prep_recording_a_source_waits_for_the_source_before_it_holds_the_job(
     job_id = uuid.UUID(client.post("/v1/jobs", json=_body(settings, 1), headers=A).json()["id"])
     (source,) = (i.id for i in _sources(service, job_id))
     assert service.begin_prep(source) is not None
-    errors: list[BaseException] = []
-
-    def finish() -> None:
-        try:
-            service.finish_prep(source, [(1, "media/x/page-00001.png")])
-        except BaseException as e:
-            errors.append(e)
-
-    prep = threading.Thread(target=finish)
+    prep, errors = _thread(lambda: service.finish_prep(source, [(1, "media/x/page-00001.png")]))
     with service.sessions() as holder, holder.begin():
         holder.execute(sql.select(Item).where(Item.id == source).with_for_update())
         prep.start()
@@ -144,15 +128,7 @@ def test_pages_recorded_while_a_cancel_runs_are_cancelled_with_the_rest(
     job_id = uuid.UUID(client.post("/v1/jobs", json=_body(settings, 1), headers=A).json()["id"])
     (source,) = (i.id for i in _sources(service, job_id))
     assert service.begin_prep(source) is not None
-    errors: list[BaseException] = []
-
-    def cancel() -> None:
-        try:
-            service.cancel("tenant-a", job_id)
-        except BaseException as e:
-            errors.append(e)
-
-    canceller = threading.Thread(target=cancel)
+    canceller, errors = _thread(lambda: service.cancel("tenant-a", job_id))
     with service.sessions() as s, s.begin():  # prep's chunk, recorded while the cancel runs
         assert units_.add_units(s, source, [(1, "media/x/page-00001.png")])
         canceller.start()
@@ -167,6 +143,19 @@ def test_pages_recorded_while_a_cancel_runs_are_cancelled_with_the_rest(
     assert (
         service.get("tenant-a", job_id).status == JobStatus.CANCELLING
     )  # the source is still in prep's hands
+
+
+def _thread(step: Callable[[], object]) -> tuple[threading.Thread, list[BaseException]]:
+    """``step`` in a thread of its own, not started; what it raises goes to the list."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            step()
+        except BaseException as e:
+            errors.append(e)
+
+    return threading.Thread(target=run), errors
 
 
 def _sources(service: JobService, job_id: uuid.UUID) -> list[Item]:
