@@ -1,6 +1,7 @@
 """Small jobs beside a bulk job on the GPU (issue 24): 1-page jobs of another tenant submitted every few
 seconds while a bulk job runs, each job's time from submitted to completed read from the API's own
 timestamps (``created_at`` -> ``completed_at``), and the same 1-page job on the idle system first.
+With ``video_every`` = k, every k-th small job is a 3 s video clip instead (the mixed run), timed apart.
 
 The CPU twin is bench/fairness.py; this one runs inside bench.gpu.system's stack (``--small-every``)."""
 
@@ -17,21 +18,23 @@ from api.cli.client import Client
 from bench.pages import make_pdf
 
 SMALL_KEY = "small-key"  # a second tenant: bench.gpu.system's API keys carry both
+CLIP = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "clip-3s.mp4"  # 3 s, 64 x 48
 
 
-def idle(base: str, n: int = 3) -> list[float]:
-    """``n`` 1-page jobs one after another on the idle system: each one's seconds to completed."""
+def idle(base: str, n: int = 3, video: bool = False) -> list[float]:
+    """``n`` 1-page jobs (or 3 s videos) one after another on the idle system: each one's seconds."""
     with Client(base, SMALL_KEY, timeout=300) as client:
-        return [_seconds(client, client.wait(_submit(client, 800_000 + i)["id"], poll=0.05, timeout=600))
+        return [_seconds(client, client.wait(_submit(client, 800_000 + i, video)["id"], poll=0.05, timeout=600))
                 for i in range(n)]  # fmt: skip
 
 
 class Arrivals:
     """While the block runs, a 1-page job every ``every`` seconds; ``times()`` waits for all of them."""
 
-    def __init__(self, base: str, every: float) -> None:
-        self.base, self.every = base, every
+    def __init__(self, base: str, every: float, video_every: int = 0) -> None:
+        self.base, self.every, self.video_every = base, every, video_every
         self.ids: list[str] = []
+        self.videos: set[str] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._submit_all, daemon=True)
 
@@ -46,11 +49,17 @@ class Arrivals:
     def _submit_all(self) -> None:
         with Client(self.base, SMALL_KEY, timeout=300) as client:
             while not self._stop.wait(self.every):
-                self.ids.append(_submit(client, 900_000 + len(self.ids))["id"])
+                n = len(self.ids) + 1
+                video = bool(self.video_every) and n % self.video_every == 0
+                self.ids.append(_submit(client, 900_000 + n, video)["id"])
+                if video:
+                    self.videos.add(self.ids[-1])
 
-    def times(self) -> list[float]:
+    def times(self) -> tuple[list[float], list[float]]:
+        """Seconds to completed of the 1-page jobs and of the video jobs, each in the order submitted."""
         with Client(self.base, SMALL_KEY, timeout=300) as client:
-            return [_seconds(client, client.wait(j, poll=0.2, timeout=1800)) for j in self.ids]
+            took = {j: _seconds(client, client.wait(j, poll=0.2, timeout=1800)) for j in self.ids}
+        return [took[j] for j in self.ids if j not in self.videos], [took[j] for j in self.ids if j in self.videos]
 
 
 def summary(seconds: list[float]) -> dict[str, Any]:
@@ -61,7 +70,9 @@ def summary(seconds: list[float]) -> dict[str, Any]:
             "max": round(max(seconds), 2)}  # fmt: skip
 
 
-def _submit(client: Client, seed: int) -> dict[str, Any]:
+def _submit(client: Client, seed: int, video: bool = False) -> dict[str, Any]:
+    if video:
+        return client.submit_files([CLIP])
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / f"small-{seed}.pdf"
         path.write_bytes(make_pdf(1, seed=seed))

@@ -27,6 +27,7 @@ profile=${PROFILE:+--profile $work/gpu-worker.pyspy}  # PROFILE=1: py-spy on the
 alone=${ENGINE_ALONE:-}  # ENGINE_ALONE=256: vlmq's engine alone (no Celery, S3, Postgres) on that many pages
 fair=${FAIR_PAGES:-}  # FAIR_PAGES=1024: then a bulk job of that many pages with 1-page jobs arriving
 every=${SMALL_EVERY:-5}  # ... one every this many seconds (bench/gpu/fair.py)
+videos=${VIDEO_EVERY:-}  # VIDEO_EVERY=3: every third small job a 3 s video (the mixed run)
 tests=${GPU_TESTS-tests/gpu/test_vllm_engine.py tests/gpu/test_quantize.py}  # GPU_TESTS= : none
 
 case $step in
@@ -53,7 +54,7 @@ cd $repo
 nvidia-smi --query-gpu=name,memory.total --format=csv
 $( [ "$tp" -gt 1 ] && echo "python3 -m bench.gpu.run raw --model /opt/models/glm-awq --quantization awq --tp $tp --sizes 8 --out $work/g128.jsonl > $work/raw-g128.log 2>&1" )
 python3 -m bench.gpu.run raw --model $model --quantization awq --tp $tp --sizes $sizes --out $work/bench.jsonl > $work/raw.log 2>&1
-python3 -m bench.gpu.run system --model $model --quantization awq --tp $tp --sizes $sizes ${nice:+--prep-nice $nice} $profile ${fair:+--fair-pages $fair --small-every $every} --out $work/bench.jsonl > $work/system.log 2>&1
+python3 -m bench.gpu.run system --model $model --quantization awq --tp $tp --sizes $sizes ${nice:+--prep-nice $nice} $profile ${fair:+--fair-pages $fair --small-every $every} ${videos:+--video-every $videos} --out $work/bench.jsonl > $work/system.log 2>&1
 $( [ "$tp" -gt 1 ] && echo "python3 -m bench.gpu.run system --model $model --quantization awq --gpu-workers $tp --sizes $sizes --out $work/bench.jsonl > $work/system-dp.log 2>&1" )
 ${alone:+python3 -m bench.gpu.run engine --model $model --quantization awq --pages $alone --out $work/bench.jsonl > $work/engine.log 2>&1}
 ${tests:+python3 -m pytest $tests -W default -p no:cacheprovider -q -rA > $work/tests.log 2>&1}

@@ -37,6 +37,7 @@ def main() -> None:
     ap.add_argument("--profile", type=Path, default=None, help="system: py-spy raw profile of the worker")
     ap.add_argument("--fair-pages", type=int, default=0, help="system: then a bulk job with small jobs")
     ap.add_argument("--small-every", type=float, default=5.0, help="system: seconds between small jobs")
+    ap.add_argument("--video-every", type=int, default=0, help="system: every k-th small job a video")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
     t0 = time.time()
@@ -63,6 +64,7 @@ def main() -> None:
             profile=a.profile,
             fair_pages=a.fair_pages,
             small_every=a.small_every,
+            video_every=a.video_every,
         )
     elif a.what == "engine":
         from bench.gpu.feed import run_engine

@@ -50,7 +50,7 @@ def run_system(
     model: str, sizes: list[int], per_doc: int, max_tokens: int, side: int, quantization: str | None,
     in_flight: int = 0, batch: int = 8, prep_procs: int | None = None, profile: Path | None = None,
     prep_nice: list[int] | None = None, engine: str = "vllm", tp: int = 1, gpu_workers: int = 1,
-    fair_pages: int = 0, small_every: float = 5.0,
+    fair_pages: int = 0, small_every: float = 5.0, video_every: int = 0,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """One job per size in turn, through one set of services and workers (a worker that has been up a
     while, as in production), each on its own documents, the raw run's (``doc_seeds``).
@@ -60,7 +60,8 @@ def run_system(
     ``engine``: "fake" runs the same path on a CPU (CI checks the benchmark itself that way).
     ``tp``: GPUs per engine (tensor parallel); ``gpu_workers``: GPU workers (data parallel), worker i on
     GPUs i*tp .. i*tp+tp-1. ``fair_pages``: then 1-page jobs of another tenant on the idle system, and
-    a bulk job of that many pages with such a job every ``small_every`` seconds (bench.gpu.fair)."""
+    a bulk job of that many pages with such a job every ``small_every`` seconds (bench.gpu.fair); with
+    ``video_every`` = k, every k-th of them is a 3 s video instead."""
     nices = prep_nice or [0] * len(sizes)
     prep_procs = prep_procs or os.cpu_count() or 1
     state = Path(tempfile.mkdtemp(prefix="vlmq-bench-"))
@@ -113,7 +114,7 @@ def run_system(
                 })  # fmt: skip
                 _say(f"{pages} pages: {res['wall_s']} s")
             if fair_pages:
-                results.append(_fair(port, fair_pages, per_doc, small_every, max(sizes) + 10_000))
+                results.append(_fair(port, fair_pages, per_doc, small_every, max(sizes) + 10_000, video_every))
             return results
         except BaseException:
             _say("failed; the GPU worker's log ends with:\n" + gpu[0].log_tail(4000))
@@ -123,17 +124,20 @@ def run_system(
                 p.stop()
 
 
-def _fair(port: int, pages: int, per_doc: int, every: float, seed: int) -> dict[str, Any]:
+def _fair(port: int, pages: int, per_doc: int, every: float, seed: int, video_every: int) -> dict[str, Any]:
     base = f"http://127.0.0.1:{port}"
     alone = fair.idle(base)
-    _say(f"idle 1-page jobs: {alone}; bulk of {pages} pages with a 1-page job every {every} s")
-    with fair.Arrivals(base, every) as arrivals:
+    clips = fair.idle(base, 2, video=True) if video_every else []
+    _say(f"idle 1-page jobs: {alone}, videos: {clips}; bulk of {pages} pages with a small job every {every} s")
+    with fair.Arrivals(base, every, video_every) as arrivals:
         res = _measure(port, documents(pages, per_doc, seed))
-    small = arrivals.times()
-    _say(f"small jobs: {fair.summary(small)}")
+    small, videos = arrivals.times()
+    _say(f"small jobs: {fair.summary(small)}; videos: {fair.summary(videos)}")
     res.pop("t0_epoch")
     return {**res, "what": "system_fair", "small_every_s": every, "idle": fair.summary(alone),
-            "idle_s": alone, "small": fair.summary(small), "small_s": small}  # fmt: skip
+            "idle_s": alone, "small": fair.summary(small), "small_s": small, "video_every": video_every,
+            "idle_video": fair.summary(clips), "idle_video_s": clips, "video": fair.summary(videos),
+            "video_s": videos}  # fmt: skip
 
 
 def _gpus(i: int, tp: int) -> dict[str, str]:
