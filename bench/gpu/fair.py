@@ -24,8 +24,8 @@ CLIP = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "clip-3s.mp4
 def idle(base: str, n: int = 3, video: bool = False) -> list[float]:
     """``n`` 1-page jobs (or 3 s videos) one after another on the idle system: each one's seconds."""
     with Client(base, SMALL_KEY, timeout=300) as client:
-        return [_seconds(client, client.wait(_submit(client, 800_000 + i, video)["id"], poll=0.05, timeout=600))
-                for i in range(n)]  # fmt: skip
+        jobs = (_submit(client, 800_000 + i, video)["id"] for i in range(n))
+        return [_seconds(client, client.wait(j, poll=0.05, timeout=600)) for j in jobs]
 
 
 class Arrivals:
@@ -59,7 +59,8 @@ class Arrivals:
         """Seconds to completed of the 1-page jobs and of the video jobs, each in the order submitted."""
         with Client(self.base, SMALL_KEY, timeout=300) as client:
             took = {j: _seconds(client, client.wait(j, poll=0.2, timeout=1800)) for j in self.ids}
-        return [took[j] for j in self.ids if j not in self.videos], [took[j] for j in self.ids if j in self.videos]
+        pages = [took[j] for j in self.ids if j not in self.videos]
+        return pages, [took[j] for j in self.ids if j in self.videos]
 
 
 def summary(seconds: list[float]) -> dict[str, Any]:

@@ -114,7 +114,8 @@ def run_system(
                 })  # fmt: skip
                 _say(f"{pages} pages: {res['wall_s']} s")
             if fair_pages:
-                results.append(_fair(port, fair_pages, per_doc, small_every, max(sizes) + 10_000, video_every))
+                seed = max(sizes) + 10_000
+                results.append(_fair(port, fair_pages, per_doc, small_every, seed, video_every))
             return results
         except BaseException:
             _say("failed; the GPU worker's log ends with:\n" + gpu[0].log_tail(4000))
@@ -128,7 +129,7 @@ def _fair(port: int, pages: int, per_doc: int, every: float, seed: int, video_ev
     base = f"http://127.0.0.1:{port}"
     alone = fair.idle(base)
     clips = fair.idle(base, 2, video=True) if video_every else []
-    _say(f"idle 1-page jobs: {alone}, videos: {clips}; bulk of {pages} pages with a small job every {every} s")
+    _say(f"idle 1-page jobs: {alone}, videos: {clips}; bulk of {pages} pages, a small job every {every} s")
     with fair.Arrivals(base, every, video_every) as arrivals:
         res = _measure(port, documents(pages, per_doc, seed))
     small, videos = arrivals.times()
