@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bench.gpu.engine_log import Captured, stats_series, summary
@@ -15,9 +16,10 @@ STATS_SECONDS = 1.0  # the engine's throughput line, every second, raw and syste
 
 def run_raw(
     model: str, sizes: list[int], per_doc: int, max_tokens: int, side: int, quantization: str | None,
-    tp: int = 1,
+    tp: int = 1, emit: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:  # fmt: skip
-    """One engine, one run per size in turn (each on its own documents: ``doc_seeds``); ``tp`` GPUs."""
+    """One engine, one run per size in turn (each on its own documents: ``doc_seeds``); ``tp`` GPUs.
+    ``emit``: called with each run's figures as soon as it ends (bench.gpu.system's too)."""
     os.environ.setdefault("VLLM_LOG_STATS_INTERVAL", str(STATS_SECONDS))
     from vllm import SamplingParams
 
@@ -38,7 +40,7 @@ def run_raw(
             gen_s = time.monotonic() - t1
         out_tok = sum(len(o.outputs[0].token_ids) for o in outs)
         timings = [t for o in outs if (t := request_timing(o)) is not None]
-        results.append({
+        results.append(res := {
             "what": "raw", "tp": tp, "pages": len(reqs), "load_s": round(load_s, 1),
             "wall_s": round(gen_s, 2),
             "prompt_tokens_per_page": len(outs[0].prompt_token_ids or []), "output_tokens": out_tok,
@@ -46,6 +48,8 @@ def run_raw(
             "engine": summary(timings, t1_epoch),
             "engine_stats": stats_series(log.lines, t1_epoch, t1_epoch + gen_s),
         })  # fmt: skip
+        if emit:
+            emit(res)
     return results
 
 

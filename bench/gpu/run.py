@@ -14,6 +14,7 @@ import os
 import platform
 import time
 from pathlib import Path
+from typing import Any
 
 
 def main() -> None:
@@ -41,14 +42,30 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
     t0 = time.time()
+
+    def write(line: dict[str, Any]) -> None:
+        """One run's figures, appended (and printed) as soon as it ends."""
+        import torch
+
+        common = {
+            "gpu": torch.cuda.get_device_name(0),
+            "host": platform.node(),
+            "started": t0,
+            "seconds": round(time.time() - t0, 1),
+            "args": {k: str(v) for k, v in vars(a).items()},
+        }
+        with a.out.open("a") as f:
+            f.write(json.dumps(line | common) + "\n")
+        print("RESULT " + json.dumps(line | common), flush=True)
+
     if a.what == "raw":
         from bench.gpu.raw import run_raw
 
-        res = run_raw(a.model, _ints(a.sizes), a.per_doc, a.max_tokens, a.side, a.quantization, a.tp)
+        run_raw(a.model, _ints(a.sizes), a.per_doc, a.max_tokens, a.side, a.quantization, a.tp, emit=write)
     elif a.what == "system":
         from bench.gpu.system import run_system
 
-        res = run_system(
+        run_system(
             a.model,
             _ints(a.sizes),
             a.per_doc,
@@ -65,32 +82,20 @@ def main() -> None:
             fair_pages=a.fair_pages,
             small_every=a.small_every,
             video_every=a.video_every,
+            emit=write,
         )
     elif a.what == "engine":
         from bench.gpu.feed import run_engine
 
-        res = run_engine(a.model, a.pages, a.per_doc, a.max_tokens, a.side, a.quantization)
+        write(run_engine(a.model, a.pages, a.per_doc, a.max_tokens, a.side, a.quantization))
     elif a.what == "fixed":
         from bench.gpu.feed import run_fixed
 
-        res = run_fixed(a.model, a.pages, a.slots, a.side, a.quantization)
+        write(run_fixed(a.model, a.pages, a.slots, a.side, a.quantization))
     else:
         from bench.gpu.feed import run_continuous
 
-        res = run_continuous(a.model, a.pages, a.slots, a.batch, a.threads, a.side, a.quantization)
-    import torch
-
-    common = {
-        "gpu": torch.cuda.get_device_name(0),
-        "host": platform.node(),
-        "started": t0,
-        "seconds": round(time.time() - t0, 1),
-        "args": {k: str(v) for k, v in vars(a).items()},
-    }
-    with a.out.open("a") as f:
-        for line in res if isinstance(res, list) else [res]:
-            f.write(json.dumps(line | common) + "\n")
-            print("RESULT " + json.dumps(line | common), flush=True)
+        write(run_continuous(a.model, a.pages, a.slots, a.batch, a.threads, a.side, a.quantization))
 
 
 def _ints(text: str) -> list[int]:

@@ -11,6 +11,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ def run_system(
     in_flight: int = 0, batch: int = 8, prep_procs: int | None = None, profile: Path | None = None,
     prep_nice: list[int] | None = None, engine: str = "vllm", tp: int = 1, gpu_workers: int = 1,
     fair_pages: int = 0, small_every: float = 5.0, video_every: int = 0,
+    emit: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """One job per size in turn, through one set of services and workers (a worker that has been up a
     while, as in production), each on its own documents, the raw run's (``doc_seeds``).
@@ -61,7 +63,8 @@ def run_system(
     ``tp``: GPUs per engine (tensor parallel); ``gpu_workers``: GPU workers (data parallel), worker i on
     GPUs i*tp .. i*tp+tp-1. ``fair_pages``: then 1-page jobs of another tenant on the idle system, and
     a bulk job of that many pages with such a job every ``small_every`` seconds (bench.gpu.fair); with
-    ``video_every`` = k, every k-th of them is a 3 s video instead."""
+    ``video_every`` = k, every k-th of them is a 3 s video instead. ``emit``: called with each run's
+    figures as soon as it ends, so a machine taken back mid-lease keeps the runs already done."""
     nices = prep_nice or [0] * len(sizes)
     prep_procs = prep_procs or os.cpu_count() or 1
     state = Path(tempfile.mkdtemp(prefix="vlmq-bench-"))
@@ -87,7 +90,13 @@ def run_system(
             # A warm-up job through every process (the raw run warms its engine up too): the API's and
             # the workers' first requests pay one-time costs (connections, lazy imports) of 0.1-0.4 s.
             _measure(port, [make_pdf(2, seed=999_999)])
-            results = []
+            results: list[dict[str, Any]] = []
+
+            def done(res: dict[str, Any]) -> None:
+                results.append(res)
+                if emit:
+                    emit(res)
+
             for run, (pages, first, nice) in enumerate(
                 zip(sizes, doc_seeds(sizes, per_doc), nices, strict=True)
             ):
@@ -104,7 +113,7 @@ def run_system(
                 logs = [read_log(text) for text in texts]
                 mine = [t for timings, _ in logs for t in timings if t0 <= t["arrival"] <= t1]
                 series = [stats_series(lines, t0, t1) for _, lines in logs]
-                results.append({
+                done({
                     **res, "worker_start_s": round(worker_start_s, 1), "prep_nice": nice,
                     "tp": tp, "gpu_workers": gpu_workers,
                     "timeline": timeline(env["VLMQ_DB__URL"], job_id, t0), "engine": summary(mine, t0),
@@ -115,7 +124,7 @@ def run_system(
                 _say(f"{pages} pages: {res['wall_s']} s")
             if fair_pages:
                 seed = max(sizes) + 10_000
-                results.append(_fair(port, fair_pages, per_doc, small_every, seed, video_every))
+                done(_fair(port, fair_pages, per_doc, small_every, seed, video_every))
             return results
         except BaseException:
             _say("failed; the GPU worker's log ends with:\n" + gpu[0].log_tail(4000))
