@@ -156,16 +156,23 @@ def ops(service: JobService, main: uuid.UUID, n: int, reps: int) -> dict[str, Op
     def none(*_: Any) -> None:
         return None
 
-    def page(_: Any) -> Any:
+    def middle(*_: Any) -> Any:
+        """The key of the line before the middle source's first: the UI's cursor to that page."""
+        keys = (Item.created_at, Item.custom_id, Item.id)
+        q = select(*keys).where(Item.job_id == main, Item.parent_id.is_(None)).order_by(*keys)
         with service.sessions() as s:
-            return repo.result_rows_page(s, main, 50, n // 2)
+            return (*s.execute(q.offset(n // 2).limit(1)).one(), 0, 0)
+
+    def page(key: Any) -> Any:
+        with service.sessions() as s:
+            return repo.result_rows_from(s, main, 50, after=key)
 
     return {
         "submit 1,000 items": (none, lambda _: service.submit("new", req)[0].id, drop_job, reps),
         "claim_next(8)": (none, lambda _: service.claim_next(8), give_back, reps),
         "complete 8 + finalize": (claim_main, complete, none, reps),
         "get: counts + forecast": (none, lambda _: service.get("bulk", main), none, reps),
-        "results page (50 at n/2)": (none, page, none, reps),
+        "results page (50 at n/2)": (middle, page, none, reps),
         "sweep, first pass": (none, lambda _: sweep(service), none, 1),
         "sweep, later passes": (none, lambda _: sweep(service), none, 3),
     }

@@ -16,6 +16,7 @@ from sqlalchemy import (
     DateTime,
     Double,
     ForeignKey,
+    Identity,
     Index,
     Integer,
     MetaData,
@@ -102,6 +103,15 @@ class Item(Base):
         Index("ix_items_status_updated_at", "status", "updated_at"),
         Index("ix_items_lease_until", "lease_until", postgresql_where=text("lease_until IS NOT NULL")),
         Index("ix_items_retry_at", "retry_at", postgresql_where=text("retry_at IS NOT NULL")),
+        # A job's sources in their results order: a results page by keyset (repository.result_rows_from).
+        Index(
+            "ix_items_source_order",
+            "job_id",
+            "created_at",
+            "custom_id",
+            "id",
+            postgresql_where=text("parent_id IS NULL"),
+        ),
         # A resubmitted source finds what was done before by its URI (jobs.listings.done_before).
         Index("ix_items_uri_source", "uri", postgresql_where=text("parent_id IS NULL")),
     )
@@ -209,6 +219,21 @@ Index(
 # Whether a job has an open item at all (jobs.repository.any_open, at every finalize) and how many (a
 # listing's pause): a probe of this index, where a count over the job's items read all of them.
 Index("ix_items_open_job", Item.job_id, postgresql_where=Item.status.in_(OPEN_ITEM_STATES))
+
+
+class ItemTally(Base):
+    """How many of a job's sources (or units) a statement moved into (n > 0) or out of (n < 0) a status
+    and error code: written by triggers on items (migration 0014), summed and rolled up by jobs.tallies."""
+
+    __tablename__ = "item_tallies"
+    __table_args__ = (Index("ix_item_tallies_job_id", "job_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False)
+    source: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    n: Mapped[int] = mapped_column(BigInteger, nullable=False)
 
 
 class Listing(Base):

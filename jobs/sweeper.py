@@ -10,7 +10,8 @@ Postgres' idea of what should be moving true again, whatever Redis or a worker l
 5. listings of jobs submitted as a source (jobs.listings) not touched for ``queue.requeue_after_seconds``
    are sent again (their message was lost); those of jobs that ended are stopped;
 6. active jobs with nothing waiting or in flight are finalized (a worker died between its last result
-   and the finalize).
+   and the finalize);
+7. the counts of jobs whose items moved much since (jobs.tallies) are rolled up into a row a group.
 
 Every step is a compare-and-set, and a duplicate message is a no-op, so a sweep racing workers (or
 another sweep) cannot double anything; a session advisory lock still keeps to one sweep at a time.
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
 
-from jobs import clock, control, leases, listings, transitions
+from jobs import clock, control, leases, listings, tallies, transitions
 from jobs import repository as repo
 from jobs.errors import LeaseExpired
 from jobs.reprocessing import runs
@@ -52,6 +53,7 @@ class SweepReport:
     nightly_resent: bool = False  # the schedule's slot had no run: its message was sent again
     finalized: list[uuid.UUID] = field(default_factory=list)
     listings_resent: int = 0
+    tallies_rolled_up: int = 0  # jobs whose count rows were summed into a row a group
 
     @property
     def changed(self) -> bool:
@@ -107,6 +109,16 @@ def _forget_old_events(service: JobService) -> int:
         return repo.delete_old_events(s, q.event_retention_days, q.sweep_batch)
 
 
+def _roll_up_tallies(service: JobService) -> int:
+    """At most ``sweep_batch`` jobs' count rows rolled up a sweep, each job in its own transaction."""
+    with service.sessions() as s:
+        crowded = tallies.crowded(s, service.settings.queue.sweep_batch)
+    for job_id in crowded:
+        with service.sessions() as s, s.begin():
+            tallies.roll_up(s, [job_id])
+    return len(crowded)
+
+
 def _sweep(service: JobService) -> SweepReport:
     report = SweepReport()
     with service.sessions() as s:
@@ -123,6 +135,7 @@ def _sweep(service: JobService) -> SweepReport:
         touched |= set(leases.idle_active_jobs(s))
     report.finalized = [j for j in touched if _safely(JobService.finalize, service, j)]
     report.events_deleted = _forget_old_events(service)
+    report.tallies_rolled_up = _roll_up_tallies(service)
     report.nightly_resent = _catch_up_nightly(service)
     if report.changed or report.finalized:
         log.info("sweep: %s", report)

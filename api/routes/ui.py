@@ -31,6 +31,7 @@ COOKIE = "vlmq_key"
 SESSION_SECONDS = 8 * 3600
 Offset = Annotated[int, Query(ge=0)]
 Limit = Annotated[int, Query(ge=1, le=500)]
+Cursor = Annotated[str | None, Query(max_length=2048)]
 
 
 def _tenant(request: Request) -> str | None:
@@ -86,13 +87,19 @@ async def jobs_page(request: Request, service: ServiceDep, offset: Offset = 0, l
 
 @router.get("/jobs/{job_id}")
 async def job_page(
-    request: Request, job_id: uuid.UUID, service: ServiceDep, offset: Offset = 0, limit: Limit = 50
+    request: Request,
+    job_id: uuid.UUID,
+    service: ServiceDep,
+    limit: Limit = 50,
+    after: Cursor = None,
+    before: Cursor = None,
 ) -> Response:
+    """A job's rows a page at a time, by keyset: ``after`` / ``before`` are the pager's cursors."""
     tenant = _tenant(request)
     if tenant is None:
         return _to_login()
-    job, pages, total = await run_in_threadpool(browse.pages, service, tenant, job_id, limit, offset)
-    context = {"tenant": tenant, "job": job, "pages": pages, "total": total, "offset": offset, "limit": limit}
+    job, pages, pager = await run_in_threadpool(browse.pages, service, tenant, job_id, limit, after, before)
+    context = {"tenant": tenant, "job": job, "pages": pages, "pager": pager, "limit": limit}
     return templates.TemplateResponse(request, "job.html", context)
 
 

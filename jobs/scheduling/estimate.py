@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from jobs import clock
 from jobs.config import Settings
-from jobs.models import Item, Job
+from jobs.models import Item, ItemTally, Job
 from jobs.scheduling.fairness import CLASSES
 from jobs.schemas import Counts, ForecastOut
 from jobs.status import EXPIRED_CODE, ITEM_IN_FLIGHT, ITEM_WAITING, JOB_ACTIVE, ItemStatus, names
@@ -84,17 +84,19 @@ def fleet_pace(s: Session) -> float:
 
 
 def active_loads(s: Session) -> list[Load]:
-    """Every active job with open work, in one query grouped by job. It reads only open items of active
-    jobs (the (job_id, status) index), never the ended pages of a job of a million."""
-    unprepared = Item.status.in_(_UNPREPARED)
-    pages, sources = func.count().filter(~unprepared), func.count().filter(unprepared)
+    """Every active job with open work, in one query grouped by job, from the counts Postgres keeps
+    (jobs.tallies): a few rows a job, never the open items of a job of a million."""
+    t = ItemTally
+    unprepared = t.status.in_(_UNPREPARED)
+    pages, sources = func.sum(t.n).filter(~unprepared), func.sum(t.n).filter(unprepared)
     q = (
-        select(Item.job_id, Job.tenant, Job.priority, pages, sources)
-        .join(Job, Job.id == Item.job_id)
-        .where(Job.status.in_(names(JOB_ACTIVE)), Item.status.in_(_OPEN))
-        .group_by(Item.job_id, Job.tenant, Job.priority)
+        select(t.job_id, Job.tenant, Job.priority, pages, sources)
+        .join(Job, Job.id == t.job_id)
+        .where(Job.status.in_(names(JOB_ACTIVE)), t.status.in_(_OPEN))
+        .group_by(t.job_id, Job.tenant, Job.priority)
+        .having(func.sum(t.n) != 0)
     )
-    return [Load(j, t, p, int(pages), int(unprep)) for j, t, p, pages, unprep in s.execute(q)]
+    return [Load(j, t, p, int(pages or 0), int(unprep or 0)) for j, t, p, pages, unprep in s.execute(q)]
 
 
 def share(loads: Sequence[Load], job: Job, weight: Callable[[str], float]) -> float:

@@ -3,12 +3,15 @@ image, answer, reasoning or error. Reads only; tenancy is checked on every call.
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
 from jobs import repository as repo
-from jobs.errors import NotFound
+from jobs.errors import InvalidInput, NotFound
+from jobs.models import Item, Result
 from jobs.schemas import Counts, JobOut
 from jobs.service import JobService
 from jobs.status import outcome
@@ -47,31 +50,65 @@ def jobs(service: JobService, tenant: str, limit: int, offset: int) -> list[JobR
     return [JobRow(job.id, job.status, job.created_at, counts[job.id]) for job in rows]
 
 
+@dataclass(frozen=True)
+class Pager:
+    """Cursors of the pages beside this one (None: no such page), for ``?after=`` and ``?before=``."""
+
+    previous: str | None
+    next: str | None
+
+
 def pages(
-    service: JobService, tenant: str, job_id: uuid.UUID, limit: int, offset: int
-) -> tuple[JobOut, list[PageRow], int]:
-    """(the job, one page of its rows, how many rows it has in all)."""
+    service: JobService, tenant: str, job_id: uuid.UUID, limit: int, after: str | None, before: str | None
+) -> tuple[JobOut, list[PageRow], Pager]:
+    """(the job, one page of its rows by keyset from the cursor ``after`` or ``before``, the pager)."""
     job = service.get(tenant, job_id)  # NotFound for another tenant's job
+    at_after, at_before = _key(after), _key(before)
     with service.sessions() as s:
-        rows, total = repo.result_rows_page(s, job_id, limit, offset)
-    out = []
-    for src, unit, res in rows:
-        owner = unit or src
-        error = lines.item_error(owner)
-        out.append(
-            PageRow(
-                custom_id=src.custom_id,
-                page=unit.page if unit else None,
-                status=outcome(owner.status, owner.error_code),
-                unit_id=unit.id if unit is not None and unit.media_key else None,
-                answer=res.answer if res else None,
-                reasoning=res.reasoning if res else None,
-                flags=list(res.flags) if res else [],
-                error_code=error.code if error else None,
-                error_message=error.message if error else None,
-            )
+        rows, more = repo.result_rows_from(s, job_id, limit, at_after, at_before)
+    keys = [key for _, key in rows]
+    if at_before is not None:
+        pager = Pager(cursor(keys[0]) if more and keys else None, cursor(keys[-1] if keys else at_before))
+    else:
+        earlier = None if at_after is None else cursor(keys[0] if keys else at_after)
+        pager = Pager(earlier, cursor(keys[-1]) if more else None)
+    return job, [_page_row(src, unit, res) for (src, unit, res), _ in rows], pager
+
+
+def _page_row(src: Item, unit: Item | None, res: Result | None) -> PageRow:
+    owner = unit or src
+    error = lines.item_error(owner)
+    return PageRow(
+        custom_id=src.custom_id,
+        page=unit.page if unit else None,
+        status=outcome(owner.status, owner.error_code),
+        unit_id=unit.id if unit is not None and unit.media_key else None,
+        answer=res.answer if res else None,
+        reasoning=res.reasoning if res else None,
+        flags=list(res.flags) if res else [],
+        error_code=error.code if error else None,
+        error_message=error.message if error else None,
+    )
+
+
+def cursor(key: repo.LineKey) -> str:
+    """A line's place as an opaque URL-safe string. It only positions a page inside the job the URL
+    names, whose owner is checked: a forged cursor can move within one's own job, nowhere else."""
+    created, custom_id, src, tail, page = key
+    raw = json.dumps([created.isoformat(), custom_id, str(src), tail, page], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _key(text: str | None) -> repo.LineKey | None:
+    if text is None:
+        return None
+    try:
+        created, custom_id, src, tail, page = json.loads(
+            base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
         )
-    return job, out, total
+        return datetime.fromisoformat(created), str(custom_id), uuid.UUID(src), int(tail), int(page)
+    except (ValueError, TypeError) as e:  # binascii.Error and JSONDecodeError are ValueErrors
+        raise InvalidInput(f"not a results cursor: {text[:40]!r}") from e
 
 
 def page_media(service: JobService, tenant: str, job_id: uuid.UUID, unit_id: uuid.UUID) -> tuple[str, bytes]:
