@@ -63,7 +63,11 @@ def test_the_reprocess_slot_is_the_simulated_nights(simulated: Settings) -> None
 
     service = _service(simulated)
     with service.sessions() as s, s.begin():
-        now = clock.advance(s, simulated, 3 * 86400)
+        # Three days on, at noon: far from the 02:00 slot boundary, which the reprocessor's own reading
+        # of the clock, a moment after this one, would otherwise cross when the test runs at 01:59 UTC.
+        start = clock.now(s)
+        noon = (start + timedelta(days=3)).replace(hour=12, minute=0, second=0, microsecond=0)
+        now = clock.advance(s, simulated, (noon - start).total_seconds())
     report = Reprocessor(service, MemoryDispatcher()).scheduled()
     assert report is not None
     slot = (now - timedelta(hours=2)).date() if now.hour < 2 else now.date()
