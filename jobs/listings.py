@@ -269,13 +269,8 @@ def done_before(s: Session, job: Job, found: list[Found]) -> set[tuple[str, str 
         )
     )
     done = {(str(u), e) for u, e in s.execute(earlier)}
-    return {
-        (f.uri, f.etag) for f in found if (f.uri, f.etag) in done or (f.etag is None and _any(done, f.uri))
-    }
-
-
-def _any(done: set[tuple[str, str | None]], uri: str) -> bool:
-    return any(u == uri for u, _ in done)
+    uris = {u for u, _ in done}  # a line without an ETag matches its URI alone: a set, not a scan a line
+    return {(f.uri, f.etag) for f in found if (f.uri, f.etag) in done or (f.etag is None and f.uri in uris)}
 
 
 # Built once: a page's rows go to it as parameters (SQLAlchemy's insertmanyvalues), where a statement
