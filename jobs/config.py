@@ -225,6 +225,10 @@ class QueueSettings(BaseModel):
     job_expiry_seconds: float = 24 * 3600.0  # unfinished items of an older job fail with code "expired"
     # A job's history (GET /v1/jobs/{id}/events) is kept this long, then the sweeper deletes it; 0: kept.
     event_retention_days: float = Field(default=30.0, ge=0)
+    # A worker told to stop (SIGTERM) lets its running batches finish this long, then hands their units
+    # back at once and exits (workers.drain). Keep it under the platform's notice (Kubernetes:
+    # terminationGracePeriodSeconds, 30 s by default; spot instances: 30 s to 2 min).
+    drain_grace_seconds: float = Field(default=25.0, ge=0)
 
 
 class InputSettings(BaseModel):

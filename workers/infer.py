@@ -16,6 +16,7 @@ from jobs.prompts import presets
 from jobs.work import Held, UnitWork
 from workers import results, writers
 from workers.context import WorkerContext
+from workers.drain import DRAIN
 from workers.heartbeat import Heartbeat
 from workers.inference.busy import ENGINE_METER
 from workers.inference.engine import Engine, GenerationRequest
@@ -64,7 +65,7 @@ def infer(
         with gate.enter(max(len(unit_ids), ctx.settings.limits.batch_size)) as ticket:
             lane = JobLane(ctx.service, in_turn, ticket.below)
             run(ctx, engine, lane, unit_ids, writer, held)
-        if ticket.below is None or lane.taken:
+        if ticket.below is None or lane.taken or DRAIN.draining.is_set():
             return lane
 
 
@@ -98,9 +99,13 @@ def run(
                 _aborter(engine, units),
             )
             with beat:  # stored while the heartbeat still renews the units' leases
-                answered = _run(
-                    ctx, engine, lane, results.drop_stopped(ctx, units), lambda: bool(beat.stopped_jobs)
-                )
+                with DRAIN.holding(units, getattr(engine, "abort", None)) as hold:
+                    live = results.drop_stopped(ctx, units)
+                    answered = _run(
+                        ctx, engine, lane, live, lambda: bool(beat.stopped_jobs) or hold.handed_back
+                    )
+                if hold.handed_back:  # the worker is stopping (workers.drain): the units are waiting again
+                    return
                 _finish(ctx, lane, units, answered, facts, writer)
         else:
             _finish(ctx, lane, units, _run(ctx, engine, lane, units, lambda: False), facts, writer)

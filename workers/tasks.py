@@ -6,7 +6,7 @@ import logging
 import uuid
 from datetime import datetime
 
-from celery import Task
+from celery import Task, signals
 
 from jobs import sweeper
 from jobs.adapters.db import DB_UNAVAILABLE
@@ -24,6 +24,7 @@ from workers import infer, prep
 from workers.backoff import backoff
 from workers.celery_app import app
 from workers.context import Priority, get_context, get_reprocessor
+from workers.drain import DRAIN
 from workers.inference.factory import get_engine
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,14 @@ log = logging.getLogger(__name__)
 # ``held``), which takes them back at once. A source being prepared is not: its lease runs out and the
 # sweeper hands it on.
 RETRIED = (RetryableError, *DB_UNAVAILABLE)
+
+
+@signals.worker_shutting_down.connect
+def _drain(how: str = "", **_: object) -> None:
+    """SIGTERM (Celery's warm shutdown): the running batches get the grace period, then go back."""
+    if how == "Warm":
+        ctx = get_context()
+        DRAIN.begin(ctx.service, ctx.settings.queue.drain_grace_seconds)
 
 
 def _backoff(retries: int) -> int:
