@@ -13,8 +13,10 @@ from api.cli.servers import free_port
 
 
 class Proxy:
-    def __init__(self, target_port: int, host: str = "127.0.0.1") -> None:
+    def __init__(self, target_port: int, host: str = "127.0.0.1", target_host: str = "127.0.0.1") -> None:
+        """Listens on ``host`` (a free port), forwards to ``target_host``:``target_port``."""
         self.host, self.target_port, self.port = host, target_port, free_port(host)
+        self.target_host = target_host
         self._conns: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
@@ -52,7 +54,7 @@ class Proxy:
             except OSError:
                 return  # switched off
             try:
-                upstream = socket.create_connection((self.host, self.target_port), timeout=5)
+                upstream = socket.create_connection((self.target_host, self.target_port), timeout=5)
             except OSError:
                 client.close()
                 continue

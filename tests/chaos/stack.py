@@ -116,12 +116,17 @@ class Stack:
 
     # -- processes ---------------------------------------------------------------------------------
 
-    def start(self, name: str, *args: str) -> ManagedProcess:
+    def start(
+        self, name: str, *args: str, prefix: list[str] | None = None, env: dict[str, str] | None = None
+    ) -> ManagedProcess:
+        """``vlmq ARGS``; ``prefix``: run it through that (``ip netns exec NS``), ``env``: instead of
+        the stack's own (tests.chaos.hosts: another host's view of the services)."""
         if name in self.procs:
             self.procs[name].stop()  # reaps a killed one and closes its log
         self._generation += 1
         log = self.root / "logs" / f"{name}-{self._generation}.log"
-        proc = ManagedProcess(name, [*VLMQ, *args, "--log-level", "info"], log, env=self.env)
+        argv = [*(prefix or []), *VLMQ, *args, "--log-level", "info"]
+        proc = ManagedProcess(name, argv, log, env=env or self.env)
         self.procs[name] = proc
         return proc
 
