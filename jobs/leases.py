@@ -70,12 +70,9 @@ def touch_waiting(s: Session, older_than: float | None, limit: int) -> list[tupl
     )
     if older_than is not None:
         q = q.where(Item.updated_at < sql_now() - timedelta(seconds=older_than))
-    picked = q.subquery()
-    # UPDATE ... FROM the picked rows, joined on the primary key: with ``id IN (subquery)`` the planner
-    # hash-joined the picks against every open item of the job (390,000 read at 10^6 items, 155 ms).
     stmt = (
         update(Item)
-        .where(Item.id == picked.c.id, Item.status.in_(names(ITEM_WAITING)))
+        .where(Item.id.in_(q.scalar_subquery()), Item.status.in_(names(ITEM_WAITING)))
         .values(updated_at=sql_now())
         .returning(Item.id, Item.status, Item.job_id)
         .execution_options(synchronize_session=False)
