@@ -16,6 +16,7 @@ from types import TracebackType
 
 from jobs.service import JobService
 from jobs.status import JOB_ACTIVE
+from workers.liveness import touch
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,9 @@ class Heartbeat:
 
     def _run(self) -> None:
         while not self._done.wait(self.interval):
+            # A solo-pool worker runs its task inside Celery's loop, which then stops touching the
+            # liveness file (workers.liveness): a task that still beats is alive.
+            touch(self.service.settings.probe.live_file)
             self.beat()
 
     def beat(self) -> None:

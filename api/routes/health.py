@@ -1,4 +1,6 @@
-"""/healthz: Postgres, Redis and S3 each answer, or the API says which does not (503)."""
+"""/healthz: Postgres, Redis and S3 each answer, or the API says which does not (503): readiness.
+/livez: the process serves requests, touching nothing else: liveness (a database outage must not
+restart every API pod)."""
 
 from __future__ import annotations
 
@@ -45,3 +47,8 @@ async def healthz(request: Request) -> JSONResponse:
     checks = await run_in_threadpool(_checks, request)
     ok = all(v == "ok" for v in checks.values())
     return JSONResponse({"status": "ok" if ok else "degraded", "checks": checks}, 200 if ok else 503)
+
+
+@router.get("/livez")
+async def livez() -> dict[str, str]:
+    return {"status": "ok"}
