@@ -10,13 +10,14 @@ servers (PostgreSQL and Redis from pip wheels, moto's S3 server) and write their
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from croniter import croniter
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 STATE_DIR = Path(".vlmq")
 DEV_ENV_FILE = STATE_DIR / "dev.env"
@@ -52,9 +53,52 @@ class S3Settings(BaseModel):
     put_concurrency: int = Field(default=8, ge=1, le=64)
 
 
+class OpenAISettings(BaseModel):
+    """The "openai" engine (docs/engines.md): any server speaking OpenAI's chat completions API (``vllm
+    serve``, SGLang, a hosted API) runs the model; the worker only sends requests."""
+
+    # The servers' API roots, each ending in /v1; several are balanced by their requests in flight.
+    # JSON list or comma separated: VLMQ_MODEL__OPENAI__BASE_URLS=http://gpu-a:8000/v1,http://gpu-b:8000/v1
+    base_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    api_key: SecretStr | None = None  # sent as "Authorization: Bearer"; never logged
+    # The server's model name (vllm serve's --served-model-name); unset: model.model_id, else the path's.
+    served_model: str | None = None
+    # What the server is, for the extras it takes: "vllm" and "sglang" keep special tokens (the box
+    # markers) and cap thinking by continuing the assistant message; "generic" (a hosted API) sends plain
+    # OpenAI fields only, and the thinking budget is not applied (docs/engines.md).
+    server: Literal["vllm", "sglang", "generic"] = "vllm"
+    # Pages travel in the request as data URLs, or ("presigned") as presigned S3 GET URLs that the
+    # server fetches itself: only for a server that may read this deployment's bucket.
+    media: Literal["data_url", "presigned"] = "data_url"
+    presign_seconds: int = Field(default=3600, ge=60)  # how long a presigned page URL stays valid
+    # Requests this worker has in flight at once, over every server (keep-alive connections as many).
+    max_in_flight: int = Field(default=64, ge=1)
+    connect_timeout_s: float = Field(default=10.0, gt=0)  # to open a connection to a server
+    # A request's answer may take minutes (thousands of reasoning tokens); longer counts as a failure.
+    read_timeout_s: float = Field(default=600.0, gt=0)
+    # 429, 5xx, timeouts and dropped connections are tried again (another server when there are
+    # several) this many times, after a random wait below backoff_base_s * 2^try (at most
+    # backoff_max_s, or the server's Retry-After); then the batch goes back to wait (transport_error).
+    max_retries: int = Field(default=6, ge=0)
+    backoff_base_s: float = Field(default=0.5, gt=0)  # the first retry's wait is below this
+    backoff_max_s: float = Field(default=30.0, gt=0)  # no retry waits longer
+    # More fields for every request's body (JSON), e.g. {"top_p": 0.9}; they win over vlmq's own.
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("base_urls", mode="before")
+    @classmethod
+    def _urls(cls, v: object) -> object:
+        if isinstance(v, str):  # the environment's form: a JSON list, or URLs joined by commas
+            v = json.loads(v) if v.lstrip().startswith("[") else [u for u in v.split(",") if u.strip()]
+        if isinstance(v, list):
+            return [str(u).strip().rstrip("/") for u in v]
+        return v
+
+
 class ModelSettings(BaseModel):
-    # "fake": a fixed-latency test/benchmark engine with canned output (workers/inference/fake_engine.py).
-    engine: Literal["transformers", "vllm", "fake"] = "transformers"
+    # "fake": a fixed-latency test/benchmark engine with canned output (workers/inference/fake_engine.py);
+    # "openai": an OpenAI-compatible server runs the model (model.openai; docs/engines.md).
+    engine: Literal["transformers", "vllm", "fake", "openai"] = "transformers"
     path: str = str(STATE_DIR / "models" / "tiny-glm4v")  # real users: GLM-4.1V-9B-Thinking(-AWQ)
     model_id: str | None = None  # name stored on results; defaults to the path's last part
     # The checkpoint's revision (a commit or tag), stored on results; bump it when the weights change
@@ -120,11 +164,12 @@ class ModelSettings(BaseModel):
     # a batch's longest output on top of fake_latency_seconds (workers/inference/fake_engine.py).
     fake_output_tokens: int = Field(default=0, ge=0)
     fake_token_seconds: float = Field(default=0.0, ge=0)
+    openai: OpenAISettings = Field(default_factory=OpenAISettings)  # the "openai" engine's servers
 
     @property
     def development(self) -> bool:
         """Serving the tiny development model (its folder carries DEV_MODEL_MARKER)."""
-        return self.engine != "fake" and (Path(self.path) / DEV_MODEL_MARKER).is_file()
+        return self.engine not in ("fake", "openai") and (Path(self.path) / DEV_MODEL_MARKER).is_file()
 
     def development_notice(self) -> str | None:
         """What a worker says once at start when it serves the development model; None otherwise."""
@@ -362,6 +407,20 @@ class MetricsSettings(BaseModel):
     busy_window_s: float = 60.0  # the engine busy fraction is measured over this many seconds
 
 
+class ProbeSettings(BaseModel):
+    """What ``vlmq probe`` (Kubernetes exec probes, deploy/k8s) reads; docs/deploy.md."""
+
+    # Touched by a running worker (its consumer loop, and each lease renewal while a task holds the
+    # loop) and by beat at each message it sends; ``vlmq probe worker|beat --live`` reads its age.
+    # None: nothing is written and the live probe fails, saying so.
+    live_file: str | None = None
+    live_interval_seconds: float = Field(default=10.0, gt=0)  # how often the consumer loop touches it
+    # Older than this: the process is stuck. Beat's limit is at least three sweep intervals, since beat
+    # touches the file only when it sends the sweep.
+    live_max_age_seconds: float = Field(default=90.0, gt=0)
+    timeout_seconds: float = Field(default=3.0, gt=0)  # the readiness probe's wait for Postgres and Redis
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="VLMQ_",
@@ -385,6 +444,7 @@ class Settings(BaseSettings):
     fairness: FairnessSettings = Field(default_factory=FairnessSettings)
     reprocess: ReprocessSettings = Field(default_factory=ReprocessSettings)
     listing: ListingSettings = Field(default_factory=ListingSettings)
+    probe: ProbeSettings = Field(default_factory=ProbeSettings)
 
     @property
     def model_id(self) -> str:

@@ -15,6 +15,7 @@ from rich.markup import escape
 
 from api.cli.config_doc import register as register_config_doc
 from api.cli.history import register as register_history
+from api.cli.probe import register as register_probe
 from api.cli.reprocess import register as register_reprocess
 from api.cli.soak import register as register_soak
 from jobs.config import get_settings
@@ -104,7 +105,9 @@ def worker(
     _worker_metrics(metrics_port)
     from jobs.adapters.dispatch import worker_queues
     from workers.celery_app import app as celery_app
+    from workers.liveness import install_pulse
 
+    install_pulse(celery_app)  # the liveness file `vlmq probe worker --live` reads
     # Each lane's low-priority twin (low jobs, reprocessing) after the named queues: taken only when
     # they are empty; prep also reads the sweeper's maintenance queue, first.
     names = worker_queues([q.strip() for q in queues.split(",") if q.strip()])
@@ -149,6 +152,7 @@ def _engine_pool() -> list[str]:
     from jobs.errors import InvalidInput
     from workers.inference.factory import get_engine
 
+    _clear_ready_file()  # not ready while loading, whatever an earlier run left
     t0 = time.monotonic()
     try:
         engine = get_engine()
@@ -167,6 +171,8 @@ def _engine_pool() -> list[str]:
     _write_ready_file(engine.name, engine.model_id, load_s)
     if engine.name == "vllm":
         return ["--pool=threads", f"--concurrency={get_settings().gpu_tasks}"]
+    if engine.name == "openai":  # HTTP requests: many batches in flight, as for vLLM
+        return ["--pool=threads", f"--concurrency={getattr(engine, 'task_threads', 1)}"]
     return ["--pool=solo"]
 
 
@@ -178,6 +184,12 @@ def _start_writers() -> None:
     if pool is not None:
         pids = pool.start()
         err.print(f"vlmq worker: {len(pids)} result writer processes ({', '.join(map(str, pids))})")
+
+
+def _clear_ready_file() -> None:
+    path = get_settings().model.ready_file
+    if path:
+        Path(path).unlink(missing_ok=True)
 
 
 def _write_ready_file(engine: str, model_id: str, load_s: float) -> None:
@@ -199,8 +211,10 @@ def beat(log_level: str = "info") -> None:
     _logging(log_level)
     _log_servers("beat")
     from workers.celery_app import app as celery_app
+    from workers.liveness import touch_on_publish
 
     get_settings().state_dir.mkdir(parents=True, exist_ok=True)  # beat keeps its schedule state there
+    touch_on_publish(get_settings())  # the liveness file `vlmq probe beat --live` reads
 
     celery_app.start(["beat", f"--loglevel={log_level}"])
 
@@ -415,6 +429,7 @@ register_reprocess(app)
 register_config_doc(dev_app)
 register_history(app)
 register_soak(app)
+register_probe(app)
 
 
 def _exit_for(job: dict[str, object]) -> None:

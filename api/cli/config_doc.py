@@ -44,7 +44,11 @@ def render() -> str:
         for name, info in cls.model_fields.items():
             if section == "" and _is_section(info):
                 continue
-            env = f"VLMQ_{section.upper()}__{name.upper()}" if section else f"VLMQ_{name.upper()}"
+            env = (
+                f"VLMQ_{section.upper().replace('.', '__')}__{name.upper()}"
+                if section
+                else f"VLMQ_{name.upper()}"
+            )
             out.append(f"| `{env}` | {_default(name, info)} | {comments.get(name, '')} |\n")
     return "".join(out)
 
@@ -53,7 +57,11 @@ def _sections() -> Iterator[tuple[str, type[BaseModel]]]:
     yield "", Settings
     for name, info in Settings.model_fields.items():
         if _is_section(info):
-            yield name, info.annotation  # type: ignore[misc]
+            cls: Any = info.annotation
+            yield name, cls
+            for sub, sub_info in cls.model_fields.items():
+                if _is_section(sub_info):  # a section inside a section (model.openai): its own table
+                    yield f"{name}.{sub}", sub_info.annotation
 
 
 def _is_section(info: FieldInfo) -> bool:
@@ -62,6 +70,8 @@ def _is_section(info: FieldInfo) -> bool:
 
 def _default(name: str, info: FieldInfo) -> str:
     value: Any = info.get_default(call_default_factory=True)
+    if isinstance(value, BaseModel):
+        return "its section below"
     if value is None or isinstance(value, SecretStr):
         return "unset"
     if isinstance(value, str):

@@ -22,6 +22,10 @@ def load_engine(settings: Settings) -> Engine:
         return FakeEngine(
             settings.model_id, m.fake_latency_seconds, m.fake_output_tokens, m.fake_token_seconds
         )
+    if m.engine == "openai":  # an OpenAI-compatible server runs the model (docs/engines.md)
+        from workers.inference.openai_engine import OpenAIEngine
+
+        return OpenAIEngine(settings)
     if m.engine == "vllm":
         from workers.inference.vllm_engine import VllmEngine  # GPU extra only
 
