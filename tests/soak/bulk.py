@@ -1,5 +1,7 @@
 """The bulk captioning user: a job of thousands of pages (small PDFs in its granted bucket) at planned
-moments of each simulated day; it follows its jobs and retries a job's failed pages once it ended."""
+moments of each simulated day; it follows its jobs and retries a job's failed pages once it ended.
+Every second job is submitted as a source (issue 25): a folder of PDFs named by a glob, listed by the
+system as it runs, instead of a list of items."""
 
 from __future__ import annotations
 
@@ -29,7 +31,8 @@ class BulkUser:
         # Submission moments (simulated seconds from the start), spread over the run.
         # (the first at once: the first night's reprocess finds results to refresh)
         self.plan = [0.0, *sorted(rng.uniform(0, cfg.days * DAY * 0.9) for _ in range(slots - 1))]
-        self.pending: tuple[str, dict[str, Any]] | None = None  # a submission to try again
+        self.pending: tuple[str, dict[str, Any], int] | None = None  # a submission to try again
+        self.submitted = 0
 
     def tick(self, now: datetime, elapsed: float, submitting: bool) -> None:
         if self.pending is not None or (submitting and self.plan and self.plan[0] <= elapsed):
@@ -41,13 +44,19 @@ class BulkUser:
         if self.pending is None:
             self.plan.pop(0)
             n = self.pdfs
-            items = [{"custom_id": f"doc-{i:05d}", "uri": self.corpus.pdf(self._pages())} for i in range(n)]
-            self.pending = (str(uuid.uuid4()), {"items": items, "options": {"task": "caption"}})
-        key, body = self.pending
+            self.submitted += 1
+            if self.submitted % 2 == 0:  # a source job: the folder's PDFs, listed while it runs
+                what: dict[str, Any] = {"source": {"prefix": self.corpus.folder(n, self._pages)}}
+            else:
+                what = {"items": [{"custom_id": f"doc-{i:05d}", "uri": self.corpus.pdf(self._pages())}
+                                  for i in range(n)]}  # fmt: skip
+            self.pending = (str(uuid.uuid4()), {**what, "options": {"task": "caption"}}, n)
+        key, body, n = self.pending
         self.ledger.stats["bulk_posts"] += 1
         job = self.api.ok("POST", "/v1/jobs", json=body, headers={"Idempotency-Key": key})
         if job is not None:
-            self.ledger.add(JobRecord(job["id"], self.name, "bulk", len(body["items"]), now, key))
+            self.ledger.add(JobRecord(job["id"], self.name, "bulk", n, now, key))
+            self.ledger.stats["bulk_source_jobs"] += "source" in body
             self.pending = None
 
     def _pages(self) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import itertools
+from collections.abc import Callable
 
 import pymupdf
 from PIL import Image
@@ -50,6 +51,15 @@ class Corpus:
     def pdf(self, pages: int) -> str:
         self.pdfs += 1
         return self.stack.put(self._key("pdf"), self.pdf_bytes(pages))
+
+    def folder(self, pdfs: int, pages: Callable[[], int]) -> str:
+        """``pdfs`` PDFs in a folder of their own (``pages()`` pages each), for a source job: the glob
+        that lists exactly them."""
+        folder = f"corpus/src-{next(self._name):07d}"
+        for i in range(pdfs):
+            self.pdfs += 1
+            self.stack.put(f"{folder}/{i:05d}.pdf", self.pdf_bytes(pages()))
+        return f"s3://{self.stack.bucket}/{folder}/**/*.pdf"
 
     def image(self) -> str:
         self.images += 1
