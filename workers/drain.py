@@ -77,7 +77,10 @@ class Drain:
             if self._idle.wait_for(lambda: not self._holds, timeout=grace_s):
                 log.info("drain: every batch finished within the grace period")
                 return
-        self.hand_back(service)
+        try:
+            self.hand_back(service)
+        except Exception as e:  # the database unreachable: the units come back after their leases
+            log.warning("drain: hand-back failed (%s: %s); the leases will return them", type(e).__name__, e)
 
     def hand_back(self, service: JobService) -> list[uuid.UUID]:
         """Every held unit still running back to ready, its engine requests aborted, its message sent."""
