@@ -263,22 +263,13 @@ def result_rows_from(
     cut = select(lines, key[-1].label("place")).order_by(*order(key)).limit(limit + 1)
     if at is not None:
         cut = cut.where(tuple_(*key) < tuple_(*at) if back else tuple_(*key) > tuple_(*at))
-    page = cut.subquery()
-    src, unit = aliased(Item), aliased(Item)
-    q = (
-        select(src, unit, Result, page.c.tail, page.c.place)
-        .select_from(page)
-        .join(src, src.id == page.c.src)
-        .outerjoin(unit, unit.id == page.c.unit)
-        .outerjoin(Result, and_(Result.item_id == unit.id, Result.is_current))
-        .order_by(*order((page.c.created_at, page.c.custom_id, page.c.src, page.c.tail, page.c.place)))
-    )
+    page = cut.subquery()  # the page's lines (and one more), joined and put in order as every listing
+    q = _rows_query(page, history=False).add_columns(page.c.tail, page.c.place)
     rows = [
         ((a, b, r), (a.created_at, a.custom_id, a.id, tail, place)) for a, b, r, tail, place in s.execute(q)
     ]
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return (rows[::-1] if back else rows), more
+    # The line more, cut off: the last one going forward, the first one (furthest back) going back.
+    return (rows[-limit:] if back else rows[:limit]), len(rows) > limit
 
 
 def _lines(job_id: uuid.UUID, sources: Any = None) -> Subquery:
