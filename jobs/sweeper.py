@@ -175,7 +175,7 @@ def _recover_leases(service: JobService, report: SweepReport) -> set[uuid.UUID]:
     # Recovered items wait with updated_at = now, so the stale-item pass would skip them: send them now.
     with service.sessions() as s:
         priorities = leases.job_priorities(s, {it.job_id for it in back})
-    _send(service, [(it.id, it.status, priorities[it.job_id]) for it in back])
+    resend(service, [(it.id, it.status, priorities[it.job_id]) for it in back])
     return {it.job_id for it in items}
 
 
@@ -186,7 +186,7 @@ def _requeue(service: JobService, report: SweepReport) -> None:
     with service.sessions() as s, s.begin():
         rows = leases.touch_waiting(s, None if reset else q.requeue_after_seconds, q.sweep_batch)
     report.requeued += len(rows)
-    _send(service, rows)
+    resend(service, rows)
     if rows:
         log.warning("sweep: %d waiting items enqueued again%s", len(rows), " (broker reset)" if reset else "")
 
@@ -202,7 +202,7 @@ def _resend_listings(service: JobService) -> int:
     return len(lost)
 
 
-def _send(service: JobService, rows: list[tuple[uuid.UUID, str, str]]) -> None:
+def resend(service: JobService, rows: list[tuple[uuid.UUID, str, str]]) -> None:
     """(item id, status, job priority) rows: sources to prep, units to inference in batches."""
     groups: dict[tuple[str, str], list[uuid.UUID]] = defaultdict(list)
     for item_id, status, priority in rows:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from jobs import draining
+from jobs import draining, sweeper
 from jobs.service import JobService
 from jobs.work import UnitWork
 
@@ -93,8 +93,7 @@ class Drain:
             return []
         with service.sessions() as s, s.begin():
             moved = draining.hand_back(s, units)
-        for priority in {p for _, _, p in moved}:
-            service.enqueue(priority, units=[i for i, _, p in moved if p == priority])
+        sweeper.resend(service, moved)  # their messages, as the sweeper sends those of waiting items
         for h in holds:
             if h.abort is not None:
                 h.abort([str(u.id) for u in h.units])
