@@ -47,6 +47,13 @@ def _sigterm_mid_batch(stack: Stack, job_id: str) -> tuple[set[str], float, int]
     return batch, time.monotonic() - t0, code
 
 
+def _ends_exactly_once(stack: Stack, job_id: str, test: str, t0: float) -> None:
+    """Once a new worker took over: the job completed, every item with exactly one result, none failed."""
+    done, t1 = stack.wait_terminal(job_id, timeout=180)
+    assert done["status"] == "completed", done
+    assert exactly_once(stack, job_id, N, test, t1 - t0).failures == 0
+
+
 @pytest.mark.stack_env(VLMQ_MODEL__FAKE_LATENCY_SECONDS="8", VLMQ_QUEUE__DRAIN_GRACE_SECONDS="1",
                        VLMQ_QUEUE__LEASE_SECONDS="120")  # fmt: skip
 def test_sigterm_hands_a_long_batch_back_at_once_and_exits_0(stack: Stack) -> None:
@@ -61,10 +68,7 @@ def test_sigterm_hands_a_long_batch_back_at_once_and_exits_0(stack: Stack) -> No
     assert batch and all(units[i] == ("ready", 0, None) for i in batch), (batch, units)
     assert "drain:" in stack.procs["worker-gpu"].log_tail(20000) and "handed back" in stack.diagnose()
     stack.start_gpu_worker()
-    done, t1 = stack.wait_terminal(job["id"], timeout=180)
-    assert done["status"] == "completed", done
-    figures = exactly_once(stack, job["id"], N, "SIGTERM, long batch", t1 - t0)
-    assert figures.failures == 0
+    _ends_exactly_once(stack, job["id"], "SIGTERM, long batch", t0)
 
 
 @pytest.mark.stack_env(VLMQ_MODEL__FAKE_LATENCY_SECONDS="3", VLMQ_QUEUE__DRAIN_GRACE_SECONDS="20")
@@ -80,9 +84,7 @@ def test_sigterm_lets_a_batch_that_fits_the_grace_period_finish(stack: Stack) ->
     assert not _running(stack, job["id"])
     assert "handed back" not in stack.procs["worker-gpu"].log_tail(20000)
     stack.start_gpu_worker()
-    done, t1 = stack.wait_terminal(job["id"], timeout=180)
-    assert done["status"] == "completed", done
-    assert exactly_once(stack, job["id"], N, "SIGTERM, batch within grace", t1 - t0).failures == 0
+    _ends_exactly_once(stack, job["id"], "SIGTERM, batch within grace", t0)
 
 
 def test_sigterm_to_a_prep_worker_loses_nothing(stack: Stack) -> None:
@@ -93,6 +95,4 @@ def test_sigterm_to_a_prep_worker_loses_nothing(stack: Stack) -> None:
     proc.proc.send_signal(signal.SIGTERM)
     assert proc.proc.wait(60) == 0, stack.diagnose()
     stack.start_prep()
-    done, t1 = stack.wait_terminal(job["id"], timeout=180)
-    assert done["status"] == "completed", done
-    assert exactly_once(stack, job["id"], N, "SIGTERM, prep", t1 - t0).failures == 0
+    _ends_exactly_once(stack, job["id"], "SIGTERM, prep", t0)
