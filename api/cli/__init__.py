@@ -151,7 +151,10 @@ def _engine_pool() -> list[str]:
 
     from jobs.errors import InvalidInput
     from workers.inference.factory import get_engine
+    from workers.startup import Phases
 
+    phases = Phases()
+    phases.mark("process_and_imports")  # interpreter start, imports, Celery and metrics set up
     _clear_ready_file()  # not ready while loading, whatever an earlier run left
     t0 = time.monotonic()
     try:
@@ -160,6 +163,8 @@ def _engine_pool() -> list[str]:
         err.print(f"[red]vlmq worker:[/] {e}")
         raise typer.Exit(2) from e
     load_s = time.monotonic() - t0
+    parts = getattr(engine, "start_phases", {})  # the vLLM engine's own (processor, engine, warm-up)
+    phases.add(parts, rest="engine_other" if parts else "engine")
     err.print(f"{ENGINE_READY} {engine.name} ({engine.model_id}) ready in {load_s:.1f} s")
     notice = get_settings().model.development_notice()
     if notice:  # the tiny model's defaults (jobs.config) and why its answers look like noise
@@ -167,8 +172,11 @@ def _engine_pool() -> list[str]:
     from workers.context import get_context
 
     get_context()  # database pool and S3 client, before the task threads start
+    phases.mark("database_and_s3")
     _start_writers()
-    _write_ready_file(engine.name, engine.model_id, load_s)
+    phases.mark("result_writers")
+    err.print(phases.line(), soft_wrap=True)
+    _write_ready_file(engine.name, engine.model_id, load_s, phases.marks)
     if engine.name == "vllm":
         return ["--pool=threads", f"--concurrency={get_settings().gpu_tasks}"]
     if engine.name == "openai":  # HTTP requests: many batches in flight, as for vLLM
@@ -192,7 +200,7 @@ def _clear_ready_file() -> None:
         Path(path).unlink(missing_ok=True)
 
 
-def _write_ready_file(engine: str, model_id: str, load_s: float) -> None:
+def _write_ready_file(engine: str, model_id: str, load_s: float, phases: dict[str, float]) -> None:
     """The engine's start time, for healthchecks and dashboards (VLMQ_MODEL__READY_FILE)."""
     import os
     import time
@@ -200,7 +208,7 @@ def _write_ready_file(engine: str, model_id: str, load_s: float) -> None:
     path = get_settings().model.ready_file
     if path:
         facts = {"engine": engine, "model_id": model_id, "load_seconds": round(load_s, 1),
-                 "ready_at": time.time(), "pid": os.getpid()}  # fmt: skip
+                 "ready_at": time.time(), "pid": os.getpid(), "start_phases": phases}  # fmt: skip
         Path(path).write_text(json.dumps(facts) + "\n")
 
 

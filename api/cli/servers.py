@@ -85,6 +85,7 @@ class ManagedProcess:
         stop_signal: int = signal.SIGTERM,
     ) -> None:
         self.name, self.log_path, self.stop_signal = name, log_path, stop_signal
+        self._args = (cmd, env, account)  # again() starts the same command
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         try:
@@ -102,6 +103,11 @@ class ManagedProcess:
             self._log.close()
             raise
         log.debug("started %s (pid %d): %s", name, self.proc.pid, " ".join(map(str, cmd)))
+
+    def again(self, log_path: Path) -> ManagedProcess:
+        """The same command started anew (this one stopped first), logging to ``log_path``."""
+        cmd, env, account = self._args
+        return ManagedProcess(self.name, cmd, log_path, env, account=account, stop_signal=self.stop_signal)
 
     @property
     def pid(self) -> int:

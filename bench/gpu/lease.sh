@@ -9,6 +9,11 @@
 # for several runs in turn (SIZES, default 256,512; PREP_NICE, each system run's prep niceness), with
 # vLLM's per-request timestamps and throughput line on for both. Lines go to /opt/bench/bench.jsonl.
 #
+# Issues 26 and 27 (session 13): SYSTEM_FIRST=1 runs the system before raw (its GPU worker's start is the
+# lease's cold one) and RESTART=1 restarts that worker last (the warm start); each start's phases go out as
+# a worker_start line (bench/gpu/startup.py). SERVE=1 then runs the system through `vllm serve` (the
+# openai engine) on SIZES, and RUNBATCH=N `vllm run-batch` on the pages of the N-page run.
+#
 # Several GPUs (issues 8 and 9; multicast stays off: setup.sh exports NCCL_NVLS_ENABLE=0): TP=2 runs raw
 # and system at tensor parallel 2, then the system again as TP-1 workers, one per GPU (data parallel),
 # on the same GPUs. MODEL picks the checkpoint: AWQ of group 128 (the kit's) serves TP 1 only, so build
@@ -29,6 +34,10 @@ fair=${FAIR_PAGES:-}  # FAIR_PAGES=1024: then a bulk job of that many pages with
 every=${SMALL_EVERY:-5}  # ... one every this many seconds (bench/gpu/fair.py)
 videos=${VIDEO_EVERY:-}  # VIDEO_EVERY=3: every third small job a 3 s video (the mixed run)
 tests=${GPU_TESTS-tests/gpu/test_vllm_engine.py tests/gpu/test_quantize.py}  # GPU_TESTS= : none
+system_first=${SYSTEM_FIRST:-}  # SYSTEM_FIRST=1: the system before raw (its GPU worker starts cold)
+restart=${RESTART:+--restart}  # RESTART=1: last in the system run, its GPU worker restarted (warm start)
+serve=${SERVE:-}  # SERVE=1: after raw, the system through `vllm serve` (the openai engine) on SIZES
+runbatch=${RUNBATCH:-}  # RUNBATCH=1024: then `vllm run-batch` on the pages of that size's run
 
 case $step in
 setup)
@@ -45,6 +54,7 @@ start)
   # A copy of the tree: the device tool refreshes the working copy at every call.
   rm -rf $repo && mkdir -p $repo && cp -r . $repo && rm -rf $repo/.gpu $repo/.whl
   cd $repo
+  raw_run="python3 -m bench.gpu.run raw --model $model --quantization awq --tp $tp --sizes $sizes --out $work/bench.jsonl > $work/raw.log 2>&1"
   cat > $work/run.sh <<RUN
 set -x
 eval "\$(tail -1 /opt/setup.out)"
@@ -53,8 +63,11 @@ export VLMQ_TEST_FULL_MODEL=$model VLMQ_TEST_FULL_QUANTIZATION=awq  # tests/gpu/
 cd $repo
 nvidia-smi --query-gpu=name,memory.total --format=csv
 $( [ "$tp" -gt 1 ] && echo "python3 -m bench.gpu.run raw --model /opt/models/glm-awq --quantization awq --tp $tp --sizes 8 --out $work/g128.jsonl > $work/raw-g128.log 2>&1" )
-python3 -m bench.gpu.run raw --model $model --quantization awq --tp $tp --sizes $sizes --out $work/bench.jsonl > $work/raw.log 2>&1
-python3 -m bench.gpu.run system --model $model --quantization awq --tp $tp --sizes $sizes ${nice:+--prep-nice $nice} $profile ${fair:+--fair-pages $fair --small-every $every} ${videos:+--video-every $videos} --out $work/bench.jsonl > $work/system.log 2>&1
+$( [ -z "$system_first" ] && echo "$raw_run" )
+python3 -m bench.gpu.run system --model $model --quantization awq --tp $tp --sizes $sizes ${nice:+--prep-nice $nice} $profile ${fair:+--fair-pages $fair --small-every $every} ${videos:+--video-every $videos} $restart --out $work/bench.jsonl > $work/system.log 2>&1
+$( [ -n "$system_first" ] && echo "$raw_run" )
+${serve:+python3 -m bench.gpu.run serve --model $model --quantization awq --sizes $sizes --out $work/bench.jsonl > $work/serve.log 2>&1}
+${runbatch:+python3 -m bench.gpu.run runbatch --model $model --quantization awq --sizes $sizes --pages $runbatch --out $work/bench.jsonl > $work/runbatch.log 2>&1}
 $( [ "$tp" -gt 1 ] && echo "python3 -m bench.gpu.run system --model $model --quantization awq --gpu-workers $tp --sizes $sizes --out $work/bench.jsonl > $work/system-dp.log 2>&1" )
 ${alone:+python3 -m bench.gpu.run engine --model $model --quantization awq --pages $alone --out $work/bench.jsonl > $work/engine.log 2>&1}
 ${tests:+python3 -m pytest $tests -W default -p no:cacheprovider -q -rA > $work/tests.log 2>&1}
@@ -66,9 +79,9 @@ RUN
   ;;
 poll)
   date
-  for f in driver raw-g128 raw system system-dp engine tests; do
+  for f in driver raw-g128 raw system system-dp serve runbatch engine tests; do
     # A log with no matching line yet (grep: status 1) must not end the poll before the copy below.
-    [ -f $work/$f.log ] && { echo "== $f"; grep -v "^\s*$" $work/$f.log | grep -E "RESULT|\[system|passed|failed|Error|error|^\+" | tail -n 8 | cut -c1-400 || true; }
+    [ -f $work/$f.log ] && { echo "== $f"; grep -v "^\s*$" $work/$f.log | grep -E "RESULT|\[system|\[serve|passed|failed|Error|error|^\+" | tail -n 8 | cut -c1-400 || true; }
   done
   if [ -n "${OUT:-}" ]; then cp $work/*.log $work/*.jsonl $work/*.pyspy.* "$OUT"/ 2>/dev/null || true; fi
   if [ -f $work/finished ]; then echo FINISHED; fi

@@ -1,7 +1,9 @@
 """Run one GPU benchmark and append its figures as a JSON line: `python -m bench.gpu.run WHAT --out F`.
 
 WHAT: raw (vLLM's offline LLM alone), engine (vlmq's VllmEngine alone: the GPU worker's engine without
-Celery, S3 or Postgres), system (REST to stored results), fixed / continuous (varying output lengths).
+Celery, S3 or Postgres), system (REST to stored results), serve (the system through `vllm serve` and the
+"openai" engine), runbatch (`vllm run-batch` on one size's pages), fixed / continuous (varying output
+lengths).
 Run them in one lease on one model so the ratios compare like with like; bench/gpu/report.py turns the
 lines into BENCHMARKS.md.
 """
@@ -19,7 +21,7 @@ from typing import Any
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["raw", "engine", "system", "fixed", "continuous"])
+    ap.add_argument("what", choices=["raw", "engine", "system", "serve", "runbatch", "fixed", "continuous"])
     ap.add_argument("--model", required=True)
     ap.add_argument("--quantization", default=None)
     ap.add_argument("--pages", type=int, default=256, help="fixed/continuous/engine: pages")
@@ -39,6 +41,8 @@ def main() -> None:
     ap.add_argument("--fair-pages", type=int, default=0, help="system: then a bulk job with small jobs")
     ap.add_argument("--small-every", type=float, default=5.0, help="system: seconds between small jobs")
     ap.add_argument("--video-every", type=int, default=0, help="system: every k-th small job a video")
+    ap.add_argument("--restart", action="store_true", help="system: last, restart the GPU worker (timed)")
+    ap.add_argument("--server-in-flight", type=int, default=512, help="serve: the worker's requests at once")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
     t0 = time.time()
@@ -82,8 +86,21 @@ def main() -> None:
             fair_pages=a.fair_pages,
             small_every=a.small_every,
             video_every=a.video_every,
+            restart=a.restart,
             emit=write,
         )
+    elif a.what == "serve":
+        from bench.gpu.serve import run_serve
+
+        run_serve(a.model, _ints(a.sizes), a.per_doc, a.max_tokens, a.side, a.quantization,
+                  a.server_in_flight, emit=write)  # fmt: skip
+    elif a.what == "runbatch":
+        from bench.gpu.raw import doc_seeds
+        from bench.gpu.runbatch import run_batch
+
+        sizes = _ints(a.sizes)  # the lease's sizes: the pages are those of the run of --pages pages
+        first = doc_seeds(sizes, a.per_doc)[sizes.index(a.pages)]
+        write(run_batch(a.model, a.pages, first, a.per_doc, a.max_tokens, a.side, a.quantization))
     elif a.what == "engine":
         from bench.gpu.feed import run_engine
 

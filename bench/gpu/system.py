@@ -23,6 +23,7 @@ from bench.gpu import fair
 from bench.gpu.cpu import BusyCores
 from bench.gpu.engine_log import loop_series, read_log, stats_series, summary
 from bench.gpu.raw import STATS_SECONDS, doc_seeds
+from bench.gpu.startup import breakdown
 from bench.gpu.timeline import timeline
 from bench.pages import documents, make_pdf
 from jobs.config import Settings
@@ -51,8 +52,8 @@ def run_system(
     model: str, sizes: list[int], per_doc: int, max_tokens: int, side: int, quantization: str | None,
     in_flight: int = 0, batch: int = 8, prep_procs: int | None = None, profile: Path | None = None,
     prep_nice: list[int] | None = None, engine: str = "vllm", tp: int = 1, gpu_workers: int = 1,
-    fair_pages: int = 0, small_every: float = 5.0, video_every: int = 0,
-    emit: Callable[[dict[str, Any]], None] | None = None,
+    fair_pages: int = 0, small_every: float = 5.0, video_every: int = 0, restart: bool = False,
+    engine_env: dict[str, str] | None = None, emit: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """One job per size in turn, through one set of services and workers (a worker that has been up a
     while, as in production), each on its own documents, the raw run's (``doc_seeds``).
@@ -64,12 +65,17 @@ def run_system(
     GPUs i*tp .. i*tp+tp-1. ``fair_pages``: then 1-page jobs of another tenant on the idle system, and
     a bulk job of that many pages with such a job every ``small_every`` seconds (bench.gpu.fair); with
     ``video_every`` = k, every k-th of them is a 3 s video instead. ``emit``: called with each run's
-    figures as soon as it ends, so a machine taken back mid-lease keeps the runs already done."""
+    figures as soon as it ends, so a machine taken back mid-lease keeps the runs already done.
+    ``restart``: last, the first GPU worker is stopped and started again, its start timed (issue 27's
+    warm start: compile caches and the weights' page cache are warm by then) and checked with a job.
+    Each start's phases (bench.gpu.startup) go out as a ``worker_start`` line. ``engine_env``: more
+    variables for the workers (the "openai" engine's server, bench.gpu.serve)."""
     nices = prep_nice or [0] * len(sizes)
     prep_procs = prep_procs or os.cpu_count() or 1
     state = Path(tempfile.mkdtemp(prefix="vlmq-bench-"))
     with DevStack(Settings(_env_file=None, state_dir=state), state) as stack:  # type: ignore[call-arg]
         bench_env = _env(model, quantization, max_tokens, side, in_flight, batch, engine, tp)
+        bench_env |= engine_env or {}
         env = {**os.environ, **stack.start(), **bench_env}
         upgrade(env["VLMQ_DB__URL"])
         port = free_port()
@@ -87,15 +93,17 @@ def run_system(
                 wait_for_log(worker, celery_ready_line(i), 60)  # Celery consuming
             worker_start_s = time.monotonic() - t_start
             _say(f"GPU worker(s) ready in {worker_start_s:.1f} s")
-            # A warm-up job through every process (the raw run warms its engine up too): the API's and
-            # the workers' first requests pay one-time costs (connections, lazy imports) of 0.1-0.4 s.
-            _measure(port, [make_pdf(2, seed=999_999)])
             results: list[dict[str, Any]] = []
 
             def done(res: dict[str, Any]) -> None:
-                results.append(res)
+                results.append({"engine_kind": engine, **res})
                 if emit:
-                    emit(res)
+                    emit(results[-1])
+
+            done(_start_line("first", worker_start_s, gpu[0]))
+            # A warm-up job through every process (the raw run warms its engine up too): the API's and
+            # the workers' first requests pay one-time costs (connections, lazy imports) of 0.1-0.4 s.
+            _measure(port, [make_pdf(2, seed=999_999)])
 
             for run, (pages, first, nice) in enumerate(
                 zip(sizes, doc_seeds(sizes, per_doc), nices, strict=True)
@@ -125,6 +133,10 @@ def run_system(
             if fair_pages:
                 seed = max(sizes) + 10_000
                 done(_fair(port, fair_pages, per_doc, small_every, seed, video_every))
+            if restart:
+                seconds, gpu[0] = _restart(gpu[0], port)
+                procs[gpu_worker_name(0)] = gpu[0]
+                done(_start_line("restart", seconds, gpu[0]))
             return results
         except BaseException:
             _say("failed; the GPU worker's log ends with:\n" + gpu[0].log_tail(4000))
@@ -148,6 +160,42 @@ def _fair(port: int, pages: int, per_doc: int, every: float, seed: int, video_ev
             "idle_s": alone, "small": fair.summary(small), "small_s": small, "video_every": video_every,
             "idle_video": fair.summary(clips), "idle_video_s": clips, "video": fair.summary(videos),
             "video_s": videos}  # fmt: skip
+
+
+def _start_line(kind: str, seconds: float, worker: Any) -> dict[str, Any]:
+    """A GPU worker's start: from its process's spawn to Celery consuming, and the phases it logged."""
+    return {"what": "worker_start", "kind": kind, "ready_s": round(seconds, 1),
+            **breakdown(worker.log_path.read_text(errors="replace"))}  # fmt: skip
+
+
+def _restart(worker: Any, port: int) -> tuple[float, Any]:
+    """The worker stopped (SIGTERM: idle, it drains at once) and the same command started again once its
+    GPU memory is free (the engine core is a child in its group), logging to a new file; the seconds
+    from that spawn to Celery consuming, and a job run through it."""
+    worker.stop(timeout=60)
+    _wait_gpu_free()
+    t0 = time.monotonic()
+    worker = worker.again(worker.log_path.with_name(worker.log_path.stem + "-restart.log"))
+    wait_for_log(worker, ENGINE_READY, 900)
+    wait_for_log(worker, celery_ready_line(0), 60)
+    seconds = time.monotonic() - t0
+    _say(f"GPU worker restarted: ready in {seconds:.1f} s")
+    check = _measure(port, [make_pdf(2, seed=999_998)])  # it takes work again
+    if check["status"] != "completed":
+        raise RuntimeError(f"the restarted worker's job ended {check['status']}")
+    return seconds, worker
+
+
+def _wait_gpu_free(limit_mib: int = 2048, timeout: float = 120) -> None:
+    """Until every GPU holds less than ``limit_mib`` (nothing to wait for without nvidia-smi: CI)."""
+    smi = shutil.which("nvidia-smi")
+    deadline = time.monotonic() + timeout
+    while smi and time.monotonic() < deadline:
+        out = subprocess.run([smi, "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, check=False).stdout  # fmt: skip
+        if all(int(x) < limit_mib for x in out.split()):
+            return
+        time.sleep(1)
 
 
 def _gpus(i: int, tp: int) -> dict[str, str]:

@@ -155,17 +155,22 @@ class VllmEngine:
         self._priorities: dict[str, int] = {}  # vLLM request id -> its priority
         self._preempted: set[str] = set()  # vLLM request ids aborted to make room: run again
         self.preemptions = 0
+        t0 = time.monotonic()
         self._processor = AutoProcessor.from_pretrained(m.path, local_files_only=True)
         self._tokenizer = self._processor.tokenizer
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="vllm-loop", daemon=True)
         self._thread.start()
-        t0 = time.monotonic()
-        self._llm = self._call(self._start(settings))
+        t1 = time.monotonic()
+        self._llm = self._call(self._start(settings))  # vLLM's log divides this further
         if self._stats_seconds > 0:
             self._stats_task = asyncio.run_coroutine_threadsafe(self._log_stats(), self._loop)
+        t2 = time.monotonic()
         self._warm_up()
         self.load_seconds = time.monotonic() - t0
+        # The worker's start line (workers.startup) shows these beside the process's own phases.
+        warm_up = self.load_seconds - (t2 - t0)
+        self.start_phases = {"processor": t1 - t0, "vllm_engine": t2 - t1, "warm_up": warm_up}
         log.info("vLLM engine up in %.1f s (tp=%d)", self.load_seconds, m.tensor_parallel_size)
 
     def _warm_up(self) -> None:
