@@ -51,8 +51,11 @@ setup)
   du -sh /opt/models/glm-awq
   ;;
 start)
-  # A copy of the tree: the device tool refreshes the working copy at every call.
-  rm -rf $repo && mkdir -p $repo && cp -r . $repo && rm -rf $repo/.gpu $repo/.whl
+  # A copy of the tree: the device tool refreshes the working copy at every call. Where the last call
+  # carried .gpu/head.tar.gz (`git archive HEAD -o .gpu/head.tar.gz`), the committed tree instead: the
+  # working copy may hold others' unfinished changes.
+  rm -rf $repo && mkdir -p $repo
+  if [ -f .gpu/head.tar.gz ]; then tar -xzf .gpu/head.tar.gz -C $repo; else cp -r . $repo && rm -rf $repo/.gpu $repo/.whl; fi
   cd $repo
   raw_run="python3 -m bench.gpu.run raw --model $model --quantization awq --tp $tp --sizes $sizes --out $work/bench.jsonl > $work/raw.log 2>&1"
   cat > $work/run.sh <<RUN
