@@ -32,7 +32,7 @@ from jobs import repository as repo
 from jobs import transitions
 from jobs.adapters.db import session_factory
 from jobs.config import Settings, get_settings
-from jobs.models import Item, Job
+from jobs.models import Item, Job, Wake
 from jobs.schemas import JobCreate
 from jobs.service import JobService
 from jobs.status import ItemStatus
@@ -156,6 +156,16 @@ def ops(service: JobService, main: uuid.UUID, n: int, reps: int) -> dict[str, Op
     def none(*_: Any) -> None:
         return None
 
+    def reset(*_: Any) -> None:
+        """Redis lost its data: the pass wakes every job's waiting work (``sweep_batch`` words)."""
+        service.dispatcher.broker_was_reset = lambda: True  # type: ignore[attr-defined]
+
+    def forget_wakes(*_: Any) -> None:
+        del service.dispatcher.broker_was_reset  # type: ignore[attr-defined]
+        service.dispatcher.sent.clear()  # type: ignore[attr-defined]
+        with service.sessions() as s, s.begin():
+            s.execute(delete(Wake))
+
     def middle(*_: Any) -> Any:
         """The key of the line before the middle source's first: the UI's cursor to that page."""
         keys = (Item.created_at, Item.custom_id, Item.id)
@@ -175,6 +185,7 @@ def ops(service: JobService, main: uuid.UUID, n: int, reps: int) -> dict[str, Op
         "results page (50 at n/2)": (middle, page, none, reps),
         "sweep, first pass": (none, lambda _: sweep(service), none, 1),
         "sweep, later passes": (none, lambda _: sweep(service), none, 3),
+        "sweep after a broker reset": (reset, lambda _: sweep(service), forget_wakes, 3),
     }
 
 

@@ -116,7 +116,7 @@ class ModelSettings(BaseModel):
     tensor_parallel_size: int = 1  # 1, 2 or 4 (_tensor_parallel_size)
     max_model_len: int = 16384  # vLLM: prompt plus output tokens a request may hold
     gpu_memory_utilization: float = 0.85  # vLLM: share of the GPU the engine may take
-    compile_cache_dir: str | None = None  # persists vLLM/FlashInfer compile caches: fast warm starts
+    compile_cache_dir: str | None = None  # vLLM, Triton, inductor and FlashInfer caches here (a volume)
     # vLLM: requests decoded at once (256 measured fastest on the H200: BENCHMARKS.md)
     max_num_seqs: int = 256
     # vLLM's scheduler: "priority" serves each request by its claim's turn (jobs.scheduling: a small
@@ -149,7 +149,7 @@ class ModelSettings(BaseModel):
     # Processes beside a GPU worker that store its results (workers.writers), away from the engine's
     # front end and its GIL. None, the default: 4 for the vLLM engine, 0 (the task itself) otherwise.
     result_writers: int | None = Field(default=None, ge=0)
-    # Written (JSON: engine, model, load seconds) once the engine is up and before tasks are taken.
+    # Written (JSON: engine, model, load seconds, start phases) once the engine is up, before any task.
     ready_file: str | None = None
     # vLLM engine: > 0 logs vLLM's throughput line (prompt and generation tokens/s, requests running and
     # waiting) every this many seconds, and one "engine timing" line per request (when it was queued,
@@ -255,11 +255,12 @@ class QueueSettings(BaseModel):
 
     lease_seconds: float = 120.0  # an in-flight item's lease; renewed every heartbeat_seconds
     heartbeat_seconds: float = 20.0  # how often a worker renews its items' leases
-    # A queued/ready item not touched for this long is enqueued again (its message may be lost). A
-    # duplicate message is harmless (compare-and-set claims), so this only bounds how late.
+    # A job whose sources (or units) wait with none in flight, the next of them waiting this long, gets
+    # word of them again, once in this period (its messages may be lost: jobs.wakes). A duplicate
+    # message is harmless (compare-and-set claims), so this only bounds how late.
     requeue_after_seconds: float = 1800.0
     sweep_interval_seconds: float = 30.0  # how often beat runs the sweeper
-    sweep_batch: int = 10_000  # items re-enqueued per sweep, at most
+    sweep_batch: int = 10_000  # waiting items a sweep sends word of, at most (the rest: the next sweeps)
     # A job with more sources is enqueued as fan-out messages of this many (a prep worker expands them).
     fan_out_size: int = 500
     # A retried task waits a random time below 1, 2, 4, ... seconds (full jitter), below this at most.
@@ -283,18 +284,24 @@ class InputSettings(BaseModel):
     gives it; the server's own prefixes (uploads of others, files, media, results, job outputs) are
     never reachable by naming them. https:// only when listed in ``allowed_schemes``, and then never to a
     loopback, link-local or private address (every address the host resolves to, redirects included)
-    unless ``allow_private_addresses`` is set."""
+    unless ``allow_private_addresses`` is set. ``write_grants``: the prefixes a job's dataset may also be
+    written to (a destination of the tenant's own), never the server's own prefixes."""
 
     # add "https" to fetch sources over HTTPS; file:// never
     allowed_schemes: list[str] = Field(default_factory=lambda: ["s3"])
     # Tenant (or "*" for every tenant) -> the s3:// buckets or prefixes it may name, e.g.
     # VLMQ_INPUTS__GRANTS='{"acme": ["s3://acme-corpus/"], "*": ["s3://vlmq/shared/"]}'.
     grants: dict[str, list[str]] = Field(default_factory=dict)
+    # Tenant (or "*") -> the s3:// prefixes the server may write a job's dataset to for it ("dataset":
+    # {"prefix": ...}), e.g. VLMQ_INPUTS__WRITE_GRANTS='{"acme": ["s3://acme-out/"]}'. Apart from
+    # ``grants``: reading a bucket never lets a job write to it. A "*" grant does not reach a prefix
+    # granted by name to another tenant.
+    write_grants: dict[str, list[str]] = Field(default_factory=dict)
     allow_private_addresses: bool = False  # https to loopback, link-local, private addresses
     https_timeout_seconds: float = 30.0
     max_redirects: int = 5
 
-    @field_validator("grants")
+    @field_validator("grants", "write_grants")
     @classmethod
     def _grant_form(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
         for tenant, prefixes in v.items():

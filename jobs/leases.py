@@ -1,5 +1,5 @@
 """SQL of leases and recovery: claims' leases and their heartbeat, and the sweeper's queries (expired
-leases, waiting items to enqueue again, idle and expired jobs). Same rule as
+leases, idle and expired jobs; jobs.wakes sends word of waiting work again). Same rule as
 jobs.repository: every state change is one compare-and-set UPDATE, so a sweeper racing a worker (or two
 sweepers) cannot move a row twice.
 """
@@ -56,30 +56,6 @@ def expired_leases(s: Session, limit: int) -> list[Item]:
         .with_for_update(skip_locked=True)
     )
     return list(s.scalars(q))
-
-
-def touch_waiting(s: Session, older_than: float | None, limit: int) -> list[tuple[uuid.UUID, str, str]]:
-    """Waiting items of active jobs not touched for ``older_than`` seconds (None: all of them), marked
-    touched now; (item id, item status, job priority) for each, to be enqueued again."""
-    q = (
-        select(Item.id)
-        .join(Job, Job.id == Item.job_id)
-        .where(Item.status.in_(names(ITEM_WAITING)), Job.status.in_(names(JOB_ACTIVE)))
-        .limit(limit)
-        .with_for_update(of=Item, skip_locked=True)
-    )
-    if older_than is not None:
-        q = q.where(Item.updated_at < sql_now() - timedelta(seconds=older_than))
-    stmt = (
-        update(Item)
-        .where(Item.id.in_(q.scalar_subquery()), Item.status.in_(names(ITEM_WAITING)))
-        .values(updated_at=sql_now())
-        .returning(Item.id, Item.status, Item.job_id)
-        .execution_options(synchronize_session=False)
-    )
-    rows = [(item_id, status, job_id) for item_id, status, job_id in s.execute(stmt)]
-    priorities = job_priorities(s, {job_id for _, _, job_id in rows})
-    return [(item_id, status, priorities[job_id]) for item_id, status, job_id in rows]
 
 
 def job_priorities(s: Session, job_ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:

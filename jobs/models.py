@@ -1,4 +1,4 @@
-"""SQLAlchemy 2.0 tables: jobs, items, results, events, reprocess_runs, reprocess_entries.
+"""SQLAlchemy 2.0 tables: jobs, items, results, events, reprocess_runs, reprocess_entries, job_wakes.
 
 Postgres owns all state; Redis messages only carry ids. Statuses are plain strings checked in Python
 (jobs.status) so adding a state needs no enum migration.
@@ -77,6 +77,10 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(Text)
     output_key: Mapped[str | None] = mapped_column(Text)
     error_key: Mapped[str | None] = mapped_column(Text)
+    # A destination of the tenant's own for its dataset (jobs.views.exports): the last full write, or why not.
+    dataset_prefix: Mapped[str | None] = mapped_column(Text)
+    dataset_written_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    dataset_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -234,6 +238,18 @@ class ItemTally(Base):
     status: Mapped[str] = mapped_column(String(16), nullable=False)
     error_code: Mapped[str | None] = mapped_column(String(64))
     n: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class Wake(Base):
+    """The sweeper's last word for a job's waiting work of one kind (jobs.wakes): when it was sent, and
+    how many items' worth of it is still owed (a pass sends ``queue.sweep_batch`` at most)."""
+
+    __tablename__ = "job_wakes"
+
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8), primary_key=True)  # jobs.scheduling.fairness.Kind.name
+    woken_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    owed: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
 
 
 class Listing(Base):

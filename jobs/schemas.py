@@ -139,6 +139,19 @@ class SourceIn(BaseModel):
         return self.prefix if self.prefix is not None else str(self.manifest)
 
 
+class DatasetIn(BaseModel):
+    """Where the job's dataset also goes, besides the job's own prefix (which always has it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prefix: str = Field(
+        min_length=6,
+        max_length=1024,
+        description="s3://bucket/prefix/ the tenant may write to (settings inputs.write_grants): the "
+        "shards and manifest.json go under it, overwritten when the job writes its dataset again",
+    )
+
+
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -148,6 +161,7 @@ class JobCreate(BaseModel):
     options: JobOptions = Field(default_factory=JobOptions)
     # "low" work waits in its own queues (gpu-low, prep-low) behind every "normal" job.
     priority: Literal["normal", "low"] = "normal"
+    dataset: DatasetIn | None = Field(default=None, description="also write the dataset to this prefix")
 
     @field_validator("items")
     @classmethod
@@ -248,6 +262,16 @@ class ListingOut(BaseModel):
     error: str | None = None
 
 
+class DatasetOut(BaseModel):
+    """The copy of the job's dataset at its destination (``dataset.prefix`` at submission)."""
+
+    prefix: str
+    written_at: datetime | None = Field(description="when a copy was last written there in full")
+    error: str | None = Field(
+        default=None, description="why the last write there failed (the job's own dataset is intact)"
+    )
+
+
 class JobOut(BaseModel):
     id: uuid.UUID
     status: str
@@ -263,6 +287,7 @@ class JobOut(BaseModel):
     expires_at: datetime | None = None
     forecast: ForecastOut | None = None  # None: finished, or no page ended lately to estimate from
     listing: ListingOut | None = None  # a job submitted as a source: its listing's progress
+    dataset: DatasetOut | None = None  # a job with a dataset destination: its copy there
 
 
 class Usage(BaseModel):

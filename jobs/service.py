@@ -33,7 +33,7 @@ from jobs.prompts.limits import check_prompt_text
 from jobs.scheduling import estimate, fairness
 from jobs.schemas import EventOut, JobCreate, JobOut, ResultLine
 from jobs.status import JOB_ACTIVE, ItemStatus, JobStatus, Outcome, outcome
-from jobs.views import lines, outputs
+from jobs.views import exports, lines, outputs
 from jobs.work import Claim, Held, PageMedia, PreparedUnit, PrepWork, UnitWork, prep_work, unit_work
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,8 @@ class JobService:
         policy = uris.UriPolicy.from_settings(self.settings)
         if req.source is not None:
             listings.check(getattr(self.store, "client", None), policy, tenant, req.source)
+        if req.dataset is not None:
+            policy.check_write(req.dataset.prefix, tenant)
         for it in req.items:
             check_prompt_text(it.prompt, f"item {it.custom_id!r}")
             policy.check(it.uri, tenant, it.custom_id)
@@ -136,6 +138,7 @@ class JobService:
                 idempotency_key=key,
                 request_hash=digest,
                 total_items=len(req.items),
+                dataset_prefix=req.dataset.prefix if req.dataset else None,
             )
             s.add(job)
             s.flush()
@@ -191,6 +194,7 @@ class JobService:
             expires_at=job.expires_at,
             forecast=forecast,
             listing=listing,
+            dataset=exports.progress(job),
         )
 
     def results(
@@ -458,7 +462,7 @@ class JobService:
         close that read the results, then a refresh stored and settled (seeing the job still running),
         then the close ended the job: files one version behind forever (found by the CI soak)."""
         repo.lock_job_finalize(s, job_id)
-        return outputs.write(s, self.store, job_id)
+        return outputs.write(s, self.store, job_id, uris.UriPolicy.from_settings(self.settings))
 
 
 def build_service(settings: Settings) -> JobService:

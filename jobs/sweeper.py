@@ -5,8 +5,11 @@ Postgres' idea of what should be moving true again, whatever Redis or a worker l
 2. cancelling jobs: items that became waiting since are cancelled; the job ends once nothing is in flight;
 3. in-flight items whose lease ran out (worker killed, cut off from Postgres, stuck) go back to waiting
    with the error ``lease_expired``, or fail with it once their attempts are spent;
-4. waiting items are enqueued again: all of them right after Redis lost its data (a FLUSHALL, a restart
-   without persistence), else those not touched for ``queue.requeue_after_seconds``;
+4. word of waiting work is sent again, per job and kind (jobs.wakes), not per item: a message only says
+   that work waits, the claim picks which. All of it right after Redis lost its data (a FLUSHALL, a
+   restart without persistence); else a job's work of a kind that waits with none of it in flight, its
+   next item waiting for ``queue.requeue_after_seconds``, and not woken within as long. No item row is
+   written: ``job_wakes`` remembers the wake;
 5. listings of jobs submitted as a source (jobs.listings) not touched for ``queue.requeue_after_seconds``
    are sent again (their message was lost); those of jobs that ended are stopped;
 6. active jobs with nothing waiting or in flight are finalized (a worker died between its last result
@@ -27,7 +30,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
 
-from jobs import clock, control, leases, listings, tallies, transitions
+from jobs import clock, control, leases, listings, tallies, transitions, wakes
 from jobs import repository as repo
 from jobs.errors import LeaseExpired
 from jobs.reprocessing import runs
@@ -48,7 +51,7 @@ class SweepReport:
     leases_recovered: int = 0
     leases_failed: int = 0
     broker_reset: bool = False
-    requeued: int = 0
+    requeued: int = 0  # waiting items whose word was sent again (jobs.wakes)
     events_deleted: int = 0  # past queue.event_retention_days
     nightly_resent: bool = False  # the schedule's slot had no run: its message was sent again
     finalized: list[uuid.UUID] = field(default_factory=list)
@@ -172,7 +175,7 @@ def _recover_leases(service: JobService, report: SweepReport) -> set[uuid.UUID]:
         log.warning(
             "sweep: %d expired leases back to waiting, %d failed (%s)", len(back), len(failed), err.code
         )
-    # Recovered items wait with updated_at = now, so the stale-item pass would skip them: send them now.
+    # Recovered items became waiting just now, so a wake would wait requeue_after_seconds: send them now.
     with service.sessions() as s:
         priorities = leases.job_priorities(s, {it.job_id for it in back})
     resend(service, [(it.id, it.status, priorities[it.job_id]) for it in back])
@@ -184,11 +187,12 @@ def _requeue(service: JobService, report: SweepReport) -> None:
     report.broker_reset = reset
     q = service.settings.queue
     with service.sessions() as s, s.begin():
-        rows = leases.touch_waiting(s, None if reset else q.requeue_after_seconds, q.sweep_batch)
+        rows = wakes.wake(s, None if reset else q.requeue_after_seconds, q.sweep_batch)
     report.requeued += len(rows)
     resend(service, rows)
     if rows:
-        log.warning("sweep: %d waiting items enqueued again%s", len(rows), " (broker reset)" if reset else "")
+        why = " (broker reset)" if reset else ""
+        log.warning("sweep: word of %d waiting items sent again%s", len(rows), why)
 
 
 def _resend_listings(service: JobService) -> int:

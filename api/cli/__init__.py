@@ -269,6 +269,10 @@ def submit(
     temperature: Annotated[float | None, typer.Option(help="0 = greedy")] = None,
     wait: Annotated[bool, typer.Option(help="Follow progress until the job is done")] = False,
     idempotency_key: Annotated[str | None, typer.Option(help="Retry-safe submission key")] = None,
+    dataset_to: Annotated[
+        str | None,
+        typer.Option(help="Also write the dataset under this s3:// prefix (granted: inputs.write_grants)"),
+    ] = None,
 ) -> None:
     """Upload files as one job (options: README "Inputs and options")."""
     from api.cli.client import Client
@@ -284,10 +288,11 @@ def submit(
     with Client.from_settings(get_settings()) as client:
         if source is None:
             job = client.submit_files(
-                files or [], prompt=prompt, options=opts, idempotency_key=idempotency_key
+                files or [], prompt=prompt, options=opts, idempotency_key=idempotency_key, dataset=dataset_to
             )
         else:
             body = {"source": source, "options": opts, **({"prompt": prompt} if prompt else {})}
+            body |= {"dataset": {"prefix": dataset_to}} if dataset_to else {}
             job = client.submit(body, idempotency_key=idempotency_key)
         console.print(f"job [bold]{job['id']}[/] {job['status']} ({job['request_counts']['total']} items)")
         if wait:

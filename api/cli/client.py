@@ -87,12 +87,14 @@ class Client:
         prompt: str | None = None,
         options: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
+        dataset: str | None = None,
     ) -> dict[str, Any]:
         files = [
             ("file", (p.name, p.read_bytes(), mimetypes.guess_type(p.name)[0] or "application/octet-stream"))
             for p in paths
         ]
-        data = {k: v for k, v in {"prompt": prompt, "options": json.dumps(options or {})}.items() if v}
+        fields = {"prompt": prompt, "options": json.dumps(options or {}), "dataset": dataset}
+        data = {k: v for k, v in fields.items() if v}
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return self._ok(self._http.post("/v1/jobs", files=files, data=data, headers=headers)).json()
 

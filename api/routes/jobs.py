@@ -44,6 +44,10 @@ _SUBMIT_DOC: dict[str, Any] = {
                         "file": {"type": "array", "items": {"type": "string", "format": "binary"}},
                         "prompt": {"type": "string"},
                         "options": {"type": "string", "description": "JobOptions as JSON"},
+                        "dataset": {
+                            "type": "string",
+                            "description": "s3:// prefix: the dataset also goes there",
+                        },
                     },
                 }
             },
@@ -170,12 +174,14 @@ async def _from_upload(request: Request, service: JobService, settings: Settings
         if not files:
             raise InvalidInput("multipart upload needs at least one 'file' part")
         items = await _store_uploads(files, service, tenant, limit, settings.s3.put_concurrency)
-        options, prompt = form.get("options"), form.get("prompt")
+        options, prompt, dataset = form.get("options"), form.get("prompt"), form.get("dataset")
     try:
         opts = json.loads(options) if isinstance(options, str) and options else {}
     except json.JSONDecodeError as e:
         raise InvalidInput(f"'options' is not valid JSON: {e}") from e
     body = {"items": items, "prompt": prompt if isinstance(prompt, str) else None, "options": opts}
+    if isinstance(dataset, str) and dataset:  # the JSON body's {"dataset": {"prefix": ...}}
+        body["dataset"] = {"prefix": dataset}
     return _parse(JobCreate, body)
 
 

@@ -9,7 +9,10 @@ Policy (settings ``inputs``; SECURITY.md has the threat model):
   refused (some S3 servers resolve them). A refusal names the rule, never an object's content, and is
   the same whether the object exists or not: it is no oracle;
 - https://: the host must not be, or resolve to, a loopback, link-local, private or otherwise
-  non-global address unless ``allow_private_addresses`` is set.
+  non-global address unless ``allow_private_addresses`` is set;
+- writing (a job's dataset at a destination of the tenant's own, ``check_write``): s3:// only, a plain
+  prefix within what ``write_grants`` gives the tenant, never the server's own prefixes, never a prefix
+  granted by name to another tenant (a "*" grant does not reach it). Reading never implies writing.
 Submission checks the form, ownership and literal addresses (cheap, no DNS); the fetch checks all of it
 again for the item's tenant, resolves the host, checks every address it resolves to, connects to a
 checked address (so a second DNS answer cannot swap in another), and repeats all of it for each redirect.
@@ -33,6 +36,7 @@ from jobs.errors import ForbiddenUri, InvalidInput, SourceTooLarge, StorageUnava
 Resolver = Callable[[str, int], list[str]]
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 EVERY_TENANT = "*"
+_WILDCARDS = frozenset("*?[")  # a source's glob characters: a destination is a plain prefix
 
 
 def system_resolver(host: str, port: int) -> list[str]:
@@ -58,6 +62,7 @@ class UriPolicy:
     schemes: frozenset[str]
     server_bucket: str
     grants: frozenset[tuple[str, str, str]] = frozenset()
+    write_grants: frozenset[tuple[str, str, str]] = frozenset()
     allow_private: bool = False
     timeout: float = 30.0
     max_redirects: int = 5
@@ -69,6 +74,7 @@ class UriPolicy:
             schemes=frozenset(s.lower() for s in i.allowed_schemes) - {"file"},
             server_bucket=settings.s3.bucket,
             grants=_grant_pairs(i.grants),
+            write_grants=_grant_pairs(i.write_grants),
             allow_private=i.allow_private_addresses,
             timeout=i.https_timeout_seconds,
             max_redirects=i.max_redirects,
@@ -107,6 +113,37 @@ class UriPolicy:
             f"{who}s3://{bucket}/{key} is not granted to tenant {tenant!r}: a job names its own uploads "
             "or the buckets and prefixes granted to its tenant (settings inputs.grants)"
         )
+
+    def check_write(self, uri: str, tenant: str) -> str:
+        """May the server write ``tenant``'s job dataset under the prefix ``uri``; the prefix as written to
+        (ending in ``/``). Pure, as ``check``: no S3 request. A prefix another tenant holds is refused in
+        the same words as one granted to no one, so a refusal tells nothing of other tenants' grants."""
+        what = f"dataset prefix {uri!r}"
+        bucket, _, key = uri[5:].partition("/") if uri.startswith("s3://") else ("", "", "")
+        if not bucket:
+            raise ForbiddenUri(f"{what}: a dataset destination is an s3://bucket/prefix/ URI")
+        key = key if not key or key.endswith("/") else key + "/"
+        if any(seg in (".", "..") for seg in key.split("/")):
+            raise ForbiddenUri(f"{what}: '.' and '..' segments are not allowed")
+        if _WILDCARDS & set(key):
+            raise ForbiddenUri(f"{what}: a destination is a plain prefix; '*', '?' and '[' are not allowed")
+        if bucket == self.server_bucket and key.startswith(SERVER_PREFIXES):
+            raise ForbiddenUri(
+                f"{what} is in the server's own storage (s3://{bucket}/{key.split('/')[0]}/); the job's "
+                "dataset is always written there for it (GET /v1/jobs/{id}/dataset)"
+            )
+        if not self._may_write(tenant, bucket, key):
+            raise ForbiddenUri(
+                f"{what} is not granted for writing to tenant {tenant!r}: a dataset destination must lie "
+                "under a prefix granted to its tenant (settings inputs.write_grants)"
+            )
+        return f"s3://{bucket}/{key}"
+
+    def _may_write(self, tenant: str, bucket: str, key: str) -> bool:
+        """Under a grant to the tenant by name; or under a "*" grant and under no other tenant's by name
+        (a prefix granted to one tenant is that tenant's area, which "*" does not open to the others)."""
+        within = {t for t, b, p in self.write_grants if b == bucket and key.startswith(p)}
+        return tenant in within or within == {EVERY_TENANT}
 
     def check_https(self, uri: str, who: str = "") -> None:
         host = self._https_host(uri, who)

@@ -7,9 +7,11 @@ A batch is one vlmq job. Its states follow the job's:
     validating -> failed                        (the input file is broken: ``errors``)
 
 Validation runs in the create call (the file is read, every line checked, inline images stored in S3,
-the job submitted), so ``validating`` is seen only by a concurrent reader. Finalizing happens on the
-first read after the job has ended: one reader wins the compare-and-set, writes the output and error
-files (deterministic ids and keys, so a takeover after a crash rewrites the same ones), and completes.
+the job submitted), so ``validating`` is seen only by a concurrent reader. A file of one line naming a
+source (jobs.openai.sources) has that source checked before the batch is stored: refused, no batch.
+Finalizing happens on the first read after the job has ended: one reader wins the compare-and-set,
+writes the output and error files (deterministic ids and keys, so a takeover after a crash rewrites the
+same ones), and completes.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from jobs.errors import (
 from jobs.models import Batch, File
 from jobs.openai import format as ob
 from jobs.openai import repository as brepo
+from jobs.openai import sources
 from jobs.prompts.limits import check_prompt_text
 from jobs.schemas import ItemIn, JobCreate, JobOptions, JobOut
 from jobs.service import JobService
@@ -136,6 +139,10 @@ class BatchService:
         f = self._file_row(tenant, input_file_id)
         if f.purpose != INPUT_PURPOSE:
             raise InvalidInput(f"file {input_file_id} has purpose {f.purpose!r}, not {INPUT_PURPOSE!r}")
+        parsed = self._parse(self.store.get(f.key))
+        source = sources.job_request(parsed)
+        if source is not None:  # refused: 422 now, and no batch (jobs.openai.sources)
+            sources.check(self.jobs, tenant, source)
         batch_id = f"batch_{secrets.token_hex(12)}"
         with self.sessions() as s, s.begin():
             s.add(
@@ -151,7 +158,7 @@ class BatchService:
                 )
             )
         try:
-            self._validate_and_submit(tenant, batch_id, self.store.get(f.key))
+            self._validate_and_submit(tenant, batch_id, parsed, source)
         except Exception as e:
             # Never leave a batch validating: it fails with the reason; a transient cause is raised too.
             err = e if isinstance(e, VlmqError) else VlmqError(f"{type(e).__name__}: {e}")
@@ -161,17 +168,20 @@ class BatchService:
                 raise
         return self.get(tenant, batch_id)
 
-    def _validate_and_submit(self, tenant: str, batch_id: str, data: bytes) -> None:
+    def _parse(self, data: bytes) -> ob.ParsedFile:
         limits = self.settings.limits
-        parsed = ob.parse_file(
+        return ob.parse_file(
             data, max_image_bytes=limits.max_upload_bytes, max_requests=limits.max_items_per_job
         )
+
+    def _validate_and_submit(
+        self, tenant: str, batch_id: str, parsed: ob.ParsedFile, source: JobCreate | None
+    ) -> None:
         if parsed.fatal:
             errs = [e.batch_error() for e in parsed.fatal]
             self._move(batch_id, ("validating",), "failed", {"errors": errs, "failed_at": sql_now()})
             return
-        items, rejected = self._items(tenant, parsed)
-        job_id = self._submit(tenant, batch_id, items, parsed) if items else None
+        job_id, rejected = self._run(tenant, batch_id, parsed, source)
         rejected_key = None
         if rejected:
             rejected_key = f"batches/{batch_id}/rejected.jsonl"
@@ -179,6 +189,15 @@ class BatchService:
         total = len(parsed.requests) + len(parsed.rejected)
         values = {"job_id": job_id, "total": total, "rejected": len(rejected), "rejected_key": rejected_key}
         self._move(batch_id, ("validating",), "in_progress", {**values, "in_progress_at": sql_now()})
+
+    def _run(
+        self, tenant: str, batch_id: str, parsed: ob.ParsedFile, source: JobCreate | None
+    ) -> tuple[uuid.UUID | None, list[ob.LineError]]:
+        """Submit the batch's job, of its one source or of its listed requests; the lines refused."""
+        if source is not None:
+            return self.jobs.submit(tenant, source, f"openai:{batch_id}")[0].id, []
+        items, rejected = self._items(tenant, parsed)
+        return (self._submit(tenant, batch_id, items, parsed) if items else None), rejected
 
     def _items(self, tenant: str, parsed: ob.ParsedFile) -> tuple[list[ItemIn], list[ob.LineError]]:
         """One item per valid request; a request that cannot run (its image not allowed or not usable,
@@ -302,7 +321,8 @@ class BatchService:
         self._move(b.id, ("finalizing",), final, values)
 
     def _render(self, b: Batch, job: JobOut | None) -> dict[str, Any]:
-        counts = ob.request_counts(b.total, job.request_counts if job else None, b.rejected)
+        lines = None if job is not None and job.listing is not None else b.total  # a source: the job's items
+        counts = ob.request_counts(lines, job.request_counts if job else None, b.rejected)
         errors = {"object": "list", "data": b.errors} if b.errors else None
         return {
             "id": b.id,

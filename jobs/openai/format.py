@@ -3,7 +3,8 @@
 A request line is ``{"custom_id", "method": "POST", "url": "/v1/chat/completions", "body": {...}}`` whose
 body's ``messages`` hold text parts and exactly one ``image_url`` part (a data URI, an s3:// or an https
 URI). Each line becomes one vlmq item; its answer comes back as ``message.content`` and its reasoning as
-``message.reasoning_content``.
+``message.reasoning_content``. A line whose body names a source (``body.vlmq.source``, jobs.openai.sources)
+has no image: it must be the file's only line, and each object listed from it is a request.
 
 Two kinds of bad input, as OpenAI has them:
 - a broken *file* (not JSONL, a line that is not a request object, a wrong method or url, a repeated
@@ -25,7 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from jobs import errors
-from jobs.schemas import Counts, ResultLine
+from jobs.schemas import Counts, ResultLine, SourceIn
 
 ENDPOINT = "/v1/chat/completions"
 COMPLETION_WINDOW = "24h"
@@ -57,6 +58,7 @@ class ParsedRequest:
     prompt: str | None  # the text parts, joined; None: the server's default prompt
     max_tokens: int | None = None
     temperature: float | None = None
+    source: SourceIn | None = None  # body.vlmq.source: the requests are what it lists (no image)
 
 
 @dataclass
@@ -75,6 +77,15 @@ class _Envelope(BaseModel):
     body: dict[str, Any]
 
 
+class _Vlmq(BaseModel):
+    """vlmq's own part of a request body (``body.vlmq``; other servers ignore it), as the output's
+    ``body.vlmq`` is: a source listed in place of the image (the object POST /v1/jobs takes)."""
+
+    model_config = ConfigDict(extra="forbid")  # a typo ("sorce") must not run the line as an image request
+
+    source: SourceIn | None = None
+
+
 class _Body(BaseModel):
     """The chat completion parameters vlmq honours; others a batch may carry are ignored."""
 
@@ -86,6 +97,7 @@ class _Body(BaseModel):
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     n: int = Field(default=1, ge=1, le=1, description="one choice per request")
     stream: Literal[False] = False  # a batch line cannot stream
+    vlmq: _Vlmq | None = None
 
 
 class RequestRejected(Exception):
@@ -116,8 +128,20 @@ def parse_file(data: bytes, *, max_image_bytes: int, max_requests: int) -> Parse
             out.requests.append(_request(n, env, max_image_bytes))
         except RequestRejected as e:
             out.rejected.append(LineError(e.code, str(e), n, e.param, env.custom_id))
+    _source_alone(out, len(lines))
     del out.fatal[MAX_FATAL_ERRORS:]
     return out
+
+
+def _source_alone(out: ParsedFile, lines: int) -> None:
+    """A batch is one job, of listed requests or of one source: a source line shares the file with none."""
+    r = next((r for r in out.requests if r.source is not None), None)
+    if r is not None and lines > 1:
+        msg = (
+            f"line {r.line} names a source (body.vlmq.source), so it must be the file's only line: "
+            f"a batch runs as one job, of listed requests or of one source; this file has {lines} lines"
+        )
+        out.fatal.append(LineError("source_not_alone", msg, r.line, "body.vlmq.source"))
 
 
 def _envelope(n: int, raw: str, seen: set[str], fatal: list[LineError]) -> _Envelope | None:
@@ -151,13 +175,13 @@ def _request(n: int, env: _Envelope, max_image_bytes: int) -> ParsedRequest:
         param = ".".join(map(str, first["loc"]))
         raise RequestRejected("invalid_request", f"body.{param}: {first['msg']}", f"body.{param}") from e
     texts, images = _content(body.messages)
-    if len(images) != 1:
+    source = body.vlmq.source if body.vlmq else None
+    if len(images) != (0 if source else 1):
+        needs = "no image_url part (its source names the media)" if source else "exactly one image_url part"
         raise RequestRejected(
-            "unsupported_request",
-            f"a request needs exactly one image_url part; this one has {len(images)}",
-            "body.messages",
+            "unsupported_request", f"a request needs {needs}; this one has {len(images)}", "body.messages"
         )
-    uri, data, mime = _image(images[0], max_image_bytes)
+    uri, data, mime = _image(images[0], max_image_bytes) if images else (None, None, None)
     return ParsedRequest(
         line=n,
         custom_id=env.custom_id,
@@ -167,6 +191,7 @@ def _request(n: int, env: _Envelope, max_image_bytes: int) -> ParsedRequest:
         prompt="\n\n".join(texts) or None,
         max_tokens=body.max_completion_tokens or body.max_tokens,
         temperature=body.temperature,
+        source=source,
     )
 
 
@@ -338,11 +363,14 @@ def output_lines(
     return ok, bad
 
 
-def request_counts(total: int, job: Counts | None, rejected: int) -> dict[str, int]:
+def request_counts(total: int | None, job: Counts | None, rejected: int) -> dict[str, int]:
     """A batch's ``request_counts`` from its job's: OpenAI has only completed and failed, and counts a
     request that did not run in a cancelled or expired batch as failed. So here vlmq's failed,
     cancelled and expired requests (jobs.status.Outcome) are all "failed", with the lines refused at
-    validation (``rejected``); ``total`` is every line of the input file."""
+    validation (``rejected``); ``total`` is every line of the input file, or None for a batch of one
+    source, whose requests are the job's items (they grow as the listing finds them)."""
+    if total is None:
+        total = (job.total if job else 0) + rejected
     done = job.completed if job else 0
     not_done = (job.failed + job.cancelled + job.expired) if job else 0
     return {"total": total, "completed": done, "failed": not_done + rejected}

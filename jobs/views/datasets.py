@@ -14,7 +14,7 @@ import gzip
 import json
 import re
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -41,6 +41,17 @@ COMPRESSION = "zstd" if pa.Codec.is_available("zstd") else "snappy"
 
 
 SHARD_NAME = re.compile(r"part-\d{5}\.(parquet|jsonl\.gz)")
+
+
+class ShardStore(Protocol):
+    """What a dataset is written through: the server's store (its bucket), or a destination's
+    (jobs.adapters.buckets, a bucket of the tenant's)."""
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> str: ...
+
+    def get(self, key: str) -> bytes: ...
+
+    def delete(self, key: str) -> None: ...
 
 
 def dataset_prefix(job_id: uuid.UUID) -> str:
@@ -99,11 +110,12 @@ def jsonl_gz_bytes(rows: list[dict[str, Any]]) -> bytes:
 class DatasetWriter:
     """Rows in, shards out: ``add`` each line, then ``finish`` once for the manifest."""
 
-    def __init__(self, store: BlobStore, prefix: str, rows_per_shard: int = 10_000) -> None:
+    def __init__(self, store: ShardStore, prefix: str, rows_per_shard: int = 10_000) -> None:
         if rows_per_shard < 1:
             raise ValueError(f"rows_per_shard must be at least 1, not {rows_per_shard}")
         self.store, self.rows_per_shard = store, rows_per_shard
-        self.prefix = prefix if prefix.endswith("/") else prefix + "/"
+        # "" is a bucket's root (a destination may be a whole bucket); any other prefix is a folder.
+        self.prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
         self.shards: list[dict[str, Any]] = []
         self._rows: list[dict[str, Any]] = []
 
@@ -148,13 +160,18 @@ class DatasetWriter:
         """Delete the shards the previous manifest named and this one does not. Done before the new
         manifest is written: a retry after a crash here still finds the old one and finishes the job."""
         for shard in self._previous_shards():
-            for key in (shard["parquet"], shard["jsonl_gz"]):
-                if key not in keep:
+            for key in (shard.get("parquet"), shard.get("jsonl_gz")):
+                # Only a shard's name: a manifest.json at a tenant's destination may be anyone's, and
+                # must not make this delete an object it happens to name.
+                if isinstance(key, str) and SHARD_NAME.fullmatch(key) and key not in keep:
                     self.store.delete(self.prefix + key)
 
     def _previous_shards(self) -> list[dict[str, Any]]:
         try:
-            old = self.store.get(self.prefix + "manifest.json")
+            old = json.loads(self.store.get(self.prefix + "manifest.json"))
         except (InvalidInput, KeyError):  # none yet: S3 says InvalidInput, the in-memory store KeyError
             return []
-        return list(json.loads(old).get("shards", []))
+        except ValueError:  # not JSON: not a manifest of ours (a destination's may be anything)
+            return []
+        shards = old.get("shards") if isinstance(old, dict) else None
+        return [x for x in shards if isinstance(x, dict)] if isinstance(shards, list) else []

@@ -8,6 +8,7 @@ exporter, each on a port of its own.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +34,8 @@ def e2e_env(
         "VLMQ_LIMITS__BATCH_SIZE": "2",
         "VLMQ_LIMITS__MAX_PDF_PAGES": "20",  # test_documents' too_many_pages.pdf has 30
         "VLMQ_MODEL__READY_FILE": str(tmp_path_factory.mktemp("worker") / "engine-ready.json"),
+        # test_sources: `vlmq submit --dataset-to` writes a job's dataset under exports/ too
+        "VLMQ_INPUTS__WRITE_GRANTS": json.dumps({"*": [f"s3://{service_env['VLMQ_S3__BUCKET']}/exports/"]}),
     }
 
 

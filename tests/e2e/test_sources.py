@@ -133,7 +133,10 @@ def test_resubmitted_prefix_runs_only_new_and_changed_objects(
     put(e2e_env, f"{root}/sub/new.pdf", one_page_pdf(0))  # a new object
     put(e2e_env, f"{root}/a.pdf", one_page_pdf(1))  # an object changed since: a new ETag
 
-    cli = vlmq(e2e_env, running_system, tmp_path, "submit", "--prefix", pattern, "--wait")
+    export = f"s3://{e2e_env['VLMQ_S3__BUCKET']}/exports/{uuid.uuid4().hex}/"  # the dataset there too
+    cli = vlmq(
+        e2e_env, running_system, tmp_path, "submit", "--prefix", pattern, "--dataset-to", export, "--wait"
+    )
     print(cli.stdout)  # what a user saw: shown by pytest -s and on failure
     assert cli.returncode == 0, cli.stdout + cli.stderr
     found = re.search(r"job ([0-9a-f-]{36})", cli.stdout)
@@ -149,6 +152,11 @@ def test_resubmitted_prefix_runs_only_new_and_changed_objects(
     assert set(results) == {f"{root}/a.pdf", f"{root}/sub/new.pdf"}
     assert [x["answer"] for x in results[f"{root}/a.pdf"]] == [BILL]  # the new content, not the old
     assert [x["answer"] for x in results[f"{root}/sub/new.pdf"]] == [TITLE]
+    assert second["dataset"]["prefix"] == export and second["dataset"]["error"] is None, second["dataset"]
+    written = s3_client(e2e_env).get_object(
+        Bucket=e2e_env["VLMQ_S3__BUCKET"], Key=export.split("/", 3)[3] + "manifest.json"
+    )
+    assert json.loads(written["Body"].read())["rows"] == 2  # the CLI's --dataset-to reached the job
 
     again = vlmq(e2e_env, running_system, tmp_path, "submit", "--prefix", pattern, "--no-incremental")
     assert again.returncode == 0, again.stdout + again.stderr
