@@ -88,12 +88,13 @@ def main() -> None:
             video_every=a.video_every,
             restart=a.restart,
             emit=write,
+            logs_to=a.out.parent,
         )
     elif a.what == "serve":
         from bench.gpu.serve import run_serve
 
         run_serve(a.model, _ints(a.sizes), a.per_doc, a.max_tokens, a.side, a.quantization,
-                  a.server_in_flight, emit=write)  # fmt: skip
+                  a.server_in_flight, emit=write, logs_to=a.out.parent)  # fmt: skip
     elif a.what == "runbatch":
         from bench.gpu.raw import doc_seeds
         from bench.gpu.runbatch import run_batch

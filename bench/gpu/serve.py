@@ -8,6 +8,7 @@ not install (the kit's README runs `vllm run-batch` the same way)."""
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -59,8 +60,12 @@ def run_serve(
             if emit:
                 emit(line)
 
-        return run_system(model, sizes, per_doc, max_tokens, side, quantization, engine="openai",
-                          engine_env=env, emit=tagged, **system)  # fmt: skip
+        try:
+            return run_system(model, sizes, per_doc, max_tokens, side, quantization, engine="openai",
+                              engine_env=env, emit=tagged, **system)  # fmt: skip
+        finally:
+            if system.get("logs_to") is not None:
+                shutil.copy(log, system["logs_to"] / log.name)
 
 
 def _healthy(server: ManagedProcess, port: int) -> bool:

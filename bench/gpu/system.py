@@ -54,6 +54,7 @@ def run_system(
     prep_nice: list[int] | None = None, engine: str = "vllm", tp: int = 1, gpu_workers: int = 1,
     fair_pages: int = 0, small_every: float = 5.0, video_every: int = 0, restart: bool = False,
     engine_env: dict[str, str] | None = None, emit: Callable[[dict[str, Any]], None] | None = None,
+    logs_to: Path | None = None,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """One job per size in turn, through one set of services and workers (a worker that has been up a
     while, as in production), each on its own documents, the raw run's (``doc_seeds``).
@@ -69,7 +70,8 @@ def run_system(
     ``restart``: last, the first GPU worker is stopped and started again, its start timed (issue 27's
     warm start: compile caches and the weights' page cache are warm by then) and checked with a job.
     Each start's phases (bench.gpu.startup) go out as a ``worker_start`` line. ``engine_env``: more
-    variables for the workers (the "openai" engine's server, bench.gpu.serve)."""
+    variables for the workers (the "openai" engine's server, bench.gpu.serve). ``logs_to``: the
+    processes' logs are copied there at the end (a lease's poll brings that folder back)."""
     nices = prep_nice or [0] * len(sizes)
     prep_procs = prep_procs or os.cpu_count() or 1
     state = Path(tempfile.mkdtemp(prefix="vlmq-bench-"))
@@ -144,6 +146,9 @@ def run_system(
         finally:
             for p in reversed(list(procs.values())):
                 p.stop()
+            if logs_to is not None:
+                for log in (state / "logs").glob("*.log"):
+                    shutil.copy(log, logs_to / f"{engine}-{log.name}")
 
 
 def _fair(port: int, pages: int, per_doc: int, every: float, seed: int, video_every: int) -> dict[str, Any]:

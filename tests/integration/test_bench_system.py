@@ -4,6 +4,8 @@ change that breaks the benchmark shows in CI, not in a GPU lease."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bench.gpu.system import run_system
@@ -59,7 +61,7 @@ def test_data_parallel_workers_get_their_own_gpus() -> None:
 
 
 @pytest.mark.timeout(300)
-def test_the_serve_benchmark_runs_the_system_through_an_openai_server() -> None:
+def test_the_serve_benchmark_runs_the_system_through_an_openai_server(tmp_path: Path) -> None:
     """``run serve`` (issue 26) on a CPU: the scripted OpenAI server (tests/fixtures) stands in for
     `vllm serve`; the inference worker runs the "openai" engine against it, timed as on the GPU."""
     import sys
@@ -71,8 +73,12 @@ def test_the_serve_benchmark_runs_the_system_through_an_openai_server() -> None:
 
     lines: list[dict[str, object]] = []
     start, run = run_serve("unused", [16], per_doc=8, max_tokens=64, side=400, quantization=None,
-                           in_flight=16, emit=lines.append, command=scripted, prep_procs=1)  # fmt: skip
+                           in_flight=16, emit=lines.append, command=scripted, prep_procs=1,
+                           logs_to=tmp_path)  # fmt: skip
     assert lines == [start, run]  # each line emitted as it ended
     assert (run["engine_kind"], run["status"], run["pages"], run["failed"]) == ("openai", "completed", 16, 0)
     assert start["what"] == "worker_start" and start["worker"]["engine"] > 0
     assert 0 < run["server_start_s"] < 60 and run["output_tokens"] > 0
+    # Every process's log comes back beside the lines (a lease's poll copies that folder).
+    kept = {p.name for p in tmp_path.iterdir()}
+    assert {"vllm-serve.log", "openai-worker-gpu.log", "openai-api.log"} <= kept, kept

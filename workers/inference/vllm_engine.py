@@ -32,6 +32,7 @@ from workers.inference.engine import FinishReason, GenerationOutput, GenerationR
 from workers.inference.gate import ClaimGate
 from workers.inference.prompts import build_messages
 from workers.inference.video_inputs import vllm_video_input
+from workers.startup import cache_env
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +130,8 @@ class VllmEngine:
     def __init__(self, settings: Settings) -> None:
         m = settings.model
         tensor_parallel.check(m.path, m.tensor_parallel_size)  # in a second, not after the load
-        if m.compile_cache_dir:
-            os.environ.setdefault("VLLM_CACHE_ROOT", m.compile_cache_dir)
+        for name, value in (cache_env(m.compile_cache_dir) if m.compile_cache_dir else {}).items():
+            os.environ.setdefault(name, value)  # the engine core (spawned) inherits them
         # vLLM forks its engine process by default, which fails once this process has touched CUDA
         # (a test process, a worker that ran a CUDA op): spawn always works.
         os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
