@@ -43,15 +43,15 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-def _uuid_pk() -> Mapped[uuid.UUID]:
+def uuid_pk() -> Mapped[uuid.UUID]:
     return mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
 
 
-def _created() -> Mapped[datetime]:
+def created_column() -> Mapped[datetime]:
     return mapped_column(DateTime(timezone=True), server_default=sql_now(), nullable=False)
 
 
-def _updated() -> Mapped[datetime]:
+def updated_column() -> Mapped[datetime]:
     return mapped_column(
         DateTime(timezone=True), server_default=sql_now(), onupdate=sql_now(), nullable=False
     )
@@ -61,7 +61,7 @@ class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (UniqueConstraint("tenant", "idempotency_key"),)
 
-    id: Mapped[uuid.UUID] = _uuid_pk()
+    id: Mapped[uuid.UUID] = uuid_pk()
     tenant: Mapped[str] = mapped_column(String(64), nullable=False)
     status: Mapped[str] = mapped_column(String(16), nullable=False, index=True)
     prompt: Mapped[str] = mapped_column(Text, nullable=False)
@@ -81,8 +81,8 @@ class Job(Base):
     dataset_prefix: Mapped[str | None] = mapped_column(Text)
     dataset_written_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     dataset_error: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = _created()
-    updated_at: Mapped[datetime] = _updated()
+    created_at: Mapped[datetime] = created_column()
+    updated_at: Mapped[datetime] = updated_column()
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -120,7 +120,7 @@ class Item(Base):
         Index("ix_items_uri_source", "uri", postgresql_where=text("parent_id IS NULL")),
     )
 
-    id: Mapped[uuid.UUID] = _uuid_pk()
+    id: Mapped[uuid.UUID] = uuid_pk()
     job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False)
     parent_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("items.id", ondelete="CASCADE"), index=True
@@ -146,8 +146,8 @@ class Item(Base):
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Given back after a transient failure: not claimed in turn before this (JobService.give_back).
     retry_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    created_at: Mapped[datetime] = _created()
-    updated_at: Mapped[datetime] = _updated()
+    created_at: Mapped[datetime] = created_column()
+    updated_at: Mapped[datetime] = updated_column()
 
 
 class Result(Base):
@@ -164,7 +164,7 @@ class Result(Base):
         Index("uq_results_item_id_current", "item_id", unique=True, postgresql_where=text("is_current")),
     )
 
-    id: Mapped[uuid.UUID] = _uuid_pk()
+    id: Mapped[uuid.UUID] = uuid_pk()
     job_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False, index=True
     )
@@ -190,7 +190,7 @@ class Result(Base):
     settings: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False, server_default=text("'{}'"))
     settings_hash: Mapped[str] = mapped_column(String(64), nullable=False, server_default=text("''"))
     payload_key: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = _created()
+    created_at: Mapped[datetime] = created_column()
 
 
 class Event(Base):
@@ -210,7 +210,7 @@ class Event(Base):
     from_status: Mapped[str | None] = mapped_column(String(16))
     to_status: Mapped[str | None] = mapped_column(String(16))
     detail: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = _created()
+    created_at: Mapped[datetime] = created_column()
 
 
 # Counting the items still moving (the /metrics gauge) reads this small partial index, never the table.
@@ -271,8 +271,8 @@ class Listing(Base):
     discovered: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     skipped: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     error: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = _created()
-    updated_at: Mapped[datetime] = _updated()
+    created_at: Mapped[datetime] = created_column()
+    updated_at: Mapped[datetime] = updated_column()
     done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
@@ -291,7 +291,7 @@ class File(Base):
     filename: Mapped[str] = mapped_column(String(255), nullable=False)
     bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
     key: Mapped[str] = mapped_column(Text, nullable=False)
-    created_at: Mapped[datetime] = _created()
+    created_at: Mapped[datetime] = created_column()
     # Deleted by its tenant: gone from reads and S3; the row stays while a batch names it as its input.
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -318,8 +318,8 @@ class Batch(Base):
     rejected_key: Mapped[str | None] = mapped_column(Text)
     output_file_id: Mapped[str | None] = mapped_column(String(64))
     error_file_id: Mapped[str | None] = mapped_column(String(64))
-    created_at: Mapped[datetime] = _created()
-    updated_at: Mapped[datetime] = _updated()
+    created_at: Mapped[datetime] = created_column()
+    updated_at: Mapped[datetime] = updated_column()
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     in_progress_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finalizing_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -328,64 +328,6 @@ class Batch(Base):
     expired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     cancelling_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-
-
-class ReprocessRun(Base):
-    """One reprocessing run (jobs.reprocessing.reprocessor): what it selected, by which rules, and when it
-    finished.
-
-    ``dedupe_key`` is unique: a second scheduler firing for the same slot, or a rerun of the same
-    command, finds the run already there instead of starting another.
-    """
-
-    __tablename__ = "reprocess_runs"
-
-    id: Mapped[uuid.UUID] = _uuid_pk()
-    dedupe_key: Mapped[str] = mapped_column(String(255), nullable=False, unique=True)
-    trigger: Mapped[str] = mapped_column(String(16), nullable=False)  # schedule | cli
-    rules: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
-    target: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)  # model and prompts to reach
-    selected: Mapped[int] = mapped_column(Integer, nullable=False)
-    status: Mapped[str] = mapped_column(String(16), nullable=False)  # running | completed
-    report: Mapped[dict[str, Any] | None] = mapped_column(JSONB)  # final counts, once completed
-    created_at: Mapped[datetime] = _created()
-    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-
-
-class ReprocessEntry(Base):
-    """One item of a run. ``mode`` retry: a failed item reopened into the normal pipeline; refresh: a
-    succeeded page recomputed beside its current result. An item is open in at most one run at a time
-    (partial unique index), so overlapping runs never enqueue it twice.
-    """
-
-    __tablename__ = "reprocess_entries"
-    __table_args__ = (
-        Index(
-            "uq_reprocess_entries_item_id_open",
-            "item_id",
-            unique=True,
-            postgresql_where=text("state IN ('pending', 'running')"),
-        ),
-    )
-
-    run_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("reprocess_runs.id", ondelete="CASCADE"), primary_key=True
-    )
-    item_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), primary_key=True)
-    job_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False, index=True
-    )
-    mode: Mapped[str] = mapped_column(String(16), nullable=False)  # retry | refresh
-    reason: Mapped[str] = mapped_column(String(16), nullable=False)  # failed | model | prompt
-    # pending -> running -> changed | unchanged | failed  (retry entries: pending -> changed | failed)
-    state: Mapped[str] = mapped_column(String(16), nullable=False)
-    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
-    from_version: Mapped[int | None] = mapped_column(Integer)
-    to_version: Mapped[int | None] = mapped_column(Integer)
-    error_code: Mapped[str | None] = mapped_column(String(64))
-    error_message: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = _created()
-    updated_at: Mapped[datetime] = _updated()
 
 
 class ClockOffset(Base):

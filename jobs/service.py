@@ -7,17 +7,15 @@ by the sweeper.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
-from psycopg.types.json import Jsonb
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from jobs import control, leases, listings, transitions
+from jobs import control, leases, listings, submission, transitions
 from jobs import repository as repo
 from jobs import units as units_
 from jobs.adapters import metrics, uris
@@ -26,10 +24,8 @@ from jobs.adapters.dispatch import CeleryDispatcher, Dispatcher
 from jobs.adapters.storage import BlobStore, S3BlobStore
 from jobs.clock import sql_now
 from jobs.config import Settings
-from jobs.errors import Conflict, Expired, InvalidInput, NotFound, TransportError, VlmqError
+from jobs.errors import Expired, NotFound, TransportError, VlmqError
 from jobs.models import Item, Job
-from jobs.prompts import presets
-from jobs.prompts.limits import check_prompt_text
 from jobs.scheduling import estimate, fairness
 from jobs.schemas import EventOut, JobCreate, JobOut, ResultLine
 from jobs.status import JOB_ACTIVE, ItemStatus, JobStatus, Outcome, outcome
@@ -37,10 +33,6 @@ from jobs.views import exports, lines, outputs
 from jobs.work import Claim, Held, PageMedia, PreparedUnit, PrepWork, UnitWork, prep_work, unit_work
 
 log = logging.getLogger(__name__)
-
-
-def request_hash(req: JobCreate) -> str:
-    return hashlib.sha256(req.model_dump_json().encode()).hexdigest()
 
 
 class JobService:
@@ -56,15 +48,17 @@ class JobService:
 
     def submit(self, tenant: str, req: JobCreate, idempotency_key: str | None = None) -> tuple[Job, bool]:
         """Store the job and its items in one transaction, then enqueue. Returns (job, created)."""
-        self._validate(tenant, req)
-        digest = request_hash(req)
-        if idempotency_key and (prior := self._prior(tenant, idempotency_key, digest)):
+        submission.validate(self.settings, self.store, tenant, req)
+        digest = submission.request_hash(req)
+        if idempotency_key and (prior := submission.prior(self.sessions, tenant, idempotency_key, digest)):
             return prior, False
         try:
-            job, item_ids = self._insert(tenant, req, idempotency_key, digest)
+            job, item_ids = submission.insert(
+                self.sessions, self.settings, tenant, req, idempotency_key, digest
+            )
         except IntegrityError:
             # A concurrent retry with the same key won the insert; answer with its job.
-            prior = self._prior(tenant, idempotency_key or "", digest)
+            prior = submission.prior(self.sessions, tenant, idempotency_key or "", digest)
             if prior is None:
                 raise
             return prior, False
@@ -90,79 +84,6 @@ class JobService:
                 self.dispatcher.infer(units[i : i + size], priority)
         except Exception as e:  # any broker failure: the sweeper is the way back
             log.warning("enqueue failed (%s: %s); the sweeper will re-enqueue", type(e).__name__, e)
-
-    def _validate(self, tenant: str, req: JobCreate) -> None:
-        limit = self.settings.limits.max_items_per_job
-        if len(req.items) > limit:
-            raise InvalidInput(f"a job holds at most {limit} items; this one has {len(req.items)}")
-        check_prompt_text(req.prompt, "job prompt")
-        policy = uris.UriPolicy.from_settings(self.settings)
-        if req.source is not None:
-            listings.check(getattr(self.store, "client", None), policy, tenant, req.source)
-        if req.dataset is not None:
-            policy.check_write(req.dataset.prefix, tenant)
-        for it in req.items:
-            check_prompt_text(it.prompt, f"item {it.custom_id!r}")
-            policy.check(it.uri, tenant, it.custom_id)
-
-    def _prior(self, tenant: str, key: str, digest: str) -> Job | None:
-        with self.sessions() as s:
-            job = repo.job_by_idempotency_key(s, tenant, key)
-        if job is not None and job.request_hash != digest:
-            raise Conflict("this Idempotency-Key was used with a different request body")
-        return job
-
-    def _insert(
-        self, tenant: str, req: JobCreate, key: str | None, digest: str
-    ) -> tuple[Job, list[uuid.UUID]]:
-        preset = presets.get(req.options.task)
-        # A qa/grounding job with no prompt of its own: every item has one (JobCreate checks), and the
-        # job keeps the bare template.
-        prompt, version = (
-            (preset.prompt, preset.version)
-            if preset.needs_prompt and not req.prompt
-            else presets.resolve(preset.name, req.prompt)
-        )
-        with self.sessions() as s, s.begin():
-            control.check_tenant(s, self.settings, tenant, len(req.items))
-            job = Job(
-                id=uuid.uuid4(),
-                tenant=tenant,
-                priority=req.priority,
-                expires_at=leases.lease_until(self.settings.queue.job_expiry_seconds),
-                status=str(JobStatus.QUEUED),
-                prompt=prompt,
-                prompt_version=version,
-                options=req.options.model_dump(exclude_none=True),
-                model_id=self.settings.model_id,
-                idempotency_key=key,
-                request_hash=digest,
-                total_items=len(req.items),
-                dataset_prefix=req.dataset.prefix if req.dataset else None,
-            )
-            s.add(job)
-            s.flush()
-            if req.source is not None:
-                listings.start(s, job.id, req.source)
-            ids = [uuid.uuid4() for _ in req.items]
-            sources = [
-                (
-                    item_id,
-                    job.id,
-                    it.custom_id,
-                    "source",
-                    it.uri,
-                    it.prompt,
-                    str(ItemStatus.QUEUED),
-                    Jsonb(it.options.model_dump(exclude_none=True) if it.options else {}),
-                )
-                for item_id, it in zip(ids, req.items, strict=True)
-            ]
-            repo.copy_sources(s, sources)  # COPY: a 10,000-item job is stored in a fraction of a second
-            repo.add_event(s, job.id, "job.submitted", to_status=str(JobStatus.QUEUED))
-            s.flush()
-            s.refresh(job, ["priority", "expires_at"])
-        return job, ids
 
     def check_owner(self, tenant: str | None, job_id: uuid.UUID) -> None:
         """NotFound unless the job exists and is the tenant's: a primary-key read, for the routes that

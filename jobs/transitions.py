@@ -29,8 +29,9 @@ from sqlalchemy.orm import Session, aliased
 
 from jobs.clock import sql_now
 from jobs.leases import lease_until
-from jobs.models import Batch, Item, Job, Listing, ReprocessEntry, ReprocessRun
+from jobs.models import Batch, Item, Job, Listing
 from jobs.repository import PAGE_FAILED, add_event, lock_job_finalize
+from jobs.reprocessing.models import ReprocessEntry, ReprocessRun
 from jobs.status import (
     ENTRY_OPEN,
     ENTRY_TRANSITIONS,

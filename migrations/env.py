@@ -1,5 +1,6 @@
 """Alembic environment: the URL comes from the config (sqlalchemy.url set by alembic_config) or from
-jobs.config (VLMQ_DB__URL); the target metadata is jobs.models."""
+jobs.config (VLMQ_DB__URL); the target metadata is jobs.models' (and jobs.reprocessing.models', which
+shares its Base)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from sqlalchemy import create_engine, pool
 from jobs.adapters.db import database_url
 from jobs.config import get_settings
 from jobs.models import Base
+from jobs.reprocessing import models as _reprocessing  # noqa: F401 - its tables join Base.metadata
 
 config = context.config
 target_metadata = Base.metadata

@@ -31,9 +31,10 @@ from sqlalchemy.exc import IntegrityError
 from jobs import clock, transitions
 from jobs import repository as repo
 from jobs.errors import NotFound, VlmqError
-from jobs.models import Item, ReprocessRun
+from jobs.models import Item
 from jobs.prompts import presets
 from jobs.reprocessing import runs
+from jobs.reprocessing.models import ReprocessRun
 from jobs.reprocessing.selection import Rules, Target, candidates
 from jobs.scheduling import fairness
 from jobs.service import JobService

@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session
 from jobs import repository as repo
 from jobs import transitions
 from jobs.clock import sql_now
-from jobs.models import Item, Job, ReprocessEntry, ReprocessRun, Result
+from jobs.models import Item, Job, Result
+from jobs.reprocessing.models import ReprocessEntry, ReprocessRun
 from jobs.reprocessing.selection import OPEN_STATES, Target
 
 # pg_advisory_xact_lock key: every run is selected and inserted under it, one at a time.

@@ -22,8 +22,9 @@ from sqlalchemy import ColumnElement, Select, and_, case, exists, false, func, l
 from sqlalchemy.orm import aliased
 
 from jobs.config import Settings
-from jobs.models import Item, Job, ReprocessEntry, Result
+from jobs.models import Item, Job, Result
 from jobs.prompts import presets
+from jobs.reprocessing.models import ReprocessEntry
 from jobs.status import ENTRY_OPEN, ItemStatus, JobStatus
 
 OPEN_STATES = ENTRY_OPEN

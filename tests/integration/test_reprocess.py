@@ -30,8 +30,9 @@ from jobs.adapters.dispatch import (
     REFRESH_TASK,
 )
 from jobs.config import Settings, get_settings
-from jobs.models import ReprocessEntry, ReprocessRun, Result
+from jobs.models import Result
 from jobs.prompts.presets import DEFAULT
+from jobs.reprocessing.models import ReprocessEntry, ReprocessRun
 from jobs.reprocessing.reprocessor import Reprocessor
 from jobs.reprocessing.selection import Rules
 from jobs.service import JobService

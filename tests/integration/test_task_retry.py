@@ -217,7 +217,7 @@ def test_a_held_claim_takes_back_only_units_still_under_it(outage: Outage) -> No
 def test_the_nightly_reprocess_waits_out_a_postgres_outage(outage: Outage) -> None:
     """Found by the soak: Postgres restarting at 02:00 failed the scheduled task for good, and that
     night had no reprocessing run. It retries with backoff, and the night's run is made once."""
-    from jobs.models import ReprocessRun
+    from jobs.reprocessing.models import ReprocessRun
     from workers.tasks import reprocess_scheduled
 
     get_context()  # the pools exist before the outage, as in a running worker
