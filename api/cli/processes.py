@@ -65,19 +65,21 @@ def _check_alive(procs: Sequence[ManagedProcess]) -> None:
             raise RuntimeError(f"{p.name} exited; its log ({p.log_path}) ends with:\n{p.log_tail(3000)}")
 
 
-def wait_healthy(base_url: str, procs: Sequence[ManagedProcess], timeout: float = 120) -> None:
-    """Until /healthz says ok; fails at once, with the log, if one of ``procs`` dies meanwhile."""
-
+def answers(url: str, procs: Sequence[ManagedProcess], timeout: float = 2) -> bool:
+    """Whether ``url`` answers 200 now; raises, with its log, if one of ``procs`` has died (a check for
+    wait_until: a server that exited never answers, and waiting on it would hide why)."""
     import httpx
 
-    def healthy() -> bool:
-        _check_alive(procs)
-        try:
-            return httpx.get(f"{base_url}/healthz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
+    _check_alive(procs)
+    try:
+        return httpx.get(url, timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
 
-    wait_until(healthy, "the vlmq API", timeout)
+
+def wait_healthy(base_url: str, procs: Sequence[ManagedProcess], timeout: float = 120) -> None:
+    """Until /healthz says ok; fails at once, with the log, if one of ``procs`` dies meanwhile."""
+    wait_until(lambda: answers(f"{base_url}/healthz", procs), "the vlmq API", timeout)
 
 
 def wait_for_log(proc: ManagedProcess, needle: str, timeout: float) -> None:

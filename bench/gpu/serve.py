@@ -16,8 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
-
+from api.cli.processes import answers
 from api.cli.servers import ManagedProcess, free_port, wait_until
 from bench.gpu.system import run_system
 
@@ -48,7 +47,7 @@ def run_serve(
     cmd = command(port) if command else server_command(model, quantization, port)
     t0 = time.monotonic()
     with ManagedProcess("vllm-serve", cmd, log) as server:
-        wait_until(lambda: _healthy(server, port), "vllm serve", 900)
+        wait_until(lambda: answers(f"http://127.0.0.1:{port}/v1/models", [server]), "vllm serve", 900)
         start_s = round(time.monotonic() - t0, 1)
         print(f"[serve] vllm serve healthy in {start_s} s ({log})", file=sys.stderr, flush=True)
         env = {"VLMQ_MODEL__OPENAI__BASE_URLS": f"http://127.0.0.1:{port}/v1",
@@ -66,12 +65,3 @@ def run_serve(
         finally:
             if system.get("logs_to") is not None:
                 shutil.copy(log, system["logs_to"] / log.name)
-
-
-def _healthy(server: ManagedProcess, port: int) -> bool:
-    if not server.alive:
-        raise RuntimeError(f"vllm serve exited; its log ends with:\n{server.log_tail(3000)}")
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False

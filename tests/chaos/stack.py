@@ -23,7 +23,7 @@ from PIL import Image
 
 from api.cli.devstack import ManagedProcess, free_port, start_redis, wait_until
 from api.cli.pgserver import EmbeddedPostgres, start_postgres
-from api.cli.processes import wait_for_log
+from api.cli.processes import answers, wait_for_log
 from jobs.adapters.dispatch import EPOCH_KEY
 from migrations import upgrade
 from tests.chaos.proxy import Proxy
@@ -167,13 +167,7 @@ class Stack:
         return proc
 
     def _healthy(self) -> bool:
-        for p in self.procs.values():
-            if not p.alive:
-                raise RuntimeError(f"{p.name} exited; its log ends with:\n{p.log_tail(3000)}")
-        try:
-            return httpx.get(f"{self.base}/healthz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
+        return answers(f"{self.base}/healthz", list(self.procs.values()))
 
     def kill9(self, name: str) -> int:
         """SIGKILL the process itself (not its group): a worker dying mid-batch, no cleanup at all."""

@@ -6,12 +6,19 @@ from collections.abc import Iterator
 from datetime import datetime
 
 import uvicorn
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
 
 from api.app import create_app
 from api.cli.devstack import free_port
 from jobs.config import Settings
 from jobs.service import JobService
+
+
+def service_of(client: TestClient) -> JobService:
+    """The service behind the in-process API (conftest's ``client``)."""
+    service: JobService = client.app.state.service  # type: ignore[attr-defined]
+    return service
 
 
 def with_limits(settings: Settings, **limits: int) -> Settings:

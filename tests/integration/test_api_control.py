@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
-import pytest
 import sqlalchemy as sql
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
@@ -31,12 +30,6 @@ B = {"Authorization": "Bearer other-key"}
 def _body(settings: Settings, n: int = 1) -> dict[str, object]:
     items = [{"custom_id": f"d{i}", "uri": f"s3://{settings.s3.bucket}/in/{i}.pdf"} for i in range(n)]
     return {"items": items}
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as c:
-        yield c
 
 
 def test_cancel_and_retry_endpoints(client: TestClient, settings: Settings) -> None:

@@ -8,32 +8,20 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import sqlalchemy as sql
 from fastapi.testclient import TestClient
 
-from api.app import create_app
 from jobs.config import Settings
 from jobs.errors import CorruptMedia
 from jobs.models import Batch, Item, Job
 from jobs.service import JobService
+from tests.integration import service_of
 from tests.integration.reprocess_fixtures import result
 
 A = {"Authorization": "Bearer test-key"}
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as c:
-        yield c
-
-
-def _service(client: TestClient) -> JobService:
-    service: JobService = client.app.state.service  # type: ignore[attr-defined]
-    return service
 
 
 def _source_file(client: TestClient, source: dict[str, Any], *extra: dict[str, Any]) -> str:
@@ -85,7 +73,7 @@ def _counts(client: TestClient, batch_id: str, job_id: uuid.UUID) -> tuple[dict[
 def test_a_prefix_source_batch_runs_to_completion_and_answers_each_object(
     client: TestClient, settings: Settings
 ) -> None:
-    service, bucket, root = _service(client), settings.s3.bucket, f"batch-src-{uuid.uuid4().hex[:8]}"
+    service, bucket, root = service_of(client), settings.s3.bucket, f"batch-src-{uuid.uuid4().hex[:8]}"
     keys = [f"{root}/pdfs/{d}/doc-{i}.pdf" for d in ("a", "b/c") for i in range(2)]
     for key in [*keys, f"{root}/pdfs/a/notes.txt"]:
         service.store.put(key, b"%PDF-1.4 x")
@@ -167,7 +155,7 @@ def test_a_source_batchs_glob_lists_only_what_the_tenant_could_name(
     client: TestClient, settings: Settings
 ) -> None:
     """The test tenants are granted the whole bucket: each listed key is checked again, as for a job."""
-    service, bucket, uid = _service(client), settings.s3.bucket, uuid.uuid4().hex[:8]
+    service, bucket, uid = service_of(client), settings.s3.bucket, uuid.uuid4().hex[:8]
     theirs, mine = f"uploads/tenant-b/{uid}-theirs.pdf", f"uploads/tenant-a/{uid}-mine.pdf"
     for key in (theirs, mine, f"results/{uid}-r.pdf", f"jobs/{uid}-o.pdf", f"in/{uid}-input.pdf"):
         service.store.put(key, b"%PDF-1.4 x")

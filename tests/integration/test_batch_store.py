@@ -9,14 +9,12 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Iterator
 from typing import IO
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from api.app import create_app
 from jobs.adapters.storage import BlobStore, result_key
 from jobs.config import Settings
 from jobs.errors import InvalidInput, StorageUnavailable
@@ -64,12 +62,6 @@ class FailingResultPut:
 
     def delete(self, key: str) -> None:
         self.inner.delete(key)
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as c:
-        yield c
 
 
 def _results(ctx: WorkerContext, job_id: uuid.UUID) -> dict[uuid.UUID, list[Result]]:

@@ -5,13 +5,10 @@ sweeper once past ``queue.event_retention_days`` (the clock moved, on a database
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from api.app import create_app
 from api.cli.history import line
 from jobs import clock
 from jobs.config import Settings
@@ -23,12 +20,6 @@ from tests.integration.conftest import service_on
 
 A = {"Authorization": "Bearer test-key"}
 B = {"Authorization": "Bearer other-key"}
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as c:
-        yield c
 
 
 def _job(client: TestClient, settings: Settings, n: int = 2) -> str:

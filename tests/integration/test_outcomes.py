@@ -9,17 +9,14 @@ import json
 import re
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from html import unescape
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 from rich.console import Console
 from sqlalchemy import select, text
 
-from api.app import create_app
 from api.cli.progress import JobProgress
 from jobs.config import Settings
 from jobs.errors import CorruptMedia, Expired
@@ -27,6 +24,7 @@ from jobs.models import Batch, Item
 from jobs.service import JobService
 from jobs.sweeper import sweep
 from jobs.views import browse
+from tests.integration import service_of
 from tests.integration.reprocess_fixtures import result
 
 A = {"Authorization": "Bearer test-key"}
@@ -44,17 +42,6 @@ LINES = {
     ("d3", None): "failed",
     ("d4", 1): "succeeded",
 }
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as c:
-        yield c
-
-
-def _service(client: TestClient) -> JobService:
-    service: JobService = client.app.state.service  # type: ignore[attr-defined]
-    return service
 
 
 def _sources(service: JobService, job_id: uuid.UUID) -> list[Item]:
@@ -110,7 +97,7 @@ def _text(html: str) -> str:
 
 
 def test_after_a_cancel_every_view_counts_the_same_outcomes(client: TestClient, settings: Settings) -> None:
-    service = _service(client)
+    service = service_of(client)
     job_id = _submit(client, settings)
     _play(service, job_id)
     job = client.post(f"/v1/jobs/{job_id}/cancel", headers=A).json()
@@ -134,7 +121,7 @@ def test_after_a_cancel_every_view_counts_the_same_outcomes(client: TestClient, 
 
 
 def test_the_results_page_and_watch_show_the_api_counts(client: TestClient, settings: Settings) -> None:
-    service = _service(client)
+    service = service_of(client)
     job_id = _submit(client, settings)
     _play(service, job_id)
     job = client.post(f"/v1/jobs/{job_id}/cancel", headers=A).json()
@@ -160,7 +147,7 @@ def test_the_results_page_and_watch_show_the_api_counts(client: TestClient, sett
 def test_the_openai_batch_maps_the_outcomes_onto_its_request_counts(
     client: TestClient, settings: Settings
 ) -> None:
-    service = _service(client)
+    service = service_of(client)
     url = f"s3://{settings.s3.bucket}/in/page.png"
     content = [{"type": "image_url", "image_url": {"url": url}}]
     body = {"messages": [{"role": "user", "content": content}]}
@@ -206,7 +193,7 @@ def test_an_expired_job_counts_its_unfinished_items_as_expired(
 ) -> None:
     """d1's waiting page expires: d1 is expired, not failed (none of its pages failed); d2 expires
     waiting. The failed and succeeded ones keep their outcome."""
-    service = _service(client)
+    service = service_of(client)
     job_id = _submit(client, settings)
     _play(service, job_id)
     with service.sessions() as s, s.begin():

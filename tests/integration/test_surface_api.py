@@ -4,7 +4,6 @@ and the results page's sign-in (the flows with workers are in tests/e2e)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -18,12 +17,6 @@ from tests.conftest import METRICS_TOKEN
 from tests.integration import with_limits
 
 A = {"Authorization": "Bearer test-key"}
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as c:
-        yield c
 
 
 def _submit(client: TestClient, settings: Settings) -> str:
