@@ -6,6 +6,7 @@ Keys are deterministic so every write is idempotent: a retried task overwrites t
 from __future__ import annotations
 
 import hashlib
+import tempfile
 import threading
 import uuid
 from collections.abc import Callable
@@ -23,6 +24,7 @@ _MISSING = {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}
 # A streamed upload holds at most 2 parts of 8 MiB in memory (s3transfer reads ahead 10 by default).
 _STREAM = TransferConfig(multipart_threshold=8 << 20, multipart_chunksize=8 << 20, max_concurrency=2)
 _STREAM.max_in_memory_upload_chunks = 2  # s3transfer's setting, which boto3's constructor does not take
+SPOOL_BYTES = 8 * 1024 * 1024
 
 
 class BlobStore(Protocol):
@@ -42,6 +44,12 @@ class BlobStore(Protocol):
 # Where the server writes in its own bucket. A tenant never reaches these by naming them in a job, except
 # its own uploads (jobs.adapters.uris); a new writer's prefix belongs here.
 UPLOADS, SERVER_PREFIXES = "uploads/", ("uploads/", "files/", "media/", "results/", "jobs/", "batches/")
+
+
+def spool() -> IO[bytes]:
+    """A file to write an upload into line by line before ``put_file``: in memory up to SPOOL_BYTES,
+    on disk past it, so a file of any size is built in bounded memory."""
+    return tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
 
 
 def uploads_prefix(tenant: str) -> str:

@@ -11,7 +11,8 @@ the job submitted), so ``validating`` is seen only by a concurrent reader. A fil
 source (jobs.openai.sources) has that source checked before the batch is stored: refused, no batch.
 Finalizing happens on the first read after the job has ended: one reader wins the compare-and-set,
 writes the output and error files (deterministic ids and keys, so a takeover after a crash rewrites the
-same ones), and completes.
+same ones), and completes. The files stream from the job's results, as the job's own output files do
+(jobs.views.outputs): a source batch of 10^6 requests is finalized in bounded memory.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import IO, Any
 from pydantic import ValidationError
 
 from jobs import transitions
-from jobs.adapters.storage import sha256_hex, upload_key
+from jobs.adapters.storage import sha256_hex, spool, upload_key
 from jobs.adapters.uris import UriPolicy
 from jobs.clock import sql_now
 from jobs.errors import (
@@ -80,11 +81,13 @@ class BatchService:
         self.store.put_file(_file_key(tenant, file_id), f, "application/jsonl")
         return self._record_file(tenant, file_id, filename, purpose, size)
 
-    def _save_file(
-        self, tenant: str, file_id: str, filename: str, purpose: str, data: bytes
-    ) -> dict[str, Any]:
-        self.store.put(_file_key(tenant, file_id), data, "application/jsonl")
-        return self._record_file(tenant, file_id, filename, purpose, len(data))
+    def _save_output(self, tenant: str, file_id: str, filename: str, f: IO[bytes]) -> str:
+        """Store an output file written into ``f`` (its size is where the writing stopped), streamed."""
+        size = f.tell()
+        f.seek(0)
+        self.store.put_file(_file_key(tenant, file_id), f, "application/jsonl")
+        self._record_file(tenant, file_id, filename, OUTPUT_PURPOSE, size)
+        return file_id
 
     def _record_file(
         self, tenant: str, file_id: str, filename: str, purpose: str, size: int
@@ -307,18 +310,25 @@ class BatchService:
         final = _FINAL_FOR_JOB.get(job.status, "completed") if job else "completed"
         if b.cancelling_at is not None or b.status == "cancelling":
             final = "cancelled"
-        not_run = "batch_expired" if final == "expired" else "batch_cancelled"
-        created = _ts(b.created_at) or 0
-        results = self.jobs.results(None, b.job_id) if b.job_id else iter(())
-        ok, bad = ob.output_lines(b.id, results, created, not_run)
-        rejected = self.store.get(b.rejected_key) if b.rejected_key else b""
-        out_id, err_id = _derived_id(b.id, "output"), _derived_id(b.id, "errors")
-        self._save_file(b.tenant, out_id, f"{b.id}_output.jsonl", OUTPUT_PURPOSE, ob.jsonl(ok))
-        self._save_file(b.tenant, err_id, f"{b.id}_error.jsonl", OUTPUT_PURPOSE, rejected + ob.jsonl(bad))
+        out_id, err_id = self._write_files(b, "batch_expired" if final == "expired" else "batch_cancelled")
         values = {"output_file_id": out_id, "error_file_id": err_id, f"{final}_at": sql_now()}
         if final == "failed" and job is not None:
             values["errors"] = [ob.LineError("job_failed", job.error or "the job failed").batch_error()]
         self._move(b.id, ("finalizing",), final, values)
+
+    def _write_files(self, b: Batch, not_run: str) -> tuple[str, str]:
+        """The output and error files' ids, both written (ids and keys from the batch's id: a takeover
+        rewrites the same). Streamed: the job's results from a server-side cursor, one request's lines
+        in memory at a time, the files spooled to disk past SPOOL_BYTES; a source batch has 10^6 lines."""
+        results = self.jobs.results(None, b.job_id) if b.job_id else iter(())
+        with spool() as ok, spool() as bad:
+            if b.rejected_key:  # the lines refused at creation come first (at most the input file's lines)
+                bad.write(self.store.get(b.rejected_key))
+            for good, line in ob.request_lines(b.id, results, _ts(b.created_at) or 0, not_run):
+                (ok if good else bad).write(ob.jsonl_line(line))
+            out = self._save_output(b.tenant, _derived_id(b.id, "output"), f"{b.id}_output.jsonl", ok)
+            err = self._save_output(b.tenant, _derived_id(b.id, "errors"), f"{b.id}_error.jsonl", bad)
+        return out, err
 
     def _render(self, b: Batch, job: JobOut | None) -> dict[str, Any]:
         lines = None if job is not None and job.listing is not None else b.total  # a source: the job's items

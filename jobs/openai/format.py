@@ -18,8 +18,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import itertools
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -341,25 +342,40 @@ def not_run_line(batch_id: str, custom_id: str, code: str) -> dict[str, Any]:
     }
 
 
+def request_lines(
+    batch_id: str, results: Iterable[ResultLine], created: int, not_run_code: str
+) -> Iterator[tuple[bool, dict[str, Any]]]:
+    """(for the output file?, line) per request, in the results' order, one request's pages held at a
+    time: a job's result lines come with each request's pages together (a source's custom_id is unique
+    in its job, and jobs.repository orders lines by source), so a batch of 10^6 requests streams."""
+    for custom_id, pages in itertools.groupby(results, key=lambda r: r.custom_id):
+        yield request_line(batch_id, custom_id, list(pages), created, not_run_code)
+
+
+def request_line(
+    batch_id: str, custom_id: str, pages: list[ResultLine], created: int, not_run_code: str
+) -> tuple[bool, dict[str, Any]]:
+    """A request's line from its pages': a response if all succeeded, else an error line (a failed
+    page's error, or never run: the batch was cancelled or expired first)."""
+    failed = next((p for p in pages if p.status == "failed"), None)
+    if failed is not None:
+        err = failed.error
+        code, message = (err.code, err.message) if err else ("server_error", "the request failed")
+        return False, error_line(batch_id, custom_id, code, message)
+    if all(p.status == "succeeded" for p in pages):
+        return True, response_line(batch_id, custom_id, pages, created)
+    return False, not_run_line(batch_id, custom_id, not_run_code)
+
+
 def output_lines(
     batch_id: str, results: Iterable[ResultLine], created: int, not_run_code: str
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(output-file lines, error-file lines) from a job's result lines, one per request."""
-    by_request: dict[str, list[ResultLine]] = {}
-    for r in results:
-        by_request.setdefault(r.custom_id, []).append(r)
+    """(output-file lines, error-file lines), all at once: for a few lines. A batch's files stream
+    through ``request_lines`` (jobs.openai.batches)."""
     ok: list[dict[str, Any]] = []
     bad: list[dict[str, Any]] = []
-    for custom_id, pages in by_request.items():
-        failed = next((p for p in pages if p.status == "failed"), None)
-        if failed is not None:
-            err = failed.error
-            code, message = (err.code, err.message) if err else ("server_error", "the request failed")
-            bad.append(error_line(batch_id, custom_id, code, message))
-        elif all(p.status == "succeeded" for p in pages):
-            ok.append(response_line(batch_id, custom_id, pages, created))
-        else:
-            bad.append(not_run_line(batch_id, custom_id, not_run_code))
+    for good, line in request_lines(batch_id, results, created, not_run_code):
+        (ok if good else bad).append(line)
     return ok, bad
 
 
@@ -376,5 +392,9 @@ def request_counts(total: int | None, job: Counts | None, rejected: int) -> dict
     return {"total": total, "completed": done, "failed": not_done + rejected}
 
 
+def jsonl_line(line: dict[str, Any]) -> bytes:
+    return json.dumps(line, ensure_ascii=False).encode() + b"\n"
+
+
 def jsonl(lines: Iterable[dict[str, Any]]) -> bytes:
-    return b"".join(json.dumps(x, ensure_ascii=False).encode() + b"\n" for x in lines)
+    return b"".join(map(jsonl_line, lines))

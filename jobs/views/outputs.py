@@ -11,19 +11,16 @@ a million pages is written in bounded memory. The caller holds the job's finaliz
 
 from __future__ import annotations
 
-import tempfile
 import uuid
-from typing import IO
 
 from sqlalchemy.orm import Session
 
 from jobs import repository as repo
-from jobs.adapters.storage import BlobStore, job_output_key
+from jobs.adapters.storage import BlobStore, job_output_key, spool
 from jobs.adapters.uris import UriPolicy
 from jobs.status import Outcome
 from jobs.views import datasets, exports, lines
 
-SPOOL_BYTES = 8 * 1024 * 1024
 JSONL = "application/x-ndjson"
 
 
@@ -32,7 +29,7 @@ def write(s: Session, store: BlobStore, job_id: uuid.UUID, policy: UriPolicy) ->
     destination: ``policy`` rules whether it may still be written there)."""
     dataset = datasets.DatasetWriter(store, datasets.dataset_prefix(job_id))
     export = exports.start(store, policy, repo.get_job(s, job_id))
-    with _spool() as ok, _spool() as bad:
+    with spool() as ok, spool() as bad:
         for src, unit, res in repo.stream_result_rows(s, job_id):
             line = lines.result_line(src, unit, res, store.bucket)
             (ok if line.status == Outcome.SUCCEEDED else bad).write(line.model_dump_json().encode() + b"\n")
@@ -46,7 +43,3 @@ def write(s: Session, store: BlobStore, job_id: uuid.UUID, policy: UriPolicy) ->
             store.put_file(key, f, JSONL)
     exports.record(s, job_id, export)
     return keys
-
-
-def _spool() -> IO[bytes]:
-    return tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
