@@ -43,6 +43,9 @@ class MemoryStore:
     def get(self, key: str) -> bytes:
         return self.objects[key]
 
+    def get_start(self, key: str, n: int) -> bytes:
+        return self.get(key)[:n]
+
     def read_uri(self, uri: str, max_bytes: int) -> bytes:
         return self.get(uri.split("/", 3)[3])
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from jobs.adapters.db import DB_UNAVAILABLE, as_vlmq_error
+from jobs.adapters.storage import BlobStore
 from jobs.errors import DatabaseUnavailable, EngineError, PermanentError, RetryableError, VlmqError
 from jobs.prompts import presets
 from jobs.work import Held, UnitWork
@@ -19,11 +20,12 @@ from workers.context import WorkerContext
 from workers.drain import DRAIN
 from workers.heartbeat import Heartbeat
 from workers.inference.busy import ENGINE_METER
-from workers.inference.engine import Engine, GenerationRequest
+from workers.inference.engine import Engine, GenerationRequest, needs_pixels
 from workers.inference.ladder import generate_checked
 from workers.lanes import JobLane, Lane
 from workers.media import manifest
 from workers.media.clip import VideoClip, is_clip_key, unpack
+from workers.media.images import PNG_HEADER, decode_image, png_size
 from workers.results import Answered, EngineFacts
 
 log = logging.getLogger(__name__)
@@ -141,18 +143,28 @@ def _finish(
 
 
 @dataclass(frozen=True)
+class _Media:
+    """A unit's media as the engine gets it: its pages' stored keys, and their pixels unless the engine
+    reads the stored pages itself; or a video's sampled clip."""
+
+    keys: tuple[str, ...] = ()
+    images: tuple[Image.Image, ...] = ()
+    size: tuple[int, int] | None = None  # the page's pixels when the unit shows one: boxes in pixels
+    video: VideoClip | None = None
+
+
+@dataclass(frozen=True)
 class _Loaded:
     unit: UnitWork
-    images: list[Image.Image]
+    media: _Media
     prompt: str
     flags: tuple[str, ...]  # prep's, and text_hint_truncated
-    video: VideoClip | None = None  # a video unit: its sampled clip, and no images
 
     def request(self) -> GenerationRequest:
-        u = self.unit
+        u, m = self.unit, self.media
         return GenerationRequest(
-            str(u.id), self.prompt, self.images, u.max_new_tokens, u.temperature, video=self.video,
-            priority=u.rank,
+            str(u.id), self.prompt, m.images, u.max_new_tokens, u.temperature, video=m.video,
+            priority=u.rank, image_keys=m.keys,
         )  # fmt: skip
 
 
@@ -160,14 +172,11 @@ def _run(
     ctx: WorkerContext, engine: Engine, lane: Lane, units: list[UnitWork], stop: Callable[[], bool]
 ) -> list[Answered]:
     """The engine's outputs for the units whose media could be read (the others failed alone)."""
-    loaded = _load_media(ctx, lane, units)
+    loaded = _load_media(ctx, lane, units, needs_pixels(engine))
     requests = [x.request() for x in loaded]
     with ENGINE_METER.running(len(requests)):
         outputs = generate_checked(engine, requests, ctx.settings.model.retry_temperatures, stop)
-    return [
-        Answered(x.unit, x.flags, x.images[0].size if len(x.images) == 1 else None, out)
-        for x, out in zip(loaded, outputs, strict=True)
-    ]
+    return [Answered(x.unit, x.flags, x.media.size, out) for x, out in zip(loaded, outputs, strict=True)]
 
 
 def _aborter(engine: Engine, units: list[UnitWork]) -> Callable[[set[uuid.UUID]], None]:
@@ -181,16 +190,13 @@ def _aborter(engine: Engine, units: list[UnitWork]) -> Callable[[set[uuid.UUID]]
     return abort
 
 
-def _load_media(ctx: WorkerContext, lane: Lane, units: list[UnitWork]) -> list[_Loaded]:
-    """Fetch each unit's image(s) and text hint; a unit whose media cannot be read fails alone."""
+def _load_media(ctx: WorkerContext, lane: Lane, units: list[UnitWork], pixels: bool) -> list[_Loaded]:
+    """Fetch each unit's media (``pixels``: decoded, else only their sizes) and text hint; a unit whose
+    media cannot be read fails alone."""
     loaded = []
     for u in units:
-        video = None
         try:
-            if is_clip_key(u.media_key):  # frames already sampled and sized by prep: one S3 GET
-                images, video = [], unpack(ctx.store.get(u.media_key))
-            else:
-                images = manifest.load_images(ctx.store, u.media_key)
+            media = _read_media(ctx.store, u.media_key, pixels)
         except PermanentError as e:
             lane.fail([u.id], e)
             continue
@@ -199,5 +205,19 @@ def _load_media(ctx: WorkerContext, lane: Lane, units: list[UnitWork]) -> list[_
             text = ctx.store.get(u.text_key).decode("utf-8", "replace")
             prompt, cut = presets.with_text_hint(prompt, text, ctx.settings.media.text_hint_max_chars)
             flags = (*flags, "text_hint_truncated") if cut else flags
-        loaded.append(_Loaded(u, images, prompt, flags, video))
+        loaded.append(_Loaded(u, media, prompt, flags))
     return loaded
+
+
+def _read_media(store: BlobStore, media_key: str, pixels: bool) -> _Media:
+    if is_clip_key(media_key):  # frames already sampled and sized by prep: one S3 GET
+        return _Media(video=unpack(store.get(media_key)))
+    keys = tuple(manifest.image_keys(store, media_key))
+    if pixels:
+        images = tuple(decode_image(store.get(k)) for k in keys)
+        sizes = [i.size for i in images]
+    else:
+        # The engine sends the stored pages by key: only their headers are read, for the sizes, and so
+        # that a missing page fails its unit here, alone, not the whole batch at the server.
+        images, sizes = (), [png_size(store.get_start(k, PNG_HEADER)) for k in keys]
+    return _Media(keys, images, sizes[0] if len(sizes) == 1 else None)

@@ -34,6 +34,8 @@ class BlobStore(Protocol):
 
     def get(self, key: str) -> bytes: ...
 
+    def get_start(self, key: str, n: int) -> bytes: ...
+
     def read_uri(self, uri: str, max_bytes: int) -> bytes: ...
 
     def put_file(self, key: str, f: IO[bytes], content_type: str = "application/octet-stream") -> str: ...
@@ -170,6 +172,10 @@ class S3BlobStore:
     def get(self, key: str) -> bytes:
         return self._get(self.bucket, key, max_bytes=None)
 
+    def get_start(self, key: str, n: int) -> bytes:
+        """The first ``n`` bytes of an object (a ranged GET): a file's header without its body."""
+        return self._get(self.bucket, key, max_bytes=None, first=n)
+
     def put_file(self, key: str, f: IO[bytes], content_type: str = "application/octet-stream") -> str:
         """Stream a file object to S3 (multipart above 8 MiB): memory stays bounded whatever its size."""
         self._ensure_bucket()
@@ -187,10 +193,11 @@ class S3BlobStore:
         bucket, key = split_s3_uri(uri)
         return self._get(bucket, key, max_bytes=max_bytes)
 
-    def _get(self, bucket: str, key: str, max_bytes: int | None) -> bytes:
+    def _get(self, bucket: str, key: str, max_bytes: int | None, first: int | None = None) -> bytes:
         self._ensure_bucket()
+        span = {"Range": f"bytes=0-{first - 1}"} if first else {}
         try:
-            obj = self._call(self._client.get_object, Bucket=bucket, Key=key)
+            obj = self._call(self._client.get_object, Bucket=bucket, Key=key, **span)
         except ClientError as e:
             code = e.response.get("Error", {}).get("Code", "")
             if code in _MISSING:

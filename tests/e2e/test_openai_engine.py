@@ -1,7 +1,7 @@
 """A job through the whole system with ``VLMQ_MODEL__ENGINE=openai``: the API and workers as separate
 processes, the inference worker sending its pages to a real OpenAI-compatible server process
 (tests/fixtures/openai_server.py, scripted like ``vllm serve --reasoning-parser glm45``), with the
-thinking budget continued over the API.
+thinking budget continued over the API; pages as data URLs, and as presigned URLs of prep's own objects.
 
 Its own database and Redis prefix: the e2e package's system (the transformers engine) must not take
 this system's messages, nor this one take its."""
@@ -14,6 +14,8 @@ import httpx
 import pytest
 
 from api.cli.servers import free_port
+from jobs.adapters.storage import S3BlobStore
+from jobs.config import Settings
 from tests.conftest import RUN_ID, migrated_database
 from tests.e2e.test_metrics import scrape, value
 from tests.e2e.test_pipeline import KEY, results_by_custom_id, wait_done
@@ -34,17 +36,19 @@ def openai_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         proc.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["data_url", "presigned"])
 def openai_system(
-    service_env: dict[str, str], openai_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[str, int]]:
-    gpu_metrics = free_port()
-    with migrated_database(f"vlmq_test_{RUN_ID}_openai") as db:
+    request: pytest.FixtureRequest, service_env: dict[str, str], openai_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[str, int, str]]:  # fmt: skip
+    gpu_metrics, media = free_port(), request.param
+    with migrated_database(f"vlmq_test_{RUN_ID}_openai_{media}") as db:
         env = {
             **service_env,
             "VLMQ_DB__URL": db,
-            "VLMQ_REDIS__KEY_PREFIX": f"{service_env['VLMQ_REDIS__KEY_PREFIX']}openai:",
+            "VLMQ_REDIS__KEY_PREFIX": f"{service_env['VLMQ_REDIS__KEY_PREFIX']}openai-{media}:",
             "VLMQ_MODEL__ENGINE": "openai",
+            "VLMQ_MODEL__OPENAI__MEDIA": media,
             "VLMQ_MODEL__OPENAI__BASE_URLS": openai_url,
             "VLMQ_MODEL__OPENAI__API_KEY": "sk-e2e",
             "VLMQ_MODEL__OPENAI__SERVED_MODEL": openai_server.MODEL,
@@ -55,13 +59,15 @@ def openai_system(
         }
         logs = tmp_path_factory.mktemp("openai-e2e-logs")
         with start_system(env, logs, metrics_ports={"worker-gpu": gpu_metrics}) as (base, _):
-            yield base, gpu_metrics
+            yield base, gpu_metrics, media
 
 
 def test_a_pdf_job_runs_on_an_openai_compatible_server(
-    openai_system: tuple[str, int], openai_url: str
+    openai_system: tuple[str, int, str], openai_url: str, settings: Settings
 ) -> None:
-    base, gpu_metrics = openai_system
+    base, gpu_metrics, media = openai_system
+    control = openai_url.removesuffix("/v1") + "/control"
+    httpx.post(control, json={"mode": "budget_split"}, timeout=5).raise_for_status()  # clears its log
     files = [("file", ("report.pdf", taught_pdf(), "application/pdf"))]
     r = httpx.post(f"{base}/v1/jobs", files=files, headers=KEY, timeout=30)
     assert r.status_code == 202, r.text
@@ -79,6 +85,14 @@ def test_a_pdf_job_runs_on_an_openai_compatible_server(
     log = httpx.get(openai_url.removesuffix("/v1") + "/log", timeout=5).json()
     assert any(q["body"].get("continue_final_message") for q in log["requests"])
     assert all(q["authorization"] == "Bearer sk-e2e" for q in log["requests"])
+    sources = {i["source"] for q in log["requests"] for i in q["images"]}
+    if media == "presigned":  # prep's own pages, none written again
+        pages = f"{settings.s3.endpoint_url}/{settings.s3.bucket}/media/"
+        assert len(sources) == 3 and all(s.startswith(pages) for s in sources), sources
+        s3 = S3BlobStore(settings).client
+        assert s3.list_objects_v2(Bucket=settings.s3.bucket, Prefix="openai-media/")["KeyCount"] == 0
+    else:
+        assert sources == {"data"}
     samples = scrape(f"http://127.0.0.1:{gpu_metrics}/metrics")
     endpoint = openai_url.removesuffix("/v1")
     assert value(samples, "vlmq_openai_request_seconds_count", endpoint=endpoint) >= 6  # 3 pages, 2 passes

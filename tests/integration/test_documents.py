@@ -1,6 +1,6 @@
 """Documents through the real API, Postgres, S3 and the prep and inference code, with a FakeEngine
-that records what the model would have been given: presets, grounding boxes in pixels, document
-granularity, page ranges and passwords, text hints."""
+that records what the model would have been given: presets, grounding boxes in pixels (pages decoded,
+or sent by key), document granularity, page ranges and passwords, text hints."""
 
 from __future__ import annotations
 
@@ -45,15 +45,27 @@ def _items(ctx: WorkerContext, job_id: uuid.UUID, sources: bool) -> list[Item]:
         return list(s.scalars(select(Item).where(Item.job_id == job_id, parent).order_by(Item.page)))
 
 
-def test_grounding_boxes_come_back_in_page_pixels(client: TestClient, ctx: WorkerContext) -> None:
+class StoredPagesEngine(FakeEngine):
+    """An engine that sends the stored pages by key (the openai engine's presigned mode): no pixels."""
+
+    needs_pixels = False
+
+
+@pytest.mark.parametrize("engine_kind", [FakeEngine, StoredPagesEngine])
+def test_grounding_boxes_come_back_in_page_pixels(
+    client: TestClient, ctx: WorkerContext, engine_kind: type[FakeEngine]
+) -> None:
     screenshot = encode_png(Image.new("RGB", (800, 600), "white"))
-    engine = FakeEngine(lambda _: BOXED)
+    engine = engine_kind(lambda _: BOXED)
     options = json.dumps({"task": "grounding"})
     files = [("file", ("screen.png", screenshot, "image/png"))]
     (line,) = run_job(client, ctx, engine, files=files, data={"prompt": "the OK button", "options": options})
     (request,) = engine.requests
     assert "Find this in the image: the OK button" in request.prompt
-    assert [img.size for img in request.images] == [(800, 600)]
+    (key,) = request.image_keys  # prep's page, beside its pixels or in their place
+    assert key.startswith("media/") and key.endswith(".png")
+    pixels = engine_kind is FakeEngine
+    assert [img.size for img in request.images] == ([(800, 600)] if pixels else [])
     assert line["prompt_version"] == "grounding-v1"
     assert line["boxes"] == ["[[100,250,500,750]]"]  # as before: the box text
     assert line["regions"] == [{"normalized": [100, 250, 500, 750], "box": [80, 150, 400, 450]}]

@@ -1,12 +1,14 @@
 """The "openai" engine against real HTTP server processes (tests/fixtures/openai_server.py) speaking the
 chat completions API: reasoning in both shapes, the thinking budget's continuation, retries of 429s,
 500s, timeouts and dropped connections, a server that stays down, balancing over two servers, abort,
-presigned pages through S3 (moto), video frames, and the per-endpoint metrics."""
+presigned pages (prep's own objects, through S3: moto), video frames, and the per-endpoint metrics."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,17 +16,25 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 from PIL import Image
 
 from api.cli.servers import free_port
+from jobs.adapters.storage import BlobStore
 from jobs.config import OpenAISettings, Settings
 from jobs.errors import EngineError, TransportError
 from jobs.prompts.reasoning import split_output
 from tests.fixtures import openai_server
+from tests.fixtures.make_fixtures import text_pdf
 from tests.integration import with_section
+from tests.integration.test_documents import A as API_KEY
+from tests.integration.test_documents import _items
+from workers import infer, prep
+from workers.context import WorkerContext
 from workers.inference.budget import BUDGET_FLAG
 from workers.inference.engine import GenerationRequest
 from workers.inference.openai_engine import OpenAIEngine
+from workers.media import manifest
 from workers.media.clip import VideoClip
 
 pytestmark = pytest.mark.slow
@@ -187,19 +197,72 @@ def test_abort_cancels_the_requests_in_flight(servers: list[str], engine_for: An
     assert [(o.text, o.completion_tokens) for o in outs] == [("", 0), ("", 0)]
 
 
-def test_presigned_pages_are_fetched_by_the_server(
-    servers: list[str], engine_for: Any, settings: Settings
-) -> None:
-    control(servers[0], "raw")
-    s = make_settings(servers[:1], media="presigned")
-    engine = OpenAIEngine(s.model_copy(update={"s3": settings.s3}))
+class ReadsRecorded:
+    """The worker's store, recording the objects read whole and those of which only the start was read."""
+
+    def __init__(self, store: BlobStore) -> None:
+        self._store = store
+        self.whole: list[str] = []
+        self.starts: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def get(self, key: str) -> bytes:
+        self.whole.append(key)
+        return self._store.get(key)
+
+    def get_start(self, key: str, n: int) -> bytes:
+        self.starts.append(key)
+        return self._store.get_start(key, n)
+
+
+def run_pdf_job(
+    client: TestClient, ctx: WorkerContext, url: str, media: str, granularity: str
+) -> tuple[list[str], list[str], ReadsRecorded]:
+    """A 3-page PDF job through the API, prep and inference on the openai engine (``media``): its answers,
+    the keys of prep's page images, and what the inference worker read of the store."""
+    reads = ReadsRecorded(ctx.store)
+    worker = WorkerContext(ctx.settings, ctx.service, reads)  # type: ignore[arg-type]
+    engine = OpenAIEngine(make_settings([url], media=media).model_copy(update={"s3": ctx.settings.s3}))
+    files = [("file", ("memo.pdf", text_pdf(3, "memo"), "application/pdf"))]
+    options = {"options": json.dumps({"granularity": granularity})}
+    job_id = uuid.UUID(client.post("/v1/jobs", headers=API_KEY, files=files, data=options).json()["id"])
     try:
-        (out,) = engine.generate([page("presigned-1")])
+        prep.prepare(ctx, _items(ctx, job_id, sources=True)[0].id)
+        units = _items(ctx, job_id, sources=False)
+        infer.infer(worker, engine, [u.id for u in units])
     finally:
         engine.shutdown()
-    assert split_output(out.text).answer == "images=1 sizes=64x48 video_frames=0"
-    url = log(servers[0])["requests"][0]["body"]["messages"][0]["content"][0]["image_url"]["url"]
-    assert url.startswith(settings.s3.endpoint_url or "") and "openai-media/" in url
+    lines = client.get(f"/v1/jobs/{job_id}/results", headers=API_KEY).text.splitlines()
+    keys = [k for u in units for k in manifest.image_keys(ctx.store, u.media_key or "")]
+    return [json.loads(x)["answer"] for x in lines], keys, reads
+
+
+def pixels_seen(requests: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(size, pixel digest) of every image the server got, in an order that ignores the requests'."""
+    return sorted((i["size"], i["pixels"]) for q in requests for i in q["images"])
+
+
+@pytest.mark.parametrize("granularity", ["page", "document"])
+def test_presigned_pages_are_prep_s_own_objects(
+    servers: list[str], client: TestClient, ctx: WorkerContext, granularity: str
+) -> None:
+    control(servers[0], "raw")
+    answers, keys, reads = run_pdf_job(client, ctx, servers[0], "presigned", granularity)
+    presigned = log(servers[0])["requests"]
+    bucket = ctx.settings.s3.bucket
+    fetched = [i["source"] for q in presigned for i in q["images"]]
+    assert sorted(fetched) == sorted(f"{ctx.settings.s3.endpoint_url}/{bucket}/{k}" for k in keys)
+    assert len(keys) == 3 and not set(keys) & set(reads.whole)  # the worker read no page...
+    assert sorted(reads.starts) == sorted(keys)  # ... but its header (the size, for boxes in pixels)
+    listed = ctx.store.client.list_objects_v2(Bucket=bucket, Prefix="openai-media/")  # type: ignore[attr-defined]
+    assert listed["KeyCount"] == 0  # nothing uploaded again
+    # The server got the same pixels as data URLs of the pages the worker decoded (the mode before).
+    control(servers[0], "raw")
+    data_answers, _, data_reads = run_pdf_job(client, ctx, servers[0], "data_url", granularity)
+    assert pixels_seen(presigned) == pixels_seen(log(servers[0])["requests"])
+    assert answers == data_answers and set(keys) <= set(data_reads.whole)
 
 
 def test_a_video_clip_travels_as_its_frames(servers: list[str], engine_for: Any) -> None:

@@ -12,11 +12,13 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
+from pydantic import SecretStr
 
-from jobs.config import Settings
+from jobs.config import S3Settings, Settings
 from jobs.errors import EngineError, TransportError
 from jobs.prompts.reasoning import split_output
 from workers.inference.engine import GenerationRequest
+from workers.inference.openai_engine import S3Publisher
 from workers.inference.openai_http import Endpoints, RetryPolicy, endpoint_label, post_chat
 from workers.inference.openai_wire import BadReply, chat_body, parse_reply, reply_text, user_turn
 from workers.media.clip import VideoClip
@@ -51,9 +53,35 @@ def test_pages_go_first_as_png_data_urls_then_the_text() -> None:
 
 
 def test_a_presigned_page_is_what_the_publisher_returns() -> None:
+    req = GenerationRequest("r", "Describe.", image_keys=["media/a/page-00001.png", "media/a/page-00002.png"])
+    (msg,) = user_turn(req, lambda r: [f"https://s3/{k}" for k in r.image_keys])
+    assert [p["image_url"]["url"] for p in msg["content"][:2]] == [
+        "https://s3/media/a/page-00001.png", "https://s3/media/a/page-00002.png",
+    ]  # fmt: skip
+
+
+def publisher() -> S3Publisher:
+    s3 = S3Settings(endpoint_url="http://s3.test:9000", access_key_id="k", secret_access_key=SecretStr("s"))
+    return S3Publisher(Settings().model_copy(update={"s3": s3}))
+
+
+def test_the_publisher_presigns_prep_s_stored_pages() -> None:
+    key = "media/abc/1288px/page-00001.png"
+    req = GenerationRequest("r", "Describe.", image_keys=[key])
+    (url,) = publisher()(req)  # signing alone: no S3 request (s3.test does not resolve)
+    assert url.startswith(f"http://s3.test:9000/vlmq/{key}?") and "Signature" in url
+
+
+def test_pages_never_stored_go_as_data_urls_in_presigned_mode_too() -> None:
     req = GenerationRequest("r", "Describe.", [Image.new("RGB", (8, 6))])
-    (msg,) = user_turn(req, lambda png: f"https://s3/{len(png)}")
-    assert msg["content"][0]["image_url"]["url"].startswith("https://s3/")
+    (url,) = publisher()(req)
+    assert url.startswith("data:image/png;base64,")
+
+
+def test_stored_pages_count_against_the_model_s_limits() -> None:
+    with pytest.raises(ValueError, match="one key a page"):
+        GenerationRequest("r", "p", [Image.new("RGB", (8, 6))], image_keys=["a.png", "b.png"])
+    assert GenerationRequest("r", "p", image_keys=["a.png", "b.png"]).page_count == 2
 
 
 def test_a_video_travels_as_jpeg_frames_in_one_data_url() -> None:

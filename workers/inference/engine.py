@@ -7,6 +7,9 @@ output for tests and benchmarks (``VLMQ_MODEL__ENGINE=fake``), never a model.
 An engine may also have ``abort(request_ids)``: stop those requests now (their job was cancelled); the
 batch's ``generate`` then returns early, and its outputs are thrown away. Engines without it finish the
 batch, and the worker throws the outputs away after.
+An engine may also have ``needs_pixels = False``: it sends each page's stored PNG by its key
+(``GenerationRequest.image_keys``; the "openai" engine's presigned URLs), so the worker downloads no
+pixels for it and ``images`` is empty. Engines without it get the decoded pages.
 Engines return the raw decoded text (special tokens such as ``<|endoftext|>`` removed, ``<think>`` and
 ``<answer>`` tags kept); ``jobs.prompts.reasoning`` splits it, the same way for every engine.
 """
@@ -34,10 +37,19 @@ class GenerationRequest:
     temperature: float = 0.0
     video: VideoClip | None = None  # sampled frames + timestamps; never with images (see __post_init__)
     priority: int = 0  # its claim's turn (jobs.scheduling.fairness): lower is served sooner
+    # The stored PNGs (BlobStore keys, prep's media) of the pages, in prompt order: beside ``images``, or
+    # in their place for an engine that reads the stored pages itself (needs_pixels False).
+    image_keys: Sequence[str] = ()
 
     def __post_init__(self) -> None:
+        if self.images and self.image_keys and len(self.images) != len(self.image_keys):
+            raise ValueError("image_keys name the stored pages behind images: one key a page")
         # GLM-4.1V's limits, which the API already enforces on requests (jobs.prompts.limits).
-        check_media(len(self.images), 0 if self.video is None else 1)
+        check_media(self.page_count, 0 if self.video is None else 1)
+
+    @property
+    def page_count(self) -> int:
+        return max(len(self.images), len(self.image_keys))
 
 
 @dataclass(frozen=True)
@@ -71,3 +83,8 @@ class Engine(Protocol):
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
         """One output per request, in the same order. Raises on engine failure (whole batch)."""
         ...
+
+
+def needs_pixels(engine: Engine) -> bool:
+    """Whether the worker must download and decode the pages for ``engine`` (see the module's note)."""
+    return bool(getattr(engine, "needs_pixels", True))

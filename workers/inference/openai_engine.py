@@ -4,9 +4,10 @@ SGLang, a hosted API; docs/engines.md). Select it with ``VLMQ_MODEL__ENGINE=open
 Like VllmEngine, one asyncio loop in a daemon thread serves every task thread of the worker: each
 ``generate`` submits its batch's requests to it and waits, so many batches are in flight at once, up
 to ``model.openai.max_in_flight`` requests over every server (keep-alive connections of one
-``httpx.AsyncClient``). Pages are encoded (PNG data URLs, or uploaded and presigned) in the calling
-task thread, never on the loop. Servers, balancing and retries: workers.inference.openai_http; the
-request and reply shapes, reasoning included: workers.inference.openai_wire.
+``httpx.AsyncClient``). Pages are encoded (PNG data URLs, or presigned GET URLs of prep's stored pages)
+in the calling task thread, never on the loop. Servers, balancing and retries:
+workers.inference.openai_http; the request and reply shapes, reasoning included:
+workers.inference.openai_wire.
 
 The thinking budget is workers.inference.budget's, unchanged: past the budget the assistant message is
 continued with ``</think><answer>`` appended (flag ``thinking_budget_reached``). A "generic" server
@@ -19,7 +20,6 @@ those requests return empty outputs, which the worker drops.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import threading
 from collections.abc import Sequence
@@ -37,8 +37,8 @@ from workers.inference.openai_wire import (
     Publish,
     chat_body,
     continues,
+    data_urls,
     parse_reply,
-    png_data_url,
     user_turn,
 )
 
@@ -46,11 +46,11 @@ log = logging.getLogger(__name__)
 
 
 class S3Publisher:
-    """Pages as presigned S3 GET URLs (``model.openai.media = "presigned"``): each page's PNG is put
-    under a key named by its content, so a retried page is the same object, and presigned for
-    ``presign_seconds``. Only for a server allowed to read this deployment's bucket."""
-
-    PREFIX = "openai-media/"
+    """Pages as presigned S3 GET URLs (``model.openai.media = "presigned"``) of the PNGs prep stored
+    (``GenerationRequest.image_keys``), valid ``presign_seconds``: the server reads prep's own object, so
+    nothing is written again and the worker downloads no pixels (``OpenAIEngine.needs_pixels``).
+    Presigning is signing alone, no S3 request. A request with pixels but no stored pages (made outside
+    the worker) sends them as data URLs. Only for a server allowed to read this deployment's bucket."""
 
     def __init__(self, settings: Settings) -> None:
         from jobs.adapters.storage import S3BlobStore
@@ -58,8 +58,12 @@ class S3Publisher:
         self._store = S3BlobStore(settings)
         self._seconds = settings.model.openai.presign_seconds
 
-    def __call__(self, png: bytes) -> str:
-        key = self._store.put(f"{self.PREFIX}{hashlib.sha256(png).hexdigest()}.png", png, "image/png")
+    def __call__(self, req: GenerationRequest) -> list[str]:
+        if not req.image_keys:
+            return data_urls(req)
+        return [self.presign(k) for k in req.image_keys]
+
+    def presign(self, key: str) -> str:
         url: str = self._store.client.generate_presigned_url(
             "get_object", Params={"Bucket": self._store.bucket, "Key": key}, ExpiresIn=self._seconds
         )
@@ -80,7 +84,9 @@ class OpenAIEngine:
         self.task_threads = m.batches_in_flight or max(
             1, -(-2 * o.max_in_flight // settings.limits.batch_size)
         )
-        self._publish = publish or (S3Publisher(settings) if o.media == "presigned" else png_data_url)
+        self._publish = publish or (S3Publisher(settings) if o.media == "presigned" else data_urls)
+        # Presigned pages are read by the server from prep's objects: the worker need not fetch them.
+        self.needs_pixels = o.media != "presigned"
         self._endpoints = Endpoints(o.base_urls)
         self._policy = RetryPolicy(o.max_retries, o.backoff_base_s, o.backoff_max_s)
         self._headers = {"Authorization": f"Bearer {o.api_key.get_secret_value()}"} if o.api_key else {}

@@ -31,8 +31,9 @@ from workers.media.clip import VideoClip
 from workers.media.images import encode_png
 
 Server = Literal["vllm", "sglang", "generic"]
-# A page as the server is to see it: "data:" URL or an https URL it fetches (presigned S3).
-Publish = Callable[[bytes], str]
+# A request's pages as the server is to see them, in prompt order: "data:" URLs, or https URLs it
+# fetches (presigned S3 GETs of prep's stored pages: workers.inference.openai_engine.S3Publisher).
+Publish = Callable[[GenerationRequest], list[str]]
 REASONING_FIELDS = ("reasoning_content", "reasoning")  # vLLM before 0.11 / after
 
 
@@ -44,8 +45,14 @@ def png_data_url(png: bytes) -> str:
     return data_url(png, "image/png")
 
 
+def data_urls(req: GenerationRequest) -> list[str]:
+    """Each page's pixels as a PNG data URL (``model.openai.media = "data_url"``)."""
+    return [png_data_url(encode_png(img)) for img in req.images]
+
+
 def video_url(clip: VideoClip, quality: int = 90) -> str:
-    """Prep's sampled frames as vLLM's ``video/jpeg`` data URL: base64 JPEG frames joined by commas."""
+    """Prep's sampled frames as vLLM's ``video/jpeg`` data URL: base64 JPEG frames joined by commas.
+    Presigned mode too: prep stores a clip as one zip (workers.media.clip), no frame a server could fetch."""
     frames = []
     for frame in clip.frames:
         buf = io.BytesIO()
@@ -54,12 +61,10 @@ def video_url(clip: VideoClip, quality: int = 90) -> str:
     return "data:video/jpeg;base64," + ",".join(frames)
 
 
-def user_turn(req: GenerationRequest, publish: Publish = png_data_url) -> list[dict[str, Any]]:
-    """The request's one user message: image parts (``publish`` turns a page's PNG into its URL), or
-    the video part, then the text."""
-    parts: list[dict[str, Any]] = [
-        {"type": "image_url", "image_url": {"url": publish(encode_png(img))}} for img in req.images
-    ]
+def user_turn(req: GenerationRequest, publish: Publish = data_urls) -> list[dict[str, Any]]:
+    """The request's one user message: image parts (``publish`` gives the pages' URLs), or the video
+    part, then the text."""
+    parts: list[dict[str, Any]] = [{"type": "image_url", "image_url": {"url": u}} for u in publish(req)]
     if req.video is not None:
         parts.append({"type": "video_url", "video_url": {"url": video_url(req.video)}})
     parts.append({"type": "text", "text": req.prompt})

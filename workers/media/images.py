@@ -37,6 +37,18 @@ def encode_png(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
+# A PNG's signature and IHDR chunk up to its width and height: what png_size reads.
+PNG_HEADER = 24
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_size(header: bytes) -> tuple[int, int]:
+    """(width, height) from a PNG's first PNG_HEADER bytes, without its pixels; else CorruptMedia."""
+    if len(header) < PNG_HEADER or header[:8] != _PNG_SIGNATURE or header[12:16] != b"IHDR":
+        raise CorruptMedia("image cannot be decoded: not a PNG header")
+    return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+
+
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """RGB image from bytes (first frame; transparency on white); unreadable -> CorruptMedia naming why."""
     with _open(data, max_pixels) as img:
