@@ -11,11 +11,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from PIL import Image
-
 from jobs.adapters.storage import BlobStore
 from jobs.errors import CorruptMedia
-from workers.media.images import decode_image
 
 SUFFIX = ".json"
 
@@ -36,8 +33,3 @@ def image_keys(store: BlobStore, media_key: str) -> list[str]:
     if not keys or not all(isinstance(k, str) for k in keys):
         raise CorruptMedia(f"unit manifest {media_key} lists no images")
     return list(keys)
-
-
-def load_images(store: BlobStore, media_key: str) -> list[Image.Image]:
-    """The decoded images of a unit: one page, or every image its manifest lists."""
-    return [decode_image(store.get(k)) for k in image_keys(store, media_key)]
