@@ -11,13 +11,14 @@ from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 from api.cli.config_doc import register as register_config_doc
 from api.cli.history import register as register_history
 from api.cli.probe import register as register_probe
 from api.cli.reprocess import register as register_reprocess
 from api.cli.soak import register as register_soak
+from api.cli.worker_start import ENGINE_READY as ENGINE_READY  # tests and benchmarks wait for it
+from api.cli.worker_start import engine_pool, prep_processes, worker_metrics
 from jobs.config import get_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="vlmq: batch GLM-4.1V jobs.")
@@ -26,8 +27,6 @@ dev_app = typer.Typer(no_args_is_help=True, help="Development helpers: embedded 
 app.add_typer(db_app, name="db")
 app.add_typer(dev_app, name="dev")
 console = Console()
-# The inference worker prints this once its engine has loaded (tests and benchmarks wait for it).
-ENGINE_READY = "vlmq worker: engine"
 err = Console(stderr=True)
 
 
@@ -102,7 +101,7 @@ def worker(
     Each queue brings its low-priority sibling (read after it), and prep brings the sweeper's
     maintenance queue (read first)."""
     _logging(log_level)
-    _worker_metrics(metrics_port)
+    worker_metrics(metrics_port)
     from jobs.adapters.dispatch import worker_queues
     from workers.celery_app import app as celery_app
     from workers.liveness import install_pulse
@@ -116,100 +115,10 @@ def worker(
     if name:
         args.append(f"--hostname={name}@%h")
     if "gpu" in names:
-        args += _engine_pool()
+        args += engine_pool()
     else:
         args += ["--pool=prefork", f"--concurrency={prep_processes(concurrency)}"]
     celery_app.worker_main(args)
-
-
-def prep_processes(concurrency: int) -> int:
-    """Prep renders on the CPU, one page at a time per process: by default every core renders."""
-    import os
-
-    return concurrency if concurrency > 0 else os.cpu_count() or 1
-
-
-def _worker_metrics(port: int | None) -> None:
-    """The exporter (see workers.metrics), set up before anything imports prometheus_client."""
-    from workers.metrics import serve, use_multiprocess_dir
-
-    metrics = get_settings().metrics
-    port = port if port is not None else metrics.worker_port
-    if port:
-        use_multiprocess_dir(metrics.multiproc_dir)
-        serve(port, metrics.worker_host, metrics.busy_window_s)
-        err.print(f"vlmq worker: metrics on :{port}/metrics")
-
-
-def _engine_pool() -> list[str]:
-    """Load the engine here, before the worker takes any task, and run tasks in this process.
-
-    vLLM: task threads share the engine, several batches in flight keep it full. transformers: one
-    task at a time (it computes one request at a time anyway).
-    """
-    import time
-
-    from jobs.errors import InvalidInput
-    from workers.inference.factory import get_engine
-    from workers.startup import Phases
-
-    phases = Phases()
-    phases.mark("process_and_imports")  # interpreter start, imports, Celery and metrics set up
-    _clear_ready_file()  # not ready while loading, whatever an earlier run left
-    t0 = time.monotonic()
-    try:
-        engine = get_engine()
-    except InvalidInput as e:  # a setting the model cannot take (tensor parallel size, say)
-        err.print(f"[red]vlmq worker:[/] {e}")
-        raise typer.Exit(2) from e
-    load_s = time.monotonic() - t0
-    parts = getattr(engine, "start_phases", {})  # the vLLM engine's own (processor, engine, warm-up)
-    phases.add(parts, rest="engine_other" if parts else "engine")
-    err.print(f"{ENGINE_READY} {engine.name} ({engine.model_id}) ready in {load_s:.1f} s")
-    notice = get_settings().model.development_notice()
-    if notice:  # the tiny model's defaults (jobs.config) and why its answers look like noise
-        err.print(f"[yellow]vlmq worker:[/] {escape(notice)}", soft_wrap=True)
-    from workers.context import get_context
-
-    get_context()  # database pool and S3 client, before the task threads start
-    phases.mark("database_and_s3")
-    _start_writers()
-    phases.mark("result_writers")
-    err.print(phases.line(), soft_wrap=True)
-    _write_ready_file(engine.name, engine.model_id, load_s, phases.marks)
-    if engine.name == "vllm":
-        return ["--pool=threads", f"--concurrency={get_settings().gpu_tasks}"]
-    if engine.name == "openai":  # HTTP requests: many batches in flight, as for vLLM
-        return ["--pool=threads", f"--concurrency={getattr(engine, 'task_threads', 1)}"]
-    return ["--pool=solo"]
-
-
-def _start_writers() -> None:
-    """The result writer processes (workers.writers), started before the first batch needs them."""
-    from workers import writers
-
-    pool = writers.for_settings(get_settings())
-    if pool is not None:
-        pids = pool.start()
-        err.print(f"vlmq worker: {len(pids)} result writer processes ({', '.join(map(str, pids))})")
-
-
-def _clear_ready_file() -> None:
-    path = get_settings().model.ready_file
-    if path:
-        Path(path).unlink(missing_ok=True)
-
-
-def _write_ready_file(engine: str, model_id: str, load_s: float, phases: dict[str, float]) -> None:
-    """The engine's start time, for healthchecks and dashboards (VLMQ_MODEL__READY_FILE)."""
-    import os
-    import time
-
-    path = get_settings().model.ready_file
-    if path:
-        facts = {"engine": engine, "model_id": model_id, "load_seconds": round(load_s, 1),
-                 "ready_at": time.time(), "pid": os.getpid(), "start_phases": phases}  # fmt: skip
-        Path(path).write_text(json.dumps(facts) + "\n")
 
 
 @app.command()
