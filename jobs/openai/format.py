@@ -367,18 +367,6 @@ def request_line(
     return False, not_run_line(batch_id, custom_id, not_run_code)
 
 
-def output_lines(
-    batch_id: str, results: Iterable[ResultLine], created: int, not_run_code: str
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(output-file lines, error-file lines), all at once: for a few lines. A batch's files stream
-    through ``request_lines`` (jobs.openai.batches)."""
-    ok: list[dict[str, Any]] = []
-    bad: list[dict[str, Any]] = []
-    for good, line in request_lines(batch_id, results, created, not_run_code):
-        (ok if good else bad).append(line)
-    return ok, bad
-
-
 def request_counts(total: int | None, job: Counts | None, rejected: int) -> dict[str, int]:
     """A batch's ``request_counts`` from its job's: OpenAI has only completed and failed, and counts a
     request that did not run in a cancelled or expired batch as failed. So here vlmq's failed,

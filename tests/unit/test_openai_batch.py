@@ -88,6 +88,15 @@ def _page(page: int, **kw: Any) -> ResultLine:
     return ResultLine.model_validate({**base, **kw})
 
 
+def _files(results: list[ResultLine], not_run: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(output-file lines, error-file lines), as jobs.openai.batches writes them from request_lines."""
+    ok: list[dict[str, Any]] = []
+    bad: list[dict[str, Any]] = []
+    for good, line in ob.request_lines("batch_1", results, 123, not_run):
+        (ok if good else bad).append(line)
+    return ok, bad
+
+
 def test_output_lines_join_pages_and_map_errors() -> None:
     usage = Usage(prompt_tokens=10, completion_tokens=5, total_tokens=15)
     results = [
@@ -101,7 +110,7 @@ def test_output_lines_join_pages_and_map_errors() -> None:
         ),
         ResultLine(custom_id="late", page=None, status="cancelled"),
     ]
-    ok, bad = ob.output_lines("batch_1", results, 123, "batch_cancelled")
+    ok, bad = _files(results, "batch_cancelled")
     (doc,) = ok
     body = doc["response"]["body"]
     assert body["choices"][0]["message"] == {
@@ -127,5 +136,5 @@ def test_request_counts_put_every_request_that_did_not_run_under_failed() -> Non
 def test_lines_an_expired_batch_never_ran_say_so() -> None:
     expired = ErrorInfo(code="expired", message="m")
     results = [ResultLine(custom_id="late", page=1, status=Outcome.EXPIRED, error=expired)]
-    _, (late,) = ob.output_lines("batch_1", results, 123, "batch_expired")
+    _, (late,) = _files(results, "batch_expired")
     assert late["response"] is None and late["error"]["code"] == "batch_expired"
