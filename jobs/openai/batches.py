@@ -27,7 +27,7 @@ from typing import IO, Any
 
 from pydantic import ValidationError
 
-from jobs import transitions
+from jobs import submission, transitions
 from jobs.adapters.storage import sha256_hex, spool, upload_key
 from jobs.adapters.uris import UriPolicy
 from jobs.clock import sql_now
@@ -144,8 +144,8 @@ class BatchService:
             raise InvalidInput(f"file {input_file_id} has purpose {f.purpose!r}, not {INPUT_PURPOSE!r}")
         parsed = self._parse(self.store.get(f.key))
         source = sources.job_request(parsed)
-        if source is not None:  # refused: 422 now, and no batch (jobs.openai.sources)
-            sources.check(self.jobs, tenant, source)
+        if source is not None:  # POST /v1/jobs' checks: refused, 422 now, and no batch (jobs.openai.sources)
+            submission.validate(self.jobs.settings, self.jobs.store, tenant, source)
         batch_id = f"batch_{secrets.token_hex(12)}"
         with self.sessions() as s, s.begin():
             s.add(

@@ -4,8 +4,8 @@ image. The batch runs as one job submitted as that source (jobs.listings): each 
 request whose ``custom_id`` is its key (or its manifest line's), its answer an output-file line; the
 line's text parts are every request's prompt, its max_tokens and temperature the job's.
 
-The source is checked as POST /v1/jobs checks it (jobs.listings.check: the tenant may read it, and it
-can be read now) before the batch is stored, so a refused source answers 422 naming the problem and
+The source is checked as POST /v1/jobs checks it (jobs.submission.validate: the tenant may read it, and
+it can be read now) before the batch is stored, so a refused source answers 422 naming the problem and
 leaves no batch behind; the job's submission checks it again, and each listed key is checked while
 listing, as for any source job. The batch's counts and files come from its job like any batch's."""
 
@@ -13,13 +13,9 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
-from jobs import listings
-from jobs.adapters.uris import UriPolicy
 from jobs.errors import InvalidInput
 from jobs.openai import format as ob
-from jobs.prompts.limits import check_prompt_text
 from jobs.schemas import JobCreate, JobOptions
-from jobs.service import JobService
 
 
 def job_request(parsed: ob.ParsedFile) -> JobCreate | None:
@@ -33,11 +29,3 @@ def job_request(parsed: ob.ParsedFile) -> JobCreate | None:
         return JobCreate(source=r.source, prompt=r.prompt, options=JobOptions.model_validate(options))
     except ValidationError as e:
         raise InvalidInput(f"line {r.line} ({r.custom_id!r}): {e.errors()[0]['msg']}") from e
-
-
-def check(jobs: JobService, tenant: str, req: JobCreate) -> None:
-    """The source job's submission checks, run before the batch is stored."""
-    assert req.source is not None
-    check_prompt_text(req.prompt, "the prompt")
-    policy = UriPolicy.from_settings(jobs.settings)
-    listings.check(getattr(jobs.store, "client", None), policy, tenant, req.source)
