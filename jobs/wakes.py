@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from jobs.clock import sql_now
 from jobs.models import Item, ItemTally, Job, Wake
-from jobs.scheduling.fairness import SOURCES, UNITS, Kind
+from jobs.scheduling.fairness import CLAIM_ORDER, SOURCES, UNITS, Kind
 from jobs.status import JOB_ACTIVE, names
 
 KINDS = {k.name: k for k in (SOURCES, UNITS)}
@@ -114,7 +114,7 @@ def _idle_too_long(s: Session, keys: list[Key], older_than: float) -> set[Key]:
 def _head(kind: Kind) -> ScalarSelect[datetime]:
     """When the job's next waiting item of ``kind`` in the claim order became waiting."""
     q = select(Item.updated_at).where(Item.job_id == Job.id, Item.status == str(kind.waiting))
-    return q.order_by(Item.created_at, Item.page).limit(1).correlate(Job).scalar_subquery()
+    return q.order_by(*CLAIM_ORDER).limit(1).correlate(Job).scalar_subquery()
 
 
 def _next_waiting(s: Session, key: Key, n: int, priority: str) -> list[Row]:
@@ -123,7 +123,7 @@ def _next_waiting(s: Session, key: Key, n: int, priority: str) -> list[Row]:
         return []
     job_id, kind = key[0], KINDS[key[1]]
     q = select(Item.id).where(Item.job_id == job_id, Item.status == str(kind.waiting))
-    ids = s.scalars(q.order_by(Item.created_at, Item.page).limit(n))
+    ids = s.scalars(q.order_by(*CLAIM_ORDER).limit(n))
     return [(item_id, str(kind.waiting), priority) for item_id in ids]
 
 

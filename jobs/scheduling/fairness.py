@@ -48,6 +48,9 @@ RANK_CLASS = 1_000_000
 LOW_RANK = CLASSES["low"] * RANK_CLASS
 # Job size classes of the queue-wait histogram, by the items a job was submitted with.
 SIZES = ((10, "small"), (1000, "medium"))
+# A job's waiting items are taken oldest first, a PDF's pages in order (index ix_items_job_id_status_order);
+# jobs.wakes sends its hints in the same order.
+CLAIM_ORDER = (Item.created_at, Item.page)
 
 
 @dataclass(frozen=True)
@@ -142,7 +145,7 @@ def shares(s: Session, kind: Kind, n: int) -> list[Share]:
     some = (
         select(Item.id)
         .where(Item.job_id == Job.id, Item.status == str(kind.waiting), _due())
-        .order_by(Item.created_at, Item.page)
+        .order_by(*CLAIM_ORDER)
         .limit(n)
         .correlate(Job)
     )
@@ -243,7 +246,7 @@ def _lock(s: Session, kind: Kind, job_id: uuid.UUID, n: int) -> list[tuple[uuid.
     q = (
         select(Item.id, waited)
         .where(Item.job_id == job_id, Item.status == str(kind.waiting), _due())
-        .order_by(Item.created_at, Item.page)
+        .order_by(*CLAIM_ORDER)
         .limit(n)
         .with_for_update(skip_locked=True)
     )
