@@ -91,8 +91,7 @@ def run_system(
             wait_healthy(f"http://127.0.0.1:{port}", list(procs.values()), 120)
             _say(f"services up; waiting for {gpu_workers} GPU worker(s) ({gpu[0].log_path})")
             for i, worker in enumerate(gpu):
-                wait_for_log(worker, ENGINE_READY, 900)
-                wait_for_log(worker, celery_ready_line(i), 60)  # Celery consuming
+                _wait_ready(worker, i)
             worker_start_s = time.monotonic() - t_start
             _say(f"GPU worker(s) ready in {worker_start_s:.1f} s")
             results: list[dict[str, Any]] = []
@@ -181,14 +180,19 @@ def _restart(worker: Any, port: int) -> tuple[float, Any]:
     _wait_gpu_free()
     t0 = time.monotonic()
     worker = worker.again(worker.log_path.with_name(worker.log_path.stem + "-restart.log"))
-    wait_for_log(worker, ENGINE_READY, 900)
-    wait_for_log(worker, celery_ready_line(0), 60)
+    _wait_ready(worker, 0)
     seconds = time.monotonic() - t0
     _say(f"GPU worker restarted: ready in {seconds:.1f} s")
     check = _measure(port, [make_pdf(2, seed=999_998)])  # it takes work again
     if check["status"] != "completed":
         raise RuntimeError(f"the restarted worker's job ended {check['status']}")
     return seconds, worker
+
+
+def _wait_ready(worker: Any, i: int) -> None:
+    """Until the i-th GPU worker's engine is loaded and Celery consumes."""
+    wait_for_log(worker, ENGINE_READY, 900)
+    wait_for_log(worker, celery_ready_line(i), 60)
 
 
 def _wait_gpu_free(limit_mib: int = 2048, timeout: float = 120) -> None:
