@@ -39,6 +39,11 @@ EVERY_TENANT = "*"
 _WILDCARDS = frozenset("*?[")  # a source's glob characters: a destination is a plain prefix
 
 
+def _dot_segment(key: str) -> bool:
+    """A key with a '.' or '..' segment: some S3 servers resolve them, reading or writing elsewhere."""
+    return any(seg in (".", "..") for seg in key.split("/"))
+
+
 def system_resolver(host: str, port: int) -> list[str]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -95,7 +100,7 @@ class UriPolicy:
 
     def _check_s3(self, uri: str, tenant: str, who: str) -> None:
         bucket, key = split_s3_uri(uri)
-        if any(seg in (".", "..") for seg in key.split("/")):
+        if _dot_segment(key):
             raise ForbiddenUri(f"{who}s3 keys with '.' or '..' segments are not allowed")
         if bucket == self.server_bucket and key.startswith(uploads_prefix(tenant)):
             return  # the tenant's own upload
@@ -123,7 +128,7 @@ class UriPolicy:
         if not bucket:
             raise ForbiddenUri(f"{what}: a dataset destination is an s3://bucket/prefix/ URI")
         key = key if not key or key.endswith("/") else key + "/"
-        if any(seg in (".", "..") for seg in key.split("/")):
+        if _dot_segment(key):
             raise ForbiddenUri(f"{what}: '.' and '..' segments are not allowed")
         if _WILDCARDS & set(key):
             raise ForbiddenUri(f"{what}: a destination is a plain prefix; '*', '?' and '[' are not allowed")
