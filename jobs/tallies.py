@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from jobs.models import ItemTally
+from jobs.models import ItemTally, Job
+from jobs.status import ITEM_IN_FLIGHT, ITEM_WAITING, JOB_ACTIVE, names
 
 ROLL_UP_ABOVE = 64  # rows a job may gather before the sweeper rolls them up (a read sums them meanwhile)
 
@@ -31,6 +32,21 @@ def by_status(
         q = q.where(t.source.is_(sources))
     q = q.group_by(t.job_id, t.source, t.status, t.error_code).having(func.sum(t.n) != 0)
     return [(j, src, st, code, int(n)) for j, src, st, code, n in s.execute(q)] if job_ids else []
+
+
+def active_open(s: Session) -> list[tuple[uuid.UUID, str, str, str, int]]:
+    """(job, tenant, priority, status, how many) of every active job's open items, waiting or in flight,
+    a row a status: the fleet's open work in one query of a few rows a job (the forecast's loads and
+    the sweeper's wakes read it)."""
+    t = ItemTally
+    q = (
+        select(t.job_id, Job.tenant, Job.priority, t.status, func.sum(t.n))
+        .join(Job, Job.id == t.job_id)
+        .where(Job.status.in_(names(JOB_ACTIVE)), t.status.in_(names(ITEM_WAITING | ITEM_IN_FLIGHT)))
+        .group_by(t.job_id, Job.tenant, Job.priority, t.status)
+        .having(func.sum(t.n) != 0)
+    )
+    return [(j, tenant, priority, st, int(n)) for j, tenant, priority, st, n in s.execute(q)]
 
 
 # Deleted and written again as sums in one statement: rows a trigger adds meanwhile are not in the

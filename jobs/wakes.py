@@ -24,14 +24,14 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ScalarSelect, exists, func, select
+from sqlalchemy import ScalarSelect, exists, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from jobs import tallies
 from jobs.clock import sql_now
-from jobs.models import Item, ItemTally, Job, Wake
+from jobs.models import Item, Job, Wake
 from jobs.scheduling.fairness import CLAIM_ORDER, SOURCES, UNITS, Kind
-from jobs.status import JOB_ACTIVE, names
 
 KINDS = {k.name: k for k in (SOURCES, UNITS)}
 Row = tuple[uuid.UUID, str, str]  # (item id, its status, job priority): what jobs.sweeper.resend sends
@@ -70,18 +70,10 @@ def open_work(s: Session) -> dict[Key, Open]:
     a job, whatever its size."""
     status = {str(k.waiting): (k, "waiting") for k in KINDS.values()}
     status |= {str(k.in_flight): (k, "in_flight") for k in KINDS.values()}
-    t = ItemTally
-    q = (
-        select(t.job_id, Job.priority, t.status, func.sum(t.n))
-        .join(Job, Job.id == t.job_id)
-        .where(Job.status.in_(names(JOB_ACTIVE)), t.status.in_(list(status)))
-        .group_by(t.job_id, Job.priority, t.status)
-        .having(func.sum(t.n) != 0)
-    )
     out: dict[Key, Open] = {}
-    for job_id, priority, st, n in s.execute(q):
+    for job_id, _, priority, st, n in tallies.active_open(s):
         kind, field = status[st]
-        setattr(out.setdefault((job_id, kind.name), Open(priority)), field, int(n))
+        setattr(out.setdefault((job_id, kind.name), Open(priority)), field, n)
     return out
 
 

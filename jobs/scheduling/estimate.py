@@ -16,22 +16,21 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from jobs import clock
+from jobs import clock, tallies
 from jobs.config import Settings
-from jobs.models import Item, ItemTally, Job
+from jobs.models import Item, Job
 from jobs.scheduling.fairness import CLASSES
 from jobs.schemas import Counts, ForecastOut
-from jobs.status import EXPIRED_CODE, ITEM_IN_FLIGHT, ITEM_WAITING, JOB_ACTIVE, ItemStatus, names
+from jobs.status import EXPIRED_CODE, JOB_ACTIVE, ItemStatus, names
 
 WINDOW_S = 600  # seconds of ended pages the fleet's pace is measured over
 _ENDED = [str(ItemStatus.SUCCEEDED), str(ItemStatus.FAILED)]
-_OPEN = names(ITEM_WAITING | ITEM_IN_FLIGHT)  # a source queued or preparing, a page ready or running
 _UNPREPARED = [str(ItemStatus.QUEUED), str(ItemStatus.PREPARING)]
 
 
@@ -86,17 +85,14 @@ def fleet_pace(s: Session) -> float:
 def active_loads(s: Session) -> list[Load]:
     """Every active job with open work, in one query grouped by job, from the counts Postgres keeps
     (jobs.tallies): a few rows a job, never the open items of a job of a million."""
-    t = ItemTally
-    unprepared = t.status.in_(_UNPREPARED)
-    pages, sources = func.sum(t.n).filter(~unprepared), func.sum(t.n).filter(unprepared)
-    q = (
-        select(t.job_id, Job.tenant, Job.priority, pages, sources)
-        .join(Job, Job.id == t.job_id)
-        .where(Job.status.in_(names(JOB_ACTIVE)), t.status.in_(_OPEN))
-        .group_by(t.job_id, Job.tenant, Job.priority)
-        .having(func.sum(t.n) != 0)
-    )
-    return [Load(j, t, p, int(pages or 0), int(unprep or 0)) for j, t, p, pages, unprep in s.execute(q)]
+    loads: dict[uuid.UUID, Load] = {}
+    for job_id, tenant, priority, status, n in tallies.active_open(s):
+        load = loads.get(job_id) or Load(job_id, tenant, priority, 0, 0)
+        if status in _UNPREPARED:
+            loads[job_id] = replace(load, unprepared=load.unprepared + n)
+        else:
+            loads[job_id] = replace(load, pages=load.pages + n)
+    return list(loads.values())
 
 
 def share(loads: Sequence[Load], job: Job, weight: Callable[[str], float]) -> float:
